@@ -1,0 +1,49 @@
+"""The success envelope ``{"status": "ok", "data": ...}`` as a typed Struct.
+
+Handlers return ``Ok[T]`` so the OpenAPI document shows the real payload type.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Literal, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+
+class Ok(msgspec.Struct, Generic[T]):
+    data: T
+    status: Literal["ok"] = "ok"
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, object] = msgspec.field(default_factory=dict)
+
+
+class ErrorEnvelope(msgspec.Struct):
+    error: ErrorBody
+    status: Literal["error"] = "error"
+
+
+class Page(msgspec.Struct, Generic[T]):
+    """One page of a paginated list (DESIGN section 2)."""
+
+    items: list[T]
+    page: int
+    page_size: int
+    total: int
+    pages: int
+
+
+class Deleted(msgspec.Struct):
+    """Body of every successful DELETE: which resource is gone."""
+
+    id: str
+    deleted: bool = True
+
+
+def ok(data: T) -> Ok[T]:
+    return Ok(data=data)

@@ -1,0 +1,141 @@
+"""The one place where errors become HTTP responses.
+
+Domain errors (``modelyard.core.errors``) map to statuses by their code;
+Litestar's own exceptions (404 route, 405, malformed JSON, validation) are
+rewritten into the same envelope; anything else is a 500 with a generic
+message while the traceback goes to the server log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_403_FORBIDDEN,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+)
+
+from modelyard.core.errors import ModelyardError
+
+log = logging.getLogger("modelyard.api")
+
+STATUS_BY_CODE: dict[str, int] = {
+    "VALIDATION_ERROR": HTTP_422_UNPROCESSABLE_ENTITY,
+    "NOT_FOUND": HTTP_404_NOT_FOUND,
+    "CONFLICT": HTTP_409_CONFLICT,
+    "PAYLOAD_TOO_LARGE": HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    "UNSUPPORTED_MEDIA_TYPE": HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    "FORBIDDEN": HTTP_403_FORBIDDEN,
+    "UNAUTHORIZED": 401,
+    "BAD_REQUEST": HTTP_400_BAD_REQUEST,
+    "METHOD_NOT_ALLOWED": 405,
+    "INTERNAL_ERROR": HTTP_500_INTERNAL_SERVER_ERROR,
+}
+
+CODE_BY_HTTP_STATUS: dict[int, str] = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+}
+
+
+def error_response(
+    status_code: int, code: str, message: str, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
+    body = {"status": "error", "error": {"code": code, "message": message, "details": details or {}}}
+    return Response(content=body, status_code=status_code, media_type=MediaType.JSON, headers=headers)
+
+
+def handle_domain_error(request: Request[Any, Any, Any], exc: ModelyardError) -> Response[dict[str, Any]]:
+    status = STATUS_BY_CODE.get(exc.code, HTTP_400_BAD_REQUEST)
+    return error_response(status, exc.code, exc.message, exc.details)
+
+
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+_AT_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def _validation_details(exc: ValidationException) -> tuple[str, list[dict[str, Any]]]:
+    """Turn Litestar's ``extra`` into ``[{"field": "name", "message": ...}]`` with body field paths."""
+    problems: list[dict[str, Any]] = []
+    extra = exc.extra if isinstance(exc.extra, list) else ([exc.extra] if exc.extra else [])
+    for item in extra:
+        if not isinstance(item, dict):
+            problems.append({"field": None, "message": str(item)})
+            continue
+        message = str(item.get("message", ""))
+        field = item.get("key")
+        source = item.get("source")
+        if unknown := _UNKNOWN_FIELD.search(message):
+            path = _AT_PATH.search(message)
+            prefix = path.group(1) if path and path.group(1) else ""
+            field = f"{prefix}.{unknown.group(1)}" if prefix else unknown.group(1)
+        elif (path := _AT_PATH.search(message)) and path.group(1):
+            field = path.group(1).replace("[", ".").replace("]", "")
+        problems.append({"field": field, "source": source, "message": message})
+    summary = exc.detail or "Validation failed"
+    if problems and problems[0]["message"]:
+        summary = problems[0]["message"]
+    return summary, problems
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    if isinstance(exc, ValidationException):
+        message, problems = _validation_details(exc)
+        if "is not valid JSON" in message or "Malformed" in message or "malformed" in message:
+            return error_response(HTTP_400_BAD_REQUEST, "BAD_REQUEST", message, {"errors": problems})
+        return error_response(
+            HTTP_422_UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+            message,
+            {"errors": problems, "fields": [p["field"] for p in problems if p.get("field")]},
+        )
+    if isinstance(exc, NotFoundException):
+        return error_response(HTTP_404_NOT_FOUND, "NOT_FOUND", f"No such endpoint: {request.method} {request.url.path}")
+    if isinstance(exc, MethodNotAllowedException):
+        return error_response(
+            405, "METHOD_NOT_ALLOWED", f"Method {request.method} is not allowed on {request.url.path}",
+            headers=exc.headers,
+        )
+    if isinstance(exc, PermissionDeniedException):
+        return error_response(HTTP_403_FORBIDDEN, "FORBIDDEN", exc.detail or "Forbidden")
+    status = exc.status_code
+    if status >= 500:
+        log.error("HTTP %s on %s %s: %s", status, request.method, request.url.path, exc.detail)
+        return error_response(status, "INTERNAL_ERROR", "Internal server error")
+    code = CODE_BY_HTTP_STATUS.get(status, "BAD_REQUEST")
+    return error_response(status, code, exc.detail or code.replace("_", " ").capitalize(), headers=exc.headers)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal server error")
+
+
+EXCEPTION_HANDLERS = {
+    ModelyardError: handle_domain_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,69 @@
+"""``/api/projects``: reference section 1."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, delete, get, patch, post
+from litestar.params import JSONBody, Parameter
+
+
+from .deps import ServicesDep
+from .envelope import Deleted, Ok, ok
+
+
+class Project(msgspec.Struct):
+    id: str
+    name: str
+    task: str
+    description: str
+    created_at: str
+    updated_at: str
+
+
+class ProjectCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    task: str = "classification"
+    description: Annotated[str, msgspec.Meta(max_length=5000)] = ""
+
+
+class ProjectUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
+    task: str | msgspec.UnsetType = msgspec.UNSET
+    description: Annotated[str, msgspec.Meta(max_length=5000)] | msgspec.UnsetType = msgspec.UNSET
+
+
+ProjectId = Annotated[str, Parameter(description="Project id, e.g. proj-a1b2c3d4", max_length=64)]
+
+
+def _project(data: dict[str, object]) -> Project:
+    return msgspec.convert(data, Project, strict=False)
+
+
+class ProjectController(Controller):
+    path = "/api/projects"
+    tags = ["Projects"]
+
+    @get("/", operation_id="ListProjects", summary="List all projects", sync_to_thread=True)
+    def list_projects(self, services: ServicesDep) -> Ok[list[Project]]:
+        return ok([_project(p) for p in services.projects.list()])
+
+    @post("/", operation_id="CreateProject", summary="Create a new project", sync_to_thread=True, status_code=201)
+    def create_project(self, services: ServicesDep, data: JSONBody[ProjectCreate]) -> Ok[Project]:
+        return ok(_project(services.projects.create(data.name, data.task, data.description)))
+
+    @get("/{project_id:str}", operation_id="GetProject", summary="Get project details", sync_to_thread=True)
+    def get_project(self, services: ServicesDep, project_id: ProjectId) -> Ok[Project]:
+        return ok(_project(services.projects.get(project_id)))
+
+    @patch("/{project_id:str}", operation_id="UpdateProject", summary="Update project", sync_to_thread=True)
+    def update_project(self, services: ServicesDep, project_id: ProjectId, data: JSONBody[ProjectUpdate]) -> Ok[Project]:
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        return ok(_project(services.projects.update(project_id, changes)))
+
+    @delete("/{project_id:str}", operation_id="DeleteProject", summary="Delete project and all its data",
+            sync_to_thread=True, status_code=200)
+    def delete_project(self, services: ServicesDep, project_id: ProjectId) -> Ok[Deleted]:
+        services.projects.delete(project_id)
+        return ok(Deleted(id=project_id))

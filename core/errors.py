@@ -1,0 +1,145 @@
+"""Domain errors of modelyard.
+
+They carry a stable machine-readable ``code``, a human message and optional
+``details``; they know nothing about HTTP. ``modelyard.api`` maps each code to a
+status in one place (``api/errors.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelyardError(Exception):
+    """Base of every error a user can cause or see."""
+
+    code: str = "ERROR"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class ValidationError(ModelyardError):
+    """Input that is well-formed but not acceptable (names the offending field)."""
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, message: str, field: str | None = None, details: dict[str, Any] | None = None) -> None:
+        merged = dict(details or {})
+        if field is not None:
+            merged.setdefault("field", field)
+        super().__init__(message, merged)
+        self.field = field
+
+
+class NotFoundError(ModelyardError):
+    """Something addressed by id or name does not exist.
+
+    Every subclass answers with the wire code ``NOT_FOUND`` (as DESIGN's example
+    shows); ``details.resource`` says what was missing.
+    """
+
+    code = "NOT_FOUND"
+    resource = "resource"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        merged = {"resource": self.resource, **(details or {})}
+        super().__init__(message, merged)
+
+
+class ProjectNotFoundError(NotFoundError):
+    resource = "project"
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(f"Project {project_id} not found", {"project_id": project_id})
+
+
+class ImageNotFoundError(NotFoundError):
+    resource = "image"
+
+
+class SplitNotFoundError(NotFoundError):
+    resource = "split"
+
+
+class ExperimentNotFoundError(NotFoundError):
+    resource = "experiment"
+
+
+class RunNotFoundError(NotFoundError):
+    resource = "run"
+
+
+class EvaluationNotFoundError(NotFoundError):
+    resource = "evaluation"
+
+
+class ExportNotFoundError(NotFoundError):
+    resource = "export"
+
+
+class ConflictError(ModelyardError):
+    """The request clashes with the current state (e.g. a run is training)."""
+
+    code = "CONFLICT"
+
+
+class ForbiddenError(ModelyardError):
+    code = "FORBIDDEN"
+
+
+class PayloadTooLargeError(ModelyardError):
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaTypeError(ModelyardError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class CorruptDataError(ModelyardError):
+    """A file of the workspace cannot be read (e.g. a hand-edited, broken JSON)."""
+
+    code = "CONFLICT"
+
+
+class PluginError(ModelyardError):
+    """A plugin misbehaved while registering (duplicate name, bad object)."""
+
+    code = "PLUGIN_ERROR"
+
+
+class UnknownNameError(ValidationError):
+    """A name that no registry knows; lists the names that would work.
+
+    The wire code stays ``VALIDATION_ERROR`` (the API contract has no other);
+    ``details.available`` tells the client what would have worked.
+    """
+
+    kind = "name"
+
+    def __init__(self, name: str, available: list[str], field: str | None = None) -> None:
+        shown = ", ".join(available[:50]) + (" ..." if len(available) > 50 else "")
+        super().__init__(
+            f"Unknown {self.kind} '{name}'. Available: {shown or '(none)'}",
+            field=field,
+            details={"name": name, "available": available},
+        )
+        self.name = name
+
+
+class UnknownArchitectureError(UnknownNameError):
+    kind = "architecture"
+
+
+class UnknownImporterError(UnknownNameError):
+    kind = "dataset format"
+
+
+class UnknownExportFormatError(UnknownNameError):
+    kind = "export format"
+
+
+class UnknownTaskError(UnknownNameError):
+    kind = "task"

@@ -1,0 +1,82 @@
+"""Atomic JSON files: a reader sees the old file or the new one, never a torn one.
+
+Writes go to a temp file in the same folder, are flushed and fsynced, then
+``os.replace``d over the target (atomic on POSIX), and the folder is fsynced
+so the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import CorruptDataError
+
+TEMP_PREFIX = ".tmp-"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically; on any failure the old file stays and no temp is left."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Serialise ``obj`` as pretty UTF-8 JSON and write it atomically."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: Path) -> Any:
+    """Load a JSON file written by us; a broken one raises ``CorruptDataError`` naming it."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except json.JSONDecodeError as exc:
+        raise CorruptDataError(
+            f"{path.name} is corrupt and cannot be read ({exc.msg} at line {exc.lineno})",
+            {"file": path.name},
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise CorruptDataError(f"{path.name} is corrupt and cannot be read (not UTF-8)", {"file": path.name}) from exc
+
+
+def remove_stale_temp_files(root: Path) -> int:
+    """Delete temp files left by writers that died mid-way; returns how many were removed."""
+    removed = 0
+    if not root.exists():
+        return 0
+    for tmp in root.rglob(TEMP_PREFIX + "*"):
+        if tmp.is_file() and not tmp.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename already happened
+    finally:
+        os.close(fd)

@@ -1,0 +1,191 @@
+"""Loads plugins once per process and fills the registries.
+
+Built-in plugins (``DEFAULT_PLUGINS``) load first, then every entry point of
+the group ``modelyard``, each exactly once. ``MODELYARD_DISABLE_PLUGINS``
+(comma-separated names) blocks plugins by name. A plugin that fails to import
+or raises while registering is logged, listed with its error, and its partial
+registrations are rolled back: it never takes the server down.
+Set ``MODELYARD_TRACE_PLUGINS=1`` to log every hook call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, Registry
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "modelyard"
+DISABLE_ENV = "MODELYARD_DISABLE_PLUGINS"
+TRACE_ENV = "MODELYARD_TRACE_PLUGINS"
+
+#: Built-in plugins: ordinary ``@hookimpl`` modules, loaded exactly like third-party ones.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "modelyard.plugins.simple_cnn",
+    "modelyard.plugins.torchvision_models",
+    "modelyard.plugins.imagefolder",
+    "modelyard.plugins.csv_importer",
+    "modelyard.plugins.onnx_exporter",
+    "modelyard.plugins.torchscript_exporter",
+)
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or failed) plugin, as ``GET /api/system/plugins`` shows it."""
+
+    name: str
+    source: str
+    version: str | None
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.error is None
+
+
+class PluginHost:
+    """The plugin manager plus the registries it filled."""
+
+    def __init__(self, disabled: set[str] | None = None) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.disabled = set(disabled if disabled is not None else disabled_from_env())
+        for name in self.disabled:
+            self.pm.set_blocked(name)
+        self.architectures = ArchitectureRegistry()
+        self.importers = ImporterRegistry()
+        self.exporters = ExporterRegistry()
+        self.plugins: dict[str, PluginInfo] = {}
+        if os.environ.get(TRACE_ENV):
+            self.pm.trace.root.setwriter(log.info)
+            self.pm.enable_tracing()
+
+    # -- loading ---------------------------------------------------------------
+    def load_all(self) -> PluginHost:
+        for module_name in DEFAULT_PLUGINS:
+            short = module_name.rsplit(".", 1)[-1]
+            self._load(short, source="builtin", version=_own_version(), loader=lambda m=module_name: importlib.import_module(m))
+        for ep in _entry_points():
+            dist = ep.dist.name if ep.dist is not None else "unknown"
+            version = ep.dist.version if ep.dist is not None else None
+            self._load(ep.name, source=dist, version=version, loader=ep.load)
+        self._register_all()
+        return self
+
+    def add_plugin(self, module: ModuleType | object, name: str, source: str = "direct", version: str | None = None) -> None:
+        """Register an already-imported plugin object (tests, embedding) and run its hooks."""
+        self._load(name, source=source, version=version, loader=lambda: module)
+        self._register_plugin(name)
+
+    def _load(self, name: str, source: str, version: str | None, loader: Any) -> None:
+        if name in self.plugins:
+            log.info("plugin %s already loaded; skipping duplicate from %s", name, source)
+            return
+        if name in self.disabled:
+            log.info("plugin %s disabled by %s", name, DISABLE_ENV)
+            return
+        info = PluginInfo(name=name, source=source, version=version)
+        self.plugins[name] = info
+        try:
+            plugin = loader()
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            info.error = f"{type(exc).__name__}: {exc}"
+            log.error("plugin %s failed to load: %s\n%s", name, exc, traceback.format_exc())
+
+    def _register_all(self) -> None:
+        for name, info in self.plugins.items():
+            if info.error is None and not info.registered:
+                self._register_plugin(name)
+
+    def _register_plugin(self, name: str) -> None:
+        info = self.plugins[name]
+        if info.error is not None:
+            return
+        hooks: list[tuple[str, Registry[Any]]] = [
+            ("register_architectures", self.architectures),
+            ("register_importers", self.importers),
+            ("register_exporters", self.exporters),
+        ]
+        try:
+            for hook_name, registry in hooks:
+                caller = getattr(self.pm.hook, hook_name)
+                for impl in caller.get_hookimpls():
+                    if impl.plugin_name != name:
+                        continue
+                    kwargs = {arg: registry for arg in impl.argnames if arg == "registry"}
+                    with registry.registering_as(name):
+                        impl.function(**kwargs)
+        except Exception as exc:
+            for _hook, registry in hooks:
+                registry.remove_plugin(name)
+            info.error = f"{type(exc).__name__}: {exc}"
+            log.error("plugin %s failed while registering: %s\n%s", name, exc, traceback.format_exc())
+            return
+        info.registered = {
+            "architectures": self.architectures.names_by_plugin(name),
+            "importers": self.importers.names_by_plugin(name),
+            "exporters": self.exporters.names_by_plugin(name),
+        }
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": info.name,
+                "version": info.version,
+                "source": info.source,
+                "loaded": info.loaded,
+                "registered": info.registered,
+                "error": info.error,
+            }
+            for info in self.plugins.values()
+        ]
+
+
+def disabled_from_env() -> set[str]:
+    raw = os.environ.get(DISABLE_ENV, "")
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        key = (ep.name, ep.value)
+        if key not in seen:
+            seen.add(key)
+            unique.append(ep)
+    return unique
+
+
+def _own_version() -> str:
+    import modelyard
+
+    return modelyard.__version__
+
+
+_default_host: PluginHost | None = None
+_default_lock = threading.Lock()
+
+
+def default_plugin_host() -> PluginHost:
+    """The process-wide plugin host, loaded on first use."""
+    global _default_host
+    with _default_lock:
+        if _default_host is None:
+            _default_host = PluginHost().load_all()
+        return _default_host

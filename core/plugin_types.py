@@ -1,0 +1,115 @@
+"""What a plugin registers: architectures, dataset importers and exporters.
+
+These are plain, typed descriptions. A plugin builds them and hands them to
+the registry it receives in its ``register_*`` hook; core code looks them up by
+name and never imports a concrete plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # torch is heavy; plugin metadata must not require it at import time
+    import numpy as np
+    import torch
+    from torch import nn
+
+
+class BuildArchitecture(Protocol):
+    def __call__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        pretrained: bool = False,
+        dropout: float = 0.0,
+        **options: Any,
+    ) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A model family: builds a plain ``nn.Module`` whose output is ``(batch, num_classes)`` logits.
+
+    ``build(num_classes, in_channels=3, pretrained=False, dropout=0.0, **options)``
+    must raise ``ValidationError`` for options it cannot honour (e.g. pretrained
+    weights that do not exist).
+    """
+
+    name: str
+    build: BuildArchitecture
+    tasks: tuple[str, ...] = ("classification",)
+    default_input_size: tuple[int, int] = (224, 224)
+    has_pretrained: bool = False
+    description: str = ""
+    #: parameter count for 1000 classes, filled lazily by the API when not given
+    num_parameters: int | None = None
+    #: name of the sub-module that is the classifier head (used by ``freeze_backbone``)
+    head_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image an importer found: where it is and what it is labelled."""
+
+    path: Path
+    """Absolute path of the file (inside the import root)."""
+    source_path: str
+    """Path relative to the import root, POSIX separators, as the user knows it."""
+    label: str | None = None
+    """Class name, or ``None`` for an unlabelled image."""
+    subset: str | None = None
+    """``train``/``val``/``test`` when the source already splits the data."""
+
+
+class DatasetImporter(Protocol):
+    """Reads one dataset layout. ``detect`` must be cheap: ``format: auto`` asks every importer."""
+
+    id: str
+    name: str
+    description: str
+
+    def detect(self, root: Path) -> bool: ...
+
+    def read(self, root: Path) -> Iterator[ImageRecord]: ...
+
+
+@dataclass(frozen=True)
+class ExportMetadata:
+    """What a deployed model needs to know to preprocess and to name its outputs."""
+
+    classes: list[str]
+    input_size: tuple[int, int]
+    mean: list[float]
+    std: list[float]
+    architecture: str
+    run_id: str
+    channels: int = 3
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class ExportFunction(Protocol):
+    def __call__(
+        self, model: nn.Module, example_input: torch.Tensor, options: dict[str, Any], out_dir: Path, metadata: ExportMetadata
+    ) -> Path: ...
+
+
+class LoadRunner(Protocol):
+    """Load an exported file and return ``predict(batch NCHW float32) -> logits`` for verification."""
+
+    def __call__(self, path: Path, options: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """An export format. ``options_schema`` is a JSON schema object whose properties carry defaults."""
+
+    id: str
+    name: str
+    extension: str
+    options_schema: dict[str, Any]
+    export: ExportFunction
+    load_runner: LoadRunner
+    description: str = ""

@@ -1,0 +1,141 @@
+"""Projects: create, list, read, update and delete ``project.json`` folders."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import unicodedata
+from typing import Any
+
+from .errors import ConflictError, ValidationError
+from .ids import new_id
+from .jsonio import atomic_write_json, read_json
+from .tasks import check_task
+from .timeutil import utc_now_iso
+from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 200
+DESCRIPTION_MAX = 5000
+ACTIVE_RUN_STATUSES = frozenset({"pending", "running"})
+
+
+def validate_name(name: str, field: str = "name", max_len: int = NAME_MAX) -> str:
+    """A display name: 1..max_len characters, no control characters, no path separators."""
+    cleaned = name.strip()
+    if not cleaned:
+        raise ValidationError(f"{field} must not be empty", field=field)
+    if len(cleaned) > max_len:
+        raise ValidationError(f"{field} must be at most {max_len} characters (got {len(cleaned)})", field=field)
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in cleaned):
+        raise ValidationError(f"{field} must not contain control characters", field=field)
+    if "/" in cleaned or "\\" in cleaned:
+        raise ValidationError(f"{field} must not contain '/' or '\\'", field=field)
+    return cleaned
+
+
+def validate_description(description: str, field: str = "description") -> str:
+    if len(description) > DESCRIPTION_MAX:
+        raise ValidationError(f"{field} must be at most {DESCRIPTION_MAX} characters", field=field)
+    if "\x00" in description:
+        raise ValidationError(f"{field} must not contain NUL characters", field=field)
+    return description
+
+
+def active_runs(workspace: Workspace, project_id: str) -> list[str]:
+    """Ids of the project's runs that are pending or running (they block destructive changes)."""
+    active = []
+    experiments = workspace.experiments_dir(project_id)
+    for run_json in experiments.glob("exp-*/runs/run-*/run.json"):
+        try:
+            status = read_json(run_json).get("status")
+        except (OSError, ValueError):
+            continue
+        if status in ACTIVE_RUN_STATUSES:
+            active.append(run_json.parent.name)
+    return sorted(active)
+
+
+def ensure_no_active_run(workspace: Workspace, project_id: str, action: str) -> None:
+    """Raise ``ConflictError`` when a run of the project is training."""
+    if runs := active_runs(workspace, project_id):
+        raise ConflictError(f"Cannot {action} while a run is training: {', '.join(runs)}", {"active_runs": runs})
+
+
+class ProjectService:
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    def list(self) -> list[dict[str, Any]]:
+        projects = []
+        for project_id in self.workspace.project_ids():
+            try:
+                projects.append(self.get(project_id))
+            except Exception as exc:  # a broken project must not hide the others
+                log.warning("skipping project %s in listing: %s", project_id, exc)
+        return sorted(projects, key=lambda p: (p.get("created_at", ""), p["id"]))
+
+    def create(self, name: str, task: str = "classification", description: str = "") -> dict[str, Any]:
+        name = validate_name(name)
+        check_task(task)
+        description = validate_description(description)
+        self.workspace.projects_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            project_id = new_id("proj")
+            folder = self.workspace.project_dir(project_id)
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                continue
+        now = utc_now_iso()
+        project = {
+            "id": project_id,
+            "name": name,
+            "task": task,
+            "description": description,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.workspace.project_lock(project_id):
+            atomic_write_json(folder / "project.json", project)
+        return project
+
+    def get(self, project_id: str) -> dict[str, Any]:
+        folder = self.workspace.existing_project_dir(project_id)
+        project = read_json(folder / "project.json")
+        return project
+
+    def update(self, project_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        with self.workspace.project_lock(project_id):
+            folder = self.workspace.existing_project_dir(project_id)
+            project = read_json(folder / "project.json")
+            if "name" in changes:
+                project["name"] = validate_name(changes["name"])
+            if "description" in changes:
+                project["description"] = validate_description(changes["description"])
+            if "task" in changes and changes["task"] != project["task"]:
+                check_task(changes["task"])
+                if self._has_dataset(project_id):
+                    raise ConflictError("The task cannot change once the project has a dataset; clear the dataset first")
+                project["task"] = changes["task"]
+            project["updated_at"] = utc_now_iso()
+            atomic_write_json(folder / "project.json", project)
+            return project
+
+    def delete(self, project_id: str) -> None:
+        with self.workspace.project_lock(project_id):
+            folder = self.workspace.existing_project_dir(project_id)
+            ensure_no_active_run(self.workspace, project_id, "delete the project")
+            # Rename first so a crash mid-delete never leaves a half-project that still lists.
+            trash = self.workspace.new_staging_dir(f"delete-{project_id}")
+            folder.rename(trash / project_id)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def _has_dataset(self, project_id: str) -> bool:
+        path = self.workspace.dataset_json(project_id)
+        if not path.is_file():
+            return False
+        data = read_json(path)
+        return bool(data.get("images"))

@@ -1,0 +1,147 @@
+"""Registries of what plugins provide, keyed by name.
+
+A registry refuses a duplicate name (naming both plugins) and raises the
+domain ``Unknown...Error`` (a 4xx) for a missing one. It records which plugin
+added each entry so the plugins endpoint can show it and a failing plugin's
+partial registrations can be rolled back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar, Generic, TypeVar
+
+from .errors import PluginError, UnknownArchitectureError, UnknownExportFormatError, UnknownImporterError, UnknownNameError
+from .plugin_types import Architecture, DatasetImporter, Exporter
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    kind: ClassVar[str] = "entry"
+    unknown_error: ClassVar[type[UnknownNameError]] = UnknownNameError
+
+    def __init__(self) -> None:
+        self._entries: dict[str, T] = {}
+        self._owners: dict[str, str] = {}
+        self._current_plugin = threading.local()
+
+    # -- registration (called by plugins) ----------------------------------
+    def add(self, entry: T) -> T:
+        """Register ``entry`` under its name; a second entry of the same name is refused."""
+        key = self._key(entry)
+        if not isinstance(key, str) or not key:
+            raise PluginError(f"{self.kind} must have a non-empty string name, got {key!r}")
+        plugin = self.current_plugin
+        if key in self._entries:
+            raise PluginError(
+                f"Duplicate {self.kind} '{key}': registered by plugin '{self._owners[key]}' "
+                f"and again by plugin '{plugin}'",
+                {"name": key, "plugins": [self._owners[key], plugin]},
+            )
+        self._entries[key] = entry
+        self._owners[key] = plugin
+        return entry
+
+    @property
+    def current_plugin(self) -> str:
+        return getattr(self._current_plugin, "name", "<direct>")
+
+    def registering_as(self, plugin_name: str) -> _Attribution:
+        """Context in which ``add`` attributes entries to ``plugin_name`` (used by the plugin manager)."""
+        return _Attribution(self, plugin_name)
+
+    def remove_plugin(self, plugin_name: str) -> list[str]:
+        """Forget everything ``plugin_name`` registered (a plugin that failed half-way)."""
+        names = [name for name, owner in self._owners.items() if owner == plugin_name]
+        for name in names:
+            del self._entries[name]
+            del self._owners[name]
+        return names
+
+    # -- lookup (called by core) --------------------------------------------
+    def get(self, name: str, field: str | None = None) -> T:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise self.unknown_error(str(name), self.names(), field=field) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def owner(self, name: str) -> str:
+        return self._owners[name]
+
+    def names_by_plugin(self, plugin_name: str) -> list[str]:
+        return sorted(name for name, owner in self._owners.items() if owner == plugin_name)
+
+    def _key(self, entry: Any) -> Any:
+        return getattr(entry, "name", None)
+
+
+class _Attribution:
+    def __init__(self, registry: Registry[Any], plugin_name: str) -> None:
+        self._registry = registry
+        self._plugin_name = plugin_name
+
+    def __enter__(self) -> None:
+        self._previous = getattr(self._registry._current_plugin, "name", None)
+        self._registry._current_plugin.name = self._plugin_name
+
+    def __exit__(self, *exc: object) -> None:
+        self._registry._current_plugin.name = self._previous
+
+
+class ArchitectureRegistry(Registry[Architecture]):
+    kind = "architecture"
+    unknown_error = UnknownArchitectureError
+
+    def add(self, entry: Architecture) -> Architecture:
+        if not isinstance(entry, Architecture):
+            raise PluginError(f"register_architectures must add Architecture objects, got {type(entry).__name__}")
+        return super().add(entry)
+
+
+class ImporterRegistry(Registry[DatasetImporter]):
+    kind = "importer"
+    unknown_error = UnknownImporterError
+
+    def add(self, entry: DatasetImporter) -> DatasetImporter:
+        for attr in ("id", "name", "detect", "read"):
+            if not hasattr(entry, attr):
+                raise PluginError(f"importer {entry!r} lacks '{attr}'")
+        return super().add(entry)
+
+    def _key(self, entry: Any) -> Any:
+        return getattr(entry, "id", None)
+
+    def detect(self, root: Any) -> DatasetImporter | None:
+        """The first importer (in name order, ``imagefolder`` last as the catch-all) that recognises ``root``."""
+        ordered = sorted(self._entries.values(), key=lambda imp: (imp.id == "imagefolder", imp.id))
+        for importer in ordered:
+            if importer.detect(root):
+                return importer
+        return None
+
+
+class ExporterRegistry(Registry[Exporter]):
+    kind = "export format"
+    unknown_error = UnknownExportFormatError
+
+    def add(self, entry: Exporter) -> Exporter:
+        if not isinstance(entry, Exporter):
+            raise PluginError(f"register_exporters must add Exporter objects, got {type(entry).__name__}")
+        return super().add(entry)
+
+    def _key(self, entry: Any) -> Any:
+        return getattr(entry, "id", None)

@@ -1,0 +1,52 @@
+"""Runtime settings of a modelyard server or CLI session.
+
+One plain object built by the CLI (flags and environment) or by tests, and
+passed to ``create_app``; nothing reads the environment behind its back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+@dataclass
+class Settings:
+    workspace: Path = field(default_factory=lambda: Path("workspace"))
+    host: str = "127.0.0.1"
+    port: int = 8000
+    import_roots: list[Path] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)
+    log_level: str = "info"
+    # Request bodies: uploads may be huge, everything else stays small.
+    max_upload_bytes: int = 10 * GIB
+    max_request_bytes: int = 10 * MIB
+    # ZIP extraction limits, counted while extracting (not trusted from headers).
+    zip_max_entries: int = 200_000
+    zip_max_uncompressed_bytes: int = 50 * GIB
+    # Pillow's decompression-bomb threshold for imported images.
+    max_image_pixels: int = 178_956_970
+    api_token: str | None = None
+
+    def __post_init__(self) -> None:
+        self.workspace = Path(self.workspace).expanduser().resolve()
+        self.import_roots = [Path(p).expanduser().resolve() for p in self.import_roots]
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from ``MODELYARD_*`` variables, then explicit overrides (CLI flags win)."""
+        values: dict[str, object] = {}
+        if env_ws := os.environ.get("MODELYARD_WORKSPACE"):
+            values["workspace"] = Path(env_ws)
+        if env_roots := os.environ.get("MODELYARD_IMPORT_ROOTS"):
+            values["import_roots"] = [Path(p) for p in env_roots.split(os.pathsep) if p]
+        if env_hosts := os.environ.get("MODELYARD_ALLOWED_HOSTS"):
+            values["allowed_hosts"] = [h.strip() for h in env_hosts.split(",") if h.strip()]
+        if env_token := os.environ.get("MODELYARD_API_TOKEN"):
+            values["api_token"] = env_token
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Placeholder module: filled in by the plugin-system work (issue 3)."""
