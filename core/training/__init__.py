@@ -1,0 +1,1 @@
+"""Experiments, runs and the Lightning training engine."""

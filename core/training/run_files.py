@@ -1,0 +1,188 @@
+"""The run folder: the only channel between the server and a training worker.
+
+See ``docs/internals/run-protocol.md``. Every read-modify-write of
+``run.json`` or append to ``events.jsonl`` holds the run's lock (thread +
+``flock``), so the server and a worker process never lose each other's update.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExperimentNotFoundError, RunNotFoundError
+from ..ids import is_valid_id
+from ..jsonio import atomic_write_json, read_json
+from ..timeutil import utc_now_iso
+from ..workspace import Workspace
+
+RUN_STATUSES = ("pending", "running", "completed", "failed", "stopped", "interrupted")
+ACTIVE_STATUSES = frozenset({"pending", "running"})
+RESUMABLE_STATUSES = frozenset({"stopped", "failed", "interrupted"})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped", "interrupted"})
+
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TIMEOUT_S = 15.0
+
+RUN_JSON = "run.json"
+CONFIG_YAML = "config.yaml"
+EVENTS_JSONL = "events.jsonl"
+METRICS_JSON = "metrics.json"
+HEARTBEAT = "heartbeat"
+STOP_REQUEST = "stop.request"
+TRAIN_LOG = "train.log"
+CHECKPOINTS = "checkpoints"
+
+
+def runs_dir(workspace: Workspace, project_id: str, experiment_id: str) -> Path:
+    if not is_valid_id(experiment_id, "exp"):
+        raise ExperimentNotFoundError(f"Experiment {experiment_id} not found", {"experiment_id": experiment_id})
+    return workspace.experiments_dir(project_id) / experiment_id / "runs"
+
+
+def find_run_dir(workspace: Workspace, project_id: str, run_id: str) -> Path:
+    """The folder of ``run_id`` in any experiment of the project, or ``RunNotFoundError``."""
+    if not is_valid_id(run_id, "run"):
+        raise RunNotFoundError(f"Run {run_id} not found", {"run_id": run_id})
+    experiments = workspace.experiments_dir(project_id)
+    for candidate in experiments.glob(f"exp-*/runs/{run_id}"):
+        if (candidate / RUN_JSON).is_file():
+            return candidate
+    raise RunNotFoundError(f"Run {run_id} not found", {"run_id": run_id})
+
+
+def iter_run_dirs(workspace: Workspace, project_id: str | None = None) -> Iterator[Path]:
+    """Every run folder of one project, or of the whole workspace."""
+    project_ids = [project_id] if project_id else workspace.project_ids()
+    for pid in project_ids:
+        for run_json in sorted(workspace.experiments_dir(pid).glob("exp-*/runs/run-*/" + RUN_JSON)):
+            yield run_json.parent
+
+
+def new_run_record(run_id: str, experiment_id: str, project_id: str, devices: list[str], num_processes: int,
+                   total_epochs: int, monitor: str) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "experiment_id": experiment_id,
+        "project_id": project_id,
+        "status": "pending",
+        "created_at": utc_now_iso(),
+        "started_at": None,
+        "finished_at": None,
+        "devices": devices,
+        "num_processes": num_processes,
+        "worker_pid": None,
+        "worker_pgid": None,
+        "progress": {"epoch": 0, "total_epochs": total_epochs, "step": 0, "steps_per_epoch": 0,
+                     "eta_s": None, "images_per_s": None},
+        "latest_metrics": {},
+        "best_metrics": {},
+        "best_epoch": None,
+        "monitor": monitor,
+        "checkpoints": {"best": None, "last": None},
+        "timings": {"queued_s": None, "train_s": None},
+        "error": None,
+        "stop_requested": False,
+        "killed": False,
+        "resumes": [],
+    }
+
+
+def run_lock_name(run_dir: Path) -> str:
+    return run_dir.name
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    data = read_json(run_dir / RUN_JSON)
+    if not isinstance(data, dict):
+        raise RunNotFoundError(f"Run {run_dir.name} has an unreadable run.json", {"run_id": run_dir.name})
+    return data
+
+
+def write_run(workspace: Workspace, run_dir: Path, record: dict[str, Any]) -> None:
+    with workspace.locks.hold(run_lock_name(run_dir)):
+        atomic_write_json(run_dir / RUN_JSON, record)
+
+
+def update_run(workspace: Workspace, run_dir: Path, mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read ``run.json``, apply ``mutate`` in place and write it back, atomically and under the run lock."""
+    with workspace.locks.hold(run_lock_name(run_dir)):
+        record = read_run(run_dir)
+        mutate(record)
+        atomic_write_json(run_dir / RUN_JSON, record)
+        return record
+
+
+class EventLog:
+    """``events.jsonl``: append-only, ids strictly increasing across restarts and resumes."""
+
+    def __init__(self, workspace: Workspace, run_dir: Path) -> None:
+        self.workspace = workspace
+        self.path = run_dir / EVENTS_JSONL
+        self._lock_name = run_lock_name(run_dir)
+
+    def append(self, event: str, data: dict[str, Any]) -> int:
+        with self.workspace.locks.hold(self._lock_name):
+            next_id = self.last_id() + 1
+            line = json.dumps({"id": next_id, "event": event, "data": data, "time": utc_now_iso()}, ensure_ascii=False)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            return next_id
+
+    def last_id(self) -> int:
+        last = 0
+        for entry in self.read(after_id=0):
+            last = entry["id"]
+        return last
+
+    def read(self, after_id: int = 0) -> list[dict[str, Any]]:
+        """Complete events with ``id > after_id`` (a torn last line, from a killed writer, is ignored)."""
+        if not self.path.exists():
+            return []
+        events = []
+        with open(self.path, encoding="utf-8") as handle:
+            for line in handle:
+                if not line.endswith("\n"):
+                    break
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("id"), int) and entry["id"] > after_id:
+                    events.append(entry)
+        return events
+
+
+def touch_heartbeat(run_dir: Path, pid: int) -> None:
+    atomic_write_json(run_dir / HEARTBEAT, {"pid": pid, "time": utc_now_iso()})
+
+
+def heartbeat_age_s(run_dir: Path) -> float | None:
+    """Seconds since the worker's last heartbeat, or ``None`` when it never wrote one."""
+    try:
+        return max(0.0, time.time() - (run_dir / HEARTBEAT).stat().st_mtime)
+    except FileNotFoundError:
+        return None
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
