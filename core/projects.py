@@ -7,18 +7,18 @@ import shutil
 import unicodedata
 from typing import Any
 
-from .errors import ConflictError, ValidationError
+from .errors import ConflictError, ModelyardError, ValidationError
 from .ids import new_id
 from .jsonio import atomic_write_json, read_json
 from .tasks import check_task
 from .timeutil import utc_now_iso
+from .training.run_files import ACTIVE_STATUSES, iter_run_dirs, read_run
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 NAME_MAX = 200
 DESCRIPTION_MAX = 5000
-ACTIVE_RUN_STATUSES = frozenset({"pending", "running"})
 
 
 def validate_name(name: str, field: str = "name", max_len: int = NAME_MAX) -> str:
@@ -46,14 +46,13 @@ def validate_description(description: str, field: str = "description") -> str:
 def active_runs(workspace: Workspace, project_id: str) -> list[str]:
     """Ids of the project's runs that are pending or running (they block destructive changes)."""
     active = []
-    experiments = workspace.experiments_dir(project_id)
-    for run_json in experiments.glob("exp-*/runs/run-*/run.json"):
+    for run_dir in iter_run_dirs(workspace, project_id):
         try:
-            status = read_json(run_json).get("status")
-        except (OSError, ValueError):
+            status = read_run(run_dir).get("status")
+        except (OSError, ModelyardError):
             continue
-        if status in ACTIVE_RUN_STATUSES:
-            active.append(run_json.parent.name)
+        if status in ACTIVE_STATUSES:
+            active.append(run_dir.name)
     return sorted(active)
 
 

@@ -1,0 +1,1 @@
+"""modelyard's performance harness (``make bench`` / ``python -m benchmarks``)."""
