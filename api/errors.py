@@ -32,6 +32,7 @@ from litestar.status_codes import (
 )
 
 from modelyard.core.errors import ModelyardError
+from modelyard.core.storage import STORAGE_FULL_ERRNOS, STORAGE_FULL_MESSAGE
 
 log = logging.getLogger("modelyard.api")
 
@@ -46,6 +47,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "BAD_REQUEST": HTTP_400_BAD_REQUEST,
     "METHOD_NOT_ALLOWED": 405,
     "INTERNAL_ERROR": HTTP_500_INTERNAL_SERVER_ERROR,
+    "PLUGIN_ERROR": HTTP_500_INTERNAL_SERVER_ERROR,  # a broken plugin is the server's fault, not the client's
+    "INSUFFICIENT_STORAGE": 507,  # disk or quota full: nothing was changed, retry after freeing space
 }
 
 CODE_BY_HTTP_STATUS: dict[int, str] = {
@@ -74,7 +77,10 @@ def handle_domain_error(request: Request[Any, Any, Any], exc: ModelyardError) ->
 
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
 _AT_PATH = re.compile(r"at `\$\.?([^`]*)`")
+#: Litestar's name for the request body parameter; clients know it as "the body".
+_BODY_PARAM = "data"
 
 
 def _validation_details(exc: ValidationException) -> tuple[str, list[dict[str, Any]]]:
@@ -88,12 +94,18 @@ def _validation_details(exc: ValidationException) -> tuple[str, list[dict[str, A
         message = str(item.get("message", ""))
         field = item.get("key")
         source = item.get("source")
-        if unknown := _UNKNOWN_FIELD.search(message):
+        if source == "body" and field == _BODY_PARAM and message == repr(_BODY_PARAM):
+            # Litestar reports an empty body as a KeyError on its body parameter.
+            message = "A JSON request body is required"
+        named = _UNKNOWN_FIELD.search(message) or _MISSING_FIELD.search(message)
+        if named:
             path = _AT_PATH.search(message)
             prefix = path.group(1) if path and path.group(1) else ""
-            field = f"{prefix}.{unknown.group(1)}" if prefix else unknown.group(1)
+            field = f"{prefix}.{named.group(1)}" if prefix else named.group(1)
         elif (path := _AT_PATH.search(message)) and path.group(1):
             field = path.group(1).replace("[", ".").replace("]", "")
+        elif source == "body" and field == _BODY_PARAM:
+            field = "body"  # the problem is the body as a whole (e.g. an array instead of an object)
         problems.append({"field": field, "source": source, "message": message})
     summary = exc.detail or "Validation failed"
     if problems and problems[0]["message"]:
@@ -130,6 +142,10 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, OSError) and exc.errno in STORAGE_FULL_ERRNOS:
+        # A write path that does not translate ENOSPC itself: still the clear 507, never a bare 500.
+        log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(507, "INSUFFICIENT_STORAGE", STORAGE_FULL_MESSAGE)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal server error")
 

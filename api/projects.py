@@ -8,9 +8,11 @@ import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.params import JSONBody, Parameter
 
+from modelyard.core.tasks import SUPPORTED_TASKS
 
 from .deps import ServicesDep
 from .envelope import Deleted, Ok, ok
+from .openapi import DESCRIPTION_META, documented, error_responses, name_meta
 
 
 class Project(msgspec.Struct):
@@ -22,16 +24,21 @@ class Project(msgspec.Struct):
     updated_at: str
 
 
+Name = Annotated[str, name_meta(200)]
+Description = Annotated[str, DESCRIPTION_META]
+Task = Annotated[str, documented(enum=list(SUPPORTED_TASKS))]
+
+
 class ProjectCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    task: str = "classification"
-    description: Annotated[str, msgspec.Meta(max_length=5000)] = ""
+    name: Name
+    task: Task = "classification"
+    description: Description = ""
 
 
 class ProjectUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
-    task: str | msgspec.UnsetType = msgspec.UNSET
-    description: Annotated[str, msgspec.Meta(max_length=5000)] | msgspec.UnsetType = msgspec.UNSET
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    task: Task | msgspec.UnsetType = msgspec.UNSET
+    description: Description | msgspec.UnsetType = msgspec.UNSET
 
 
 ProjectId = Annotated[str, Parameter(description="Project id, e.g. proj-a1b2c3d4", max_length=64)]
@@ -49,21 +56,24 @@ class ProjectController(Controller):
     def list_projects(self, services: ServicesDep) -> Ok[list[Project]]:
         return ok([_project(p) for p in services.projects.list()])
 
-    @post("/", operation_id="CreateProject", summary="Create a new project", sync_to_thread=True, status_code=201)
+    @post("/", operation_id="CreateProject", summary="Create a new project", sync_to_thread=True, status_code=201,
+          responses=error_responses(400, 413, 422))
     def create_project(self, services: ServicesDep, data: JSONBody[ProjectCreate]) -> Ok[Project]:
         return ok(_project(services.projects.create(data.name, data.task, data.description)))
 
-    @get("/{project_id:str}", operation_id="GetProject", summary="Get project details", sync_to_thread=True)
+    @get("/{project_id:str}", operation_id="GetProject", summary="Get project details", sync_to_thread=True,
+         responses=error_responses(400, 404, 409, 422))
     def get_project(self, services: ServicesDep, project_id: ProjectId) -> Ok[Project]:
         return ok(_project(services.projects.get(project_id)))
 
-    @patch("/{project_id:str}", operation_id="UpdateProject", summary="Update project", sync_to_thread=True)
+    @patch("/{project_id:str}", operation_id="UpdateProject", summary="Update project", sync_to_thread=True,
+           responses=error_responses(400, 404, 409, 413, 422))
     def update_project(self, services: ServicesDep, project_id: ProjectId, data: JSONBody[ProjectUpdate]) -> Ok[Project]:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         return ok(_project(services.projects.update(project_id, changes)))
 
     @delete("/{project_id:str}", operation_id="DeleteProject", summary="Delete project and all its data",
-            sync_to_thread=True, status_code=200)
+            sync_to_thread=True, status_code=200, responses=error_responses(400, 404, 409, 422))
     def delete_project(self, services: ServicesDep, project_id: ProjectId) -> Ok[Deleted]:
         services.projects.delete(project_id)
         return ok(Deleted(id=project_id))

@@ -58,7 +58,8 @@ class SystemController(Controller):
     path = "/api/system"
     tags = ["System"]
 
-    @get("/health", operation_id="GetHealth", summary="Health check")
+    # security=[{}]: open even when MODELYARD_API_TOKEN is set (api/auth.py OPEN_PATHS).
+    @get("/health", operation_id="GetHealth", summary="Health check", security=[{}])
     async def get_health(self, services: ServicesDep) -> Ok[Health]:
         return ok(Health(status="healthy", version=modelyard.__version__, uptime_s=services.uptime.seconds()))
 

@@ -143,3 +143,29 @@ class UnknownExportFormatError(UnknownNameError):
 
 class UnknownTaskError(UnknownNameError):
     kind = "task"
+
+
+class CheckpointError(ConflictError):
+    """A run's checkpoint cannot be loaded safely (torn, foreign, or not a Lightning checkpoint)."""
+
+
+class CheckpointNotFoundError(NotFoundError):
+    """A run has no ``best``/``last`` checkpoint file of that name (yet)."""
+
+    resource = "checkpoint"
+
+
+class WorkspaceInUseError(ConflictError):
+    """Another ``modelyard serve`` already serves this workspace (one server per workspace)."""
+
+
+class StorageFullError(ModelyardError):
+    """The disk (or quota) is full: nothing was changed, and what was half-written is gone."""
+
+    code = "INSUFFICIENT_STORAGE"
+
+
+class ArchitectureNotFoundError(NotFoundError):
+    """``GET /api/training/models/{name}`` for a name no plugin registered (lists the available ones)."""
+
+    resource = "architecture"

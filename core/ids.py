@@ -12,7 +12,8 @@ import string
 
 PREFIXES = ("proj", "exp", "run", "eval", "export")
 _ALPHABET = string.ascii_lowercase + string.digits
-_ID_RE = re.compile(r"^(proj|exp|run|eval|export)-[a-z0-9]{8}$")
+# fullmatch, not ``$``: ``$`` also matches before a trailing newline ("proj-abcdefgh\n").
+_ID_RE = re.compile(r"(proj|exp|run|eval|export)-[a-z0-9]{8}")
 
 
 def new_id(prefix: str) -> str:
@@ -24,4 +25,4 @@ def new_id(prefix: str) -> str:
 
 def is_valid_id(value: str, prefix: str) -> bool:
     """True when ``value`` is a well-formed id of the given kind (safe as a folder name)."""
-    return bool(_ID_RE.match(value)) and value.startswith(prefix + "-")
+    return bool(_ID_RE.fullmatch(value)) and value.startswith(prefix + "-")

@@ -11,12 +11,16 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from .errors import CorruptDataError
+from .storage import is_storage_full, storage_full_error
 
 TEMP_PREFIX = ".tmp-"
+#: A temp file older than this belongs to a writer that died (a live write takes far less).
+STALE_TEMP_AGE_S = 60.0
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -29,9 +33,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if is_storage_full(exc):  # the old file is untouched and the temp is gone: say so clearly
+            raise storage_full_error(exc, path.name) from exc  # type: ignore[arg-type]
         raise
     _fsync_dir(path.parent)
 
@@ -56,14 +62,19 @@ def read_json(path: Path) -> Any:
         raise CorruptDataError(f"{path.name} is corrupt and cannot be read (not UTF-8)", {"file": path.name}) from exc
 
 
-def remove_stale_temp_files(root: Path) -> int:
-    """Delete temp files left by writers that died mid-way; returns how many were removed."""
+def remove_stale_temp_files(root: Path, min_age_s: float = STALE_TEMP_AGE_S) -> int:
+    """Delete temp files left by writers that died mid-way; returns how many were removed.
+
+    Only files untouched for ``min_age_s`` go: a training worker keeps running
+    while the server restarts, and its write in progress must not lose its temp file.
+    """
     removed = 0
     if not root.exists():
         return 0
+    cutoff = time.time() - min_age_s
     for tmp in root.rglob(TEMP_PREFIX + "*"):
-        if tmp.is_file() and not tmp.is_symlink():
-            with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.is_file() and not tmp.is_symlink() and tmp.stat().st_mtime <= cutoff:
                 tmp.unlink()
                 removed += 1
     return removed

@@ -30,6 +30,7 @@ class LockTable:
     @contextlib.contextmanager
     def hold(self, name: str) -> Iterator[None]:
         """Hold the lock ``name`` (re-entrant within one thread)."""
+        _check_name(name)
         with self._guard:
             lock = self._locks.setdefault(name, threading.RLock())
         with lock:
@@ -53,3 +54,9 @@ class LockTable:
                     fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
+
+
+def _check_name(name: str) -> None:
+    """Lock names become file names in the lock folder: refuse anything that could leave it."""
+    if not name or name.startswith(".") or len(name) > 200 or any(ch in name for ch in ("/", "\\", "\x00")):
+        raise ValueError(f"invalid lock name {name!r}")

@@ -7,7 +7,7 @@ import shutil
 import unicodedata
 from typing import Any
 
-from .errors import ConflictError, ModelyardError, ValidationError
+from .errors import ConflictError, ModelyardError, ProjectNotFoundError, ValidationError
 from .ids import new_id
 from .jsonio import atomic_write_json, read_json
 from .tasks import check_task
@@ -98,13 +98,19 @@ class ProjectService:
             "updated_at": now,
         }
         with self.workspace.project_lock(project_id):
-            atomic_write_json(folder / "project.json", project)
+            try:
+                atomic_write_json(folder / "project.json", project)
+            except BaseException:
+                folder.rmdir()  # leave no nameless folder behind (e.g. disk full)
+                raise
         return project
 
     def get(self, project_id: str) -> dict[str, Any]:
-        folder = self.workspace.existing_project_dir(project_id)
-        project = read_json(folder / "project.json")
-        return project
+        folder = self.workspace.project_dir(project_id)
+        try:
+            return read_json(folder / "project.json")  # type: ignore[no-any-return]
+        except FileNotFoundError:  # never existed, or deleted by a concurrent request
+            raise ProjectNotFoundError(project_id) from None
 
     def update(self, project_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         with self.workspace.project_lock(project_id):

@@ -65,6 +65,7 @@ class Workspace:
     @contextlib.contextmanager
     def project_lock(self, project_id: str) -> Iterator[None]:
         """Serialise read-modify-write of one project's files (threads and processes)."""
+        self.project_dir(project_id)  # a malformed id is a 404, and must not name a lock file
         with self.locks.hold(project_id):
             yield
 
