@@ -3,32 +3,53 @@
 Writing a plugin
 ================
 
-A plugin is an ordinary Python module with functions marked ``@hookimpl``::
+A plugin is an ordinary Python module with functions marked ``@hookimpl``;
+each hook receives a registry and adds to it::
 
-    from modelyard.core import Architecture, hookimpl
+    from modelyard.core import Architecture, ValidationError, hookimpl
 
     def build_tiny(num_classes, in_channels=3, pretrained=False, dropout=0.0, **options):
-        import torch.nn as nn
-        return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+        from torch import nn
+
+        if pretrained:
+            raise ValidationError("tiny has no pretrained weights", field="model.pretrained")
+        return nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(8, num_classes)),
+        )
 
     @hookimpl
     def register_architectures(registry):
-        registry.add(Architecture(name="tiny", build=build_tiny, default_input_size=(32, 32)))
+        registry.add(Architecture(name="tiny", build=build_tiny, default_input_size=(32, 32), head_name="4"))
 
-Hooks (see ``modelyard.core.hookspecs``): ``register_architectures(registry)``,
-``register_importers(registry)``, ``register_exporters(registry)``. Each gets a
-registry and adds ``Architecture``, importer objects (``id``, ``name``,
-``detect(root)``, ``read(root)`` yielding ``ImageRecord``) or ``Exporter``
-objects. Names must be unique across all plugins.
+Hooks (``modelyard.core.hookspecs``):
 
-Package it with an entry point in the group ``modelyard``::
+- ``register_architectures(registry)`` adds ``Architecture`` objects: ``build``
+  returns a plain ``nn.Module`` mapping ``(N, C, H, W)`` to ``(N, num_classes)``
+  logits, and accepts extra ``**options`` (modelyard passes ``image_size``).
+- ``register_importers(registry)`` adds importers: objects with ``id``,
+  ``name``, ``description``, ``detect(root) -> bool`` (cheap) and
+  ``read(root)`` yielding ``ImageRecord``.
+- ``register_exporters(registry)`` adds ``Exporter`` objects: an options JSON
+  schema with defaults, ``export(model, example_input, options, out_dir, metadata)``
+  and ``load_runner(path, options)`` used to verify every export.
+
+Names are unique across all plugins (a duplicate fails the later plugin with
+both names in the error). Registering must be cheap: build, download and
+read in ``build``/``read``/``export``, not in the hook. A plugin that raises is
+listed as failed in ``GET /api/system/plugins`` and the server starts without it.
+
+Package it with an entry point in the group ``modelyard``; the entry point's
+name is the plugin's name::
 
     [project.entry-points.modelyard]
     tiny = "my_package.plugin"
 
-Test it with ``modelyard.testing`` (contract checks for architectures,
-importers and exporters). ``MODELYARD_DISABLE_PLUGINS=tiny`` disables it.
-See docs/plugins.md for the full guide.
+Test it with ``modelyard.testing`` (``check_architecture``, ``check_importer``,
+``check_exporter``, ``registered``). ``MODELYARD_DISABLE_PLUGINS=tiny`` disables
+it; ``MODELYARD_TRACE_PLUGINS=1`` logs every hook call. docs/plugins.md is the
+full guide, with a worked example in tests/fixtures/modelyard_example_plugin.
 """
 
 from .errors import ValidationError

@@ -51,10 +51,18 @@ class PluginInfo:
     version: str | None
     registered: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    disabled: bool = False
 
     @property
     def loaded(self) -> bool:
-        return self.error is None
+        return self.error is None and not self.disabled
+
+    @property
+    def status(self) -> str:
+        """``loaded``, ``failed`` or ``disabled`` (by ``MODELYARD_DISABLE_PLUGINS``)."""
+        if self.disabled:
+            return "disabled"
+        return "failed" if self.error is not None else "loaded"
 
 
 class PluginHost:
@@ -70,9 +78,8 @@ class PluginHost:
         self.importers = ImporterRegistry()
         self.exporters = ExporterRegistry()
         self.plugins: dict[str, PluginInfo] = {}
-        if os.environ.get(TRACE_ENV):
-            self.pm.trace.root.setwriter(log.info)
-            self.pm.enable_tracing()
+        # hooks are called per plugin (to attribute registrations), so tracing is our own log line
+        self.tracing = bool(os.environ.get(TRACE_ENV))
 
     # -- loading ---------------------------------------------------------------
     def load_all(self) -> PluginHost:
@@ -93,28 +100,42 @@ class PluginHost:
 
     def _load(self, name: str, source: str, version: str | None, loader: Any) -> None:
         if name in self.plugins:
-            log.info("plugin %s already loaded; skipping duplicate from %s", name, source)
-            return
-        if name in self.disabled:
-            log.info("plugin %s disabled by %s", name, DISABLE_ENV)
+            known = self.plugins[name]
+            if known.source != source:
+                log.warning("plugin name %s from %s is already taken by %s; ignoring it", name, source, known.source)
+            else:
+                log.info("plugin %s already loaded; skipping duplicate from %s", name, source)
             return
         info = PluginInfo(name=name, source=source, version=version)
         self.plugins[name] = info
+        if name in self.disabled:
+            info.disabled = True
+            log.info("plugin %s disabled by %s", name, DISABLE_ENV)
+            return
         try:
             plugin = loader()
             self.pm.register(plugin, name=name)
         except Exception as exc:
             info.error = f"{type(exc).__name__}: {exc}"
             log.error("plugin %s failed to load: %s\n%s", name, exc, traceback.format_exc())
+            return
+        self._warn_unknown_hooks(name, plugin)
+
+    def _warn_unknown_hooks(self, name: str, plugin: object) -> None:
+        """A ``@hookimpl`` whose name is no spec is probably a typo; say so instead of ignoring it silently."""
+        specs = {hook for hook, caller in vars(self.pm.hook).items() if getattr(caller, "spec", None) is not None}
+        for attr in dir(plugin):
+            if self.pm.parse_hookimpl_opts(plugin, attr) is not None and attr not in specs:
+                log.warning("plugin %s implements unknown hook %s (known: %s)", name, attr, ", ".join(sorted(specs)))
 
     def _register_all(self) -> None:
         for name, info in self.plugins.items():
-            if info.error is None and not info.registered:
+            if info.loaded and not info.registered:
                 self._register_plugin(name)
 
     def _register_plugin(self, name: str) -> None:
         info = self.plugins[name]
-        if info.error is not None:
+        if not info.loaded or info.registered:
             return
         hooks: list[tuple[str, Registry[Any]]] = [
             ("register_architectures", self.architectures),
@@ -128,11 +149,14 @@ class PluginHost:
                     if impl.plugin_name != name:
                         continue
                     kwargs = {arg: registry for arg in impl.argnames if arg == "registry"}
+                    if self.tracing:
+                        log.info("calling hook %s of plugin %s", hook_name, name)
                     with registry.registering_as(name):
                         impl.function(**kwargs)
         except Exception as exc:
             for _hook, registry in hooks:
                 registry.remove_plugin(name)
+            self.pm.unregister(name=name)
             info.error = f"{type(exc).__name__}: {exc}"
             log.error("plugin %s failed while registering: %s\n%s", name, exc, traceback.format_exc())
             return
@@ -149,6 +173,7 @@ class PluginHost:
                 "version": info.version,
                 "source": info.source,
                 "loaded": info.loaded,
+                "status": info.status,
                 "registered": info.registered,
                 "error": info.error,
             }

@@ -1,1 +1,199 @@
-"""Placeholder module: filled in by the plugin-system work (issue 3)."""
+"""``onnx``: export to ONNX, optionally slimmed (onnxslim) and in float16.
+
+We use torch's TorchScript-based exporter (``dynamo=False``): it runs offline
+without onnxscript, is fast, honours ``dynamic_axes`` and names the graph's
+input ``input`` and output ``output``. torch warns that it is deprecated; when
+it is removed, switch to ``dynamo=True`` with ``dynamic_shapes``.
+
+The file carries what a deployment needs in ``metadata_props``:
+``modelyard.classes``, ``modelyard.input_size``, ``modelyard.mean``,
+``modelyard.std`` (JSON), ``modelyard.architecture``, ``modelyard.run_id``,
+``modelyard.channels``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from modelyard.core import Exporter, ExportMetadata, ValidationError, hookimpl
+from modelyard.core.export_options import resolve_options
+from modelyard.core.jsonio import atomic_write_bytes
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+FILE_NAME = "model.onnx"
+
+_AXES_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "string"}}
+
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "opset_version": {
+            "type": "integer",
+            "minimum": 9,
+            "maximum": 20,
+            "default": 17,
+            "description": "ONNX opset to target.",
+        },
+        "input_shape": {
+            "type": ["array", "null"],
+            "items": {"type": "integer", "minimum": 1},
+            "minItems": 4,
+            "maxItems": 4,
+            "default": None,
+            "description": "[batch, channels, height, width] traced; null takes the run's input size.",
+        },
+        "dynamic_axes": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {INPUT_NAME: _AXES_SCHEMA, OUTPUT_NAME: _AXES_SCHEMA},
+            "default": {INPUT_NAME: {"0": "batch_size"}, OUTPUT_NAME: {"0": "batch_size"}},
+            "description": "Axes (by index, as strings) left symbolic, e.g. the batch size.",
+        },
+        "simplify": {"type": "boolean", "default": True, "description": "Simplify the graph with onnxslim."},
+        "fp16": {"type": "boolean", "default": False, "description": "Store weights and input/output as float16."},
+    },
+}
+
+
+def metadata_props(metadata: ExportMetadata) -> dict[str, str]:
+    """The ``modelyard.*`` key/value strings stored in an exported file."""
+    props = {
+        "modelyard.classes": json.dumps(list(metadata.classes)),
+        "modelyard.input_size": json.dumps(list(metadata.input_size)),
+        "modelyard.mean": json.dumps(list(metadata.mean)),
+        "modelyard.std": json.dumps(list(metadata.std)),
+        "modelyard.architecture": metadata.architecture,
+        "modelyard.run_id": metadata.run_id,
+        "modelyard.channels": json.dumps(metadata.channels),
+    }
+    for key, value in metadata.extra.items():
+        props.setdefault(f"modelyard.{key}", str(value))
+    return props
+
+
+def _dynamic_axes(option: dict[str, dict[str, str]], rank: dict[str, int]) -> dict[str, dict[int, str]]:
+    axes: dict[str, dict[int, str]] = {}
+    for tensor, mapping in option.items():
+        axes[tensor] = {}
+        for index, label in mapping.items():
+            if not index.isdigit() or int(index) >= rank[tensor]:
+                raise ValidationError(
+                    f"dynamic_axes.{tensor} names axis {index!r}; {tensor} has axes 0..{rank[tensor] - 1}",
+                    field=f"options.dynamic_axes.{tensor}.{index}",
+                )
+            axes[tensor][int(index)] = label
+    return axes
+
+
+def _example(example_input: Any, input_shape: list[int] | None) -> Any:
+    import torch
+
+    if input_shape is None:
+        return example_input
+    if input_shape[1] != example_input.shape[1]:
+        raise ValidationError(
+            f"input_shape has {input_shape[1]} channels but the model takes {example_input.shape[1]}",
+            field="options.input_shape",
+        )
+    return torch.zeros(input_shape, dtype=example_input.dtype)
+
+
+def export_onnx(
+    model: Any, example_input: Any, options: dict[str, Any], out_dir: Path, metadata: ExportMetadata
+) -> Path:
+    """Write ``out_dir/model.onnx``: trace, check, optionally slim and halve, then stamp metadata."""
+    import onnx
+    import torch
+
+    options = resolve_options(EXPORTER, options)
+    example = _example(example_input, options["input_shape"])
+    axes = _dynamic_axes(options["dynamic_axes"], {INPUT_NAME: example.dim(), OUTPUT_NAME: 2})
+    was_training = model.training
+    model.eval()
+    buffer = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # the legacy exporter's own deprecation notices (see the module docstring)
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
+            warnings.filterwarnings("ignore", message="The feature will be removed")
+            torch.onnx.export(
+                model,
+                (example,),
+                buffer,
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes or None,
+                opset_version=options["opset_version"],
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+    proto = onnx.load_from_string(buffer.getvalue())
+    if options["simplify"]:
+        import onnxslim
+
+        proto = onnxslim.slim(proto)
+    if options["fp16"]:
+        from onnxconverter_common import float16
+
+        proto = float16.convert_float_to_float16(proto, keep_io_types=False)
+    del proto.metadata_props[:]
+    for key, value in metadata_props(metadata).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / FILE_NAME
+    atomic_write_bytes(target, proto.SerializeToString())
+    return target
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {entry.key: entry.value for entry in proto.metadata_props}
+
+
+def load_onnx_runner(path: Path, options: dict[str, Any]) -> Callable[[Any], Any]:
+    """``predict(batch float32 NCHW) -> float32 logits`` through onnxruntime on the CPU.
+
+    The input is cast to whatever the graph declares (float16 for ``fp16`` exports).
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_meta = session.get_inputs()[0]
+    dtype = np.float16 if input_meta.type == "tensor(float16)" else np.float32
+
+    def predict(batch: Any) -> Any:
+        outputs = session.run(None, {input_meta.name: np.ascontiguousarray(batch, dtype=dtype)})
+        return np.asarray(outputs[0], dtype=np.float32)
+
+    return predict
+
+
+EXPORTER = Exporter(
+    id="onnx",
+    name="ONNX",
+    extension=".onnx",
+    options_schema=OPTIONS_SCHEMA,
+    export=export_onnx,
+    load_runner=load_onnx_runner,
+    description="Open Neural Network Exchange, for onnxruntime, TensorRT, OpenVINO and friends.",
+)
+
+
+@hookimpl
+def register_exporters(registry) -> None:  # type: ignore[no-untyped-def]
+    registry.add(EXPORTER)

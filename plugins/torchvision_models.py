@@ -1,1 +1,308 @@
-"""Placeholder module: filled in by the plugin-system work (issue 3)."""
+"""Every torchvision classification model as a modelyard architecture.
+
+Registration only reads torchvision's weight metadata (no network is built,
+it takes milliseconds). ``build`` makes the torchvision model, then replaces
+its classifier head (the last ``nn.Linear``, or squeezenet's final 1x1 conv)
+for ``num_classes`` and, when ``in_channels != 3``, its first convolution.
+
+``pretrained=True`` uses torchvision's ``DEFAULT`` weights through its own API:
+the file is taken from the torch hub cache (``$TORCH_HOME/hub/checkpoints``)
+when present, downloaded otherwise, and when neither works the error names
+the missing file and the cache folder so an operator can copy it there.
+torchvision's loader calls ``torch.load`` without ``weights_only``; we force
+``weights_only=True`` for that call, so a tampered cache file cannot run code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from modelyard.core import Architecture, ValidationError, hookimpl
+
+#: Where the classifier head lives, by family (checked against the built models by tests).
+HEAD_BY_FAMILY: tuple[tuple[str, str], ...] = (
+    ("alexnet", "classifier.6"),
+    ("vgg", "classifier.6"),
+    ("convnext", "classifier.2"),
+    ("densenet", "classifier"),
+    ("efficientnet", "classifier.1"),
+    ("mnasnet", "classifier.1"),
+    ("mobilenet_v2", "classifier.1"),
+    ("mobilenet_v3", "classifier.3"),
+    ("maxvit", "classifier.5"),
+    ("squeezenet", "classifier.1"),
+    ("swin", "head"),
+    ("vit", "heads.head"),
+    ("resnet", "fc"),
+    ("resnext", "fc"),
+    ("wide_resnet", "fc"),
+    ("regnet", "fc"),
+    ("shufflenet", "fc"),
+    ("googlenet", "fc"),
+    ("inception", "fc"),
+)
+
+#: Families built for one fixed input size, and the torchvision argument that sets it.
+FIXED_SIZE_ARGUMENT: dict[str, str] = {"vit": "image_size", "maxvit": "input_size"}
+
+_FORCE_WEIGHTS_ONLY_ENV = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+_force_lock = threading.Lock()
+
+
+def head_name_for(name: str) -> str | None:
+    """The dotted path of ``name``'s classifier head, or ``None`` for an unknown family."""
+    for prefix, head in HEAD_BY_FAMILY:
+        if name.startswith(prefix):
+            return head
+    return None
+
+
+def _family(name: str) -> str:
+    return re.split(r"_|\d", name, maxsplit=1)[0]
+
+
+def default_weights(name: str) -> Any:
+    """torchvision's ``DEFAULT`` weights enum member for ``name`` (``None`` if it has none)."""
+    from torchvision.models import get_model_weights
+
+    try:
+        return get_model_weights(name).DEFAULT
+    except (ValueError, AttributeError, KeyError):
+        return None
+
+
+def min_input_size(name: str) -> tuple[int, int]:
+    """The smallest input the model accepts, from its weights' metadata (1x1 when unknown)."""
+    weights = default_weights(name)
+    size = weights.meta.get("min_size", (1, 1)) if weights is not None else (1, 1)
+    return int(size[0]), int(size[1])
+
+
+# -- pretrained weights ------------------------------------------------------------
+def weights_cache_file(weights: Any) -> Path:
+    """Where torch hub keeps ``weights``' file: ``<torch.hub.get_dir()>/checkpoints/<file name from the URL>``."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+
+
+def ensure_weights_cached(name: str, weights: Any) -> Path:
+    """Return the cached weights file of ``name``, downloading it if needed.
+
+    Raises ``ValidationError`` naming the file and the cache folder when it is
+    not cached and cannot be downloaded (e.g. no internet).
+    """
+    import torch.hub
+
+    target = weights_cache_file(weights)
+    if target.is_file():
+        return target
+    match = torch.hub.HASH_REGEX.search(target.name)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(weights.url, str(target), match.group(1) if match else None, progress=False)
+    except Exception as exc:  # URLError, HTTPError, timeouts, hash mismatch, read-only cache ...
+        raise ValidationError(
+            f"Pretrained weights for {name} are not available: {target.name} is not in the torch hub cache "
+            f"({target.parent}) and downloading {weights.url} failed ({type(exc).__name__}: {exc}). "
+            f"Copy {target.name} into {target.parent} (or set TORCH_HOME), or set model.pretrained to false.",
+            field="model.pretrained",
+            details={"file": target.name, "cache_dir": str(target.parent), "url": weights.url},
+        ) from exc
+    return target
+
+
+@contextlib.contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    """Make every ``torch.load`` in this block use ``weights_only=True`` (torchvision passes no flag)."""
+    with _force_lock:
+        previous = os.environ.get(_FORCE_WEIGHTS_ONLY_ENV)
+        os.environ[_FORCE_WEIGHTS_ONLY_ENV] = "1"
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(_FORCE_WEIGHTS_ONLY_ENV, None)
+            else:
+                os.environ[_FORCE_WEIGHTS_ONLY_ENV] = previous
+
+
+# -- building --------------------------------------------------------------------------
+def build_torchvision(
+    num_classes: int,
+    in_channels: int = 3,
+    pretrained: bool = False,
+    dropout: float = 0.0,
+    *,
+    model_name: str,
+    **options: Any,
+) -> Any:
+    """Build torchvision's ``model_name`` with a fresh head for ``num_classes``.
+
+    ``dropout > 0`` puts an ``nn.Dropout`` in front of the new head (models keep
+    their own dropout too). Option ``image_size=(h, w)`` sets the input size of
+    fixed-size families (ViT, MaxViT; square only); others ignore it.
+    """
+    import torchvision.models as tvm
+
+    unknown = sorted(set(options) - {"image_size"})
+    if unknown:
+        raise ValidationError(f"{model_name} does not take option '{unknown[0]}'", field=f"model.{unknown[0]}")
+    kwargs = _builder_kwargs(model_name, pretrained, options.get("image_size"))
+    weights = None
+    if pretrained:
+        weights = default_weights(model_name)
+        if weights is None:
+            raise ValidationError(f"torchvision has no pretrained weights for {model_name}", field="model.pretrained")
+        cache_file = ensure_weights_cached(model_name, weights)
+    try:
+        if weights is not None:
+            with _weights_only_loads():
+                model = tvm.get_model(model_name, weights=weights, progress=False, **kwargs)
+        else:
+            model = tvm.get_model(model_name, weights=None, **kwargs)
+    except ValidationError:
+        raise
+    except Exception as exc:
+        if weights is not None:
+            raise ValidationError(
+                f"Pretrained weights file {cache_file.name} for {model_name} cannot be loaded safely "
+                f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                f"delete it from {cache_file.parent} to download it again",
+                field="model.pretrained",
+                details={"file": cache_file.name, "cache_dir": str(cache_file.parent)},
+            ) from exc
+        raise ValidationError(f"Cannot build {model_name} with {kwargs}: {exc}", field="model.architecture") from exc
+    if model_name.startswith("inception") and getattr(model, "AuxLogits", None) is not None:
+        model.aux_logits = False  # torchvision keeps the aux head when loading weights; we train one head
+        model.AuxLogits = None
+    replace_head(model, num_classes, dropout)
+    if in_channels != 3:
+        replace_first_conv(model, in_channels, average_rgb=pretrained)
+        if hasattr(model, "transform_input"):
+            model.transform_input = False  # it rescales 3 RGB channels by ImageNet statistics
+    return model
+
+
+def _builder_kwargs(name: str, pretrained: bool, image_size: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if name in ("googlenet", "inception_v3") and not pretrained:
+        kwargs.update(aux_logits=False, init_weights=True)
+    argument = FIXED_SIZE_ARGUMENT.get(_family(name))
+    if argument is not None:
+        default = default_weights(name)
+        default_size = tuple(default.meta["min_size"]) if default is not None else (224, 224)
+        size = tuple(int(v) for v in image_size) if image_size is not None else default_size
+        if size[0] != size[1]:
+            raise ValidationError(f"{name} needs a square input size, got {size[0]}x{size[1]}", field="data.image_size")
+        if pretrained and size != default_size:
+            raise ValidationError(
+                f"Pretrained {name} expects {default_size[0]}x{default_size[1]} input, got {size[0]}x{size[1]}",
+                field="data.image_size",
+            )
+        kwargs[argument] = size[0] if argument == "image_size" else size
+    return kwargs
+
+
+def find_head(model: Any) -> tuple[str, Any]:
+    """The layer producing the logits: the last ``nn.Linear``, else the last ``nn.Conv2d`` (squeezenet)."""
+    from torch import nn
+
+    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if linears:
+        return linears[-1]
+    convs = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    if not convs:
+        raise ValidationError("Cannot find a classifier head to replace", field="model.architecture")
+    return convs[-1]
+
+
+def replace_head(model: Any, num_classes: int, dropout: float = 0.0) -> str:
+    """Swap the logits layer for a freshly initialised one with ``num_classes`` outputs; return its path."""
+    from torch import nn
+
+    name, old = find_head(model)
+    new: nn.Module
+    if isinstance(old, nn.Linear):
+        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    else:
+        new = nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size, stride=old.stride, padding=old.padding)
+    new = new.to(old.weight.device)
+    if dropout > 0:
+        new = nn.Sequential(nn.Dropout(dropout), new)
+    model.set_submodule(name, new)
+    return name
+
+
+def replace_first_conv(model: Any, in_channels: int, average_rgb: bool) -> None:
+    """Give the first ``nn.Conv2d`` ``in_channels`` inputs.
+
+    With pretrained weights each new input channel gets the mean of the RGB
+    filters scaled by ``3 / in_channels``, so a grey image answers like its RGB copy.
+    """
+    import torch
+    from torch import nn
+
+    name, old = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    new = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        kernel_size=old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        dilation=old.dilation,
+        groups=old.groups,
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+    ).to(old.weight.device)
+    if average_rgb:
+        with torch.no_grad():
+            mean = old.weight.mean(dim=1, keepdim=True) * (old.in_channels / in_channels)
+            new.weight.copy_(mean.expand(-1, in_channels, -1, -1))
+            if old.bias is not None:
+                new.bias.copy_(old.bias)
+    model.set_submodule(name, new)
+
+
+# -- registration ----------------------------------------------------------------------
+def _describe(name: str, weights: Any) -> str:
+    if weights is None:
+        return f"torchvision {name}"
+    metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    top1 = f", ImageNet top-1 {metrics['acc@1']}%" if "acc@1" in metrics else ""
+    return f"torchvision {name} ({weights.meta.get('num_params', 0) / 1e6:.1f}M parameters{top1})"
+
+
+def architecture_for(name: str) -> Architecture:
+    """The ``Architecture`` entry for torchvision model ``name`` (metadata only, nothing is built)."""
+    weights = default_weights(name)
+    size: tuple[int, int] = (224, 224)
+    if weights is not None:
+        crop = getattr(weights.transforms(), "crop_size", None)
+        if crop:
+            size = (int(crop[0]), int(crop[-1]))
+    return Architecture(
+        name=name,
+        build=partial(build_torchvision, model_name=name),
+        default_input_size=size,
+        has_pretrained=weights is not None,
+        description=_describe(name, weights),
+        num_parameters=int(weights.meta["num_params"]) if weights is not None and "num_params" in weights.meta else None,
+        head_name=head_name_for(name),
+    )
+
+
+@hookimpl
+def register_architectures(registry) -> None:  # type: ignore[no-untyped-def]
+    import torchvision.models as tvm
+
+    for name in tvm.list_models(module=tvm):
+        registry.add(architecture_for(name))

@@ -1,0 +1,137 @@
+"""Read-only views of what plugins provide: loaded plugins, export formats, model architectures.
+
+``/api/system/plugins`` (DESIGN section 8), ``/api/export/formats`` (section 7) and
+``/api/training/models``. All three read the registries of ``services.plugins``;
+nothing here loads or installs a plugin.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, get
+from litestar.params import Parameter
+
+from modelyard.core.errors import ArchitectureNotFoundError, UnknownArchitectureError
+from modelyard.core.models import parameter_count
+from modelyard.core.plugin_types import Architecture
+
+from .deps import ServicesDep
+from .envelope import Ok, ok
+from .openapi import error_responses
+
+
+class PluginRegistrations(msgspec.Struct):
+    architectures: list[str] = msgspec.field(default_factory=list)
+    importers: list[str] = msgspec.field(default_factory=list)
+    exporters: list[str] = msgspec.field(default_factory=list)
+
+
+class Plugin(msgspec.Struct):
+    name: str
+    version: str | None
+    source: str
+    """``builtin`` or the name of the distribution that provides the entry point."""
+    status: str
+    """``loaded``, ``failed`` or ``disabled``."""
+    registered: PluginRegistrations
+    error: str | None
+
+
+class ExportFormat(msgspec.Struct):
+    id: str
+    name: str
+    extension: str
+    options: dict[str, Any]
+    """JSON schema of the options; every property carries its default."""
+    description: str
+    plugin: str
+
+
+class ModelArchitecture(msgspec.Struct):
+    name: str
+    tasks: list[str]
+    plugin: str
+    default_input_size: list[int]
+    has_pretrained: bool
+    num_parameters: int | None
+    """Parameters when built for 1000 classes (``null`` if it cannot be counted)."""
+    description: str
+
+
+ArchitectureName = Annotated[str, Parameter(description="Architecture name, e.g. resnet18", max_length=200)]
+
+
+def _plugin(info: dict[str, Any]) -> Plugin:
+    return Plugin(
+        name=info["name"],
+        version=info["version"],
+        source=info["source"],
+        status=info["status"],
+        registered=msgspec.convert(info["registered"], PluginRegistrations),
+        error=info["error"],
+    )
+
+
+def _architecture(arch: Architecture, plugin: str) -> ModelArchitecture:
+    return ModelArchitecture(
+        name=arch.name,
+        tasks=list(arch.tasks),
+        plugin=plugin,
+        default_input_size=list(arch.default_input_size),
+        has_pretrained=arch.has_pretrained,
+        num_parameters=parameter_count(arch),
+        description=arch.description,
+    )
+
+
+class PluginController(Controller):
+    path = "/api/system/plugins"
+    tags = ["System"]
+
+    @get("/", operation_id="ListPlugins", summary="List plugins, what each registered, and load errors")
+    async def list_plugins(self, services: ServicesDep) -> Ok[list[Plugin]]:
+        return ok([_plugin(info) for info in services.plugins.describe()])
+
+
+class ExportFormatController(Controller):
+    path = "/api/export/formats"
+    tags = ["Export"]
+
+    @get("/", operation_id="ListExportFormats", summary="List available export formats")
+    async def list_formats(self, services: ServicesDep) -> Ok[list[ExportFormat]]:
+        registry = services.plugins.exporters
+        return ok(
+            [
+                ExportFormat(
+                    id=exporter.id,
+                    name=exporter.name,
+                    extension=exporter.extension,
+                    options=exporter.options_schema,
+                    description=exporter.description,
+                    plugin=registry.owner(exporter.id),
+                )
+                for exporter in sorted(registry, key=lambda e: e.id)
+            ]
+        )
+
+
+class ModelController(Controller):
+    path = "/api/training/models"
+    tags = ["Training"]
+
+    @get("/", operation_id="ListModels", summary="List model architectures", sync_to_thread=True)
+    def list_models(self, services: ServicesDep) -> Ok[list[ModelArchitecture]]:
+        registry = services.plugins.architectures
+        return ok([_architecture(arch, registry.owner(arch.name)) for arch in sorted(registry, key=lambda a: a.name)])
+
+    @get("/{name:str}", operation_id="GetModel", summary="Get one model architecture", sync_to_thread=True,
+         responses=error_responses(404, 422))
+    def get_model(self, services: ServicesDep, name: ArchitectureName) -> Ok[ModelArchitecture]:
+        registry = services.plugins.architectures
+        try:
+            arch = registry.get(name, field="name")
+        except UnknownArchitectureError as exc:  # a resource addressed by name: 404, listing what exists
+            raise ArchitectureNotFoundError(exc.message, exc.details) from None
+        return ok(_architecture(arch, registry.owner(arch.name)))

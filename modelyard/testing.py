@@ -1,0 +1,213 @@
+"""Contract checks a plugin author runs in their own tests (and modelyard runs on its built-ins).
+
+Each ``check_*`` exercises a registered object the way modelyard will, and
+raises ``AssertionError`` with a message saying what broke::
+
+    from modelyard.testing import check_architecture, registered
+    from my_plugin import plugin
+
+    def test_my_architecture_honours_the_contract():
+        check_architecture(registered(plugin).architectures.get("my_net"), input_size=(32, 32))
+
+The checks use real tensors and real files, so they are slow only if the
+model is: pick a small ``input_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from modelyard.core import Architecture, Exporter, ExportMetadata, ImageRecord
+from modelyard.core.export_options import option_defaults, resolve_options
+from modelyard.core.plugin_manager import PluginHost
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch on one intra-op thread for the block.
+
+    The checks use batches of one or two tiny images, where thread start-up
+    costs more than it saves; on a busy machine (parallel test runs) spinning
+    OpenMP threads make such steps 10-50x slower.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def registered(plugin: ModuleType | object, name: str = "plugin-under-test") -> PluginHost:
+    """A fresh host holding only ``plugin``; raises if it failed to load or register."""
+    host = PluginHost(disabled=set())
+    host.add_plugin(plugin, name=name)
+    info = host.plugins[name]
+    _require(info.error is None, f"plugin {name} failed: {info.error}")
+    return host
+
+
+def check_architecture(
+    arch: Architecture,
+    num_classes: Iterable[int] = (3, 10),
+    input_size: tuple[int, int] | None = None,
+    batch: int = 2,
+    in_channels: int = 3,
+) -> None:
+    """Build ``arch`` for each class count, run forward and backward on a random batch.
+
+    Checks: metadata is sane, ``build`` returns an ``nn.Module`` whose output is
+    finite ``(batch, num_classes)`` logits in train and eval mode, every
+    parameter that requires grad gets a gradient, and ``head_name`` (when
+    declared) names a sub-module holding parameters. ``build`` receives the
+    ``image_size`` option, which every architecture must accept.
+    """
+    with single_threaded():
+        _check_architecture(arch, tuple(num_classes), input_size, batch, in_channels)
+
+
+def _check_architecture(
+    arch: Architecture, num_classes: tuple[int, ...], input_size: tuple[int, int] | None, batch: int, in_channels: int
+) -> None:
+    import torch
+    from torch import nn
+
+    _require(isinstance(arch, Architecture), f"{arch!r} is not an Architecture")
+    _require(bool(arch.tasks) and all(isinstance(t, str) for t in arch.tasks), f"{arch.name}: tasks must be non-empty strings")
+    size = tuple(input_size or arch.default_input_size)
+    _require(len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size), f"{arch.name}: bad input size {size}")
+    for classes in num_classes:
+        torch.manual_seed(0)
+        model = arch.build(classes, in_channels=in_channels, pretrained=False, dropout=0.0, image_size=size)
+        _require(isinstance(model, nn.Module), f"{arch.name}: build returned {type(model).__name__}, not nn.Module")
+        model.train()
+        x = torch.randn(batch, in_channels, *size)
+        out = model(x)
+        _require(isinstance(out, torch.Tensor), f"{arch.name}: forward returned {type(out).__name__}, not a Tensor")
+        _require(tuple(out.shape) == (batch, classes), f"{arch.name}: output shape {tuple(out.shape)}, expected {(batch, classes)}")
+        _require(bool(torch.isfinite(out).all()), f"{arch.name}: output has NaN or inf")
+        out.float().logsumexp(dim=1).mean().backward()
+        no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        _require(not no_grad, f"{arch.name}: parameters got no gradient: {no_grad[:5]}")
+        if arch.head_name:
+            try:
+                head = model.get_submodule(arch.head_name)
+            except AttributeError:
+                raise AssertionError(f"{arch.name}: head_name {arch.head_name!r} is not a sub-module") from None
+            _require(any(True for _ in head.parameters()), f"{arch.name}: head {arch.head_name!r} has no parameters")
+        model.eval()
+        with torch.no_grad():
+            out = model(x[:1])
+        _require(tuple(out.shape) == (1, classes), f"{arch.name}: eval output shape {tuple(out.shape)}")
+
+
+def check_importer(importer: Any, root: Path, expected: Mapping[str, str | None] | None = None) -> list[ImageRecord]:
+    """``importer`` recognises ``root`` and reads well-formed records; compare to ``expected``.
+
+    ``expected`` maps each record's ``source_path`` to its label (``None`` =
+    unlabelled). Records may name missing files or files outside ``root``
+    (the import pipeline checks and skips those); they must not be malformed.
+    Returns the records for further checks.
+    """
+    for attr in ("id", "name", "detect", "read"):
+        _require(hasattr(importer, attr), f"importer {importer!r} lacks {attr!r}")
+    root = Path(root)
+    _require(importer.detect(root) is True, f"importer {importer.id} does not detect {root}")
+    records = list(importer.read(root))
+    for record in records:
+        _require(isinstance(record, ImageRecord), f"{importer.id}: read yielded {type(record).__name__}, not ImageRecord")
+        _require(not record.source_path.startswith("/") and "\\" not in record.source_path,
+                 f"{importer.id}: source_path {record.source_path!r} must be relative with '/' separators")
+        _require(record.subset in (None, "train", "val", "test"), f"{importer.id}: bad subset {record.subset!r}")
+        _require(record.label is None or (isinstance(record.label, str) and record.label != ""),
+                 f"{importer.id}: label must be a non-empty string or None, got {record.label!r}")
+        _require(Path(record.path).is_absolute(), f"{importer.id}: path {record.path} is not absolute")
+    if expected is not None:
+        got = {record.source_path: record.label for record in records}
+        _require(got == dict(expected), f"{importer.id}: read {got}, expected {dict(expected)}")
+    return records
+
+
+def _tiny_model(in_channels: int, classes: int) -> Any:
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, classes),
+    )
+
+
+def check_exporter(
+    exporter: Exporter,
+    tmp_dir: Path,
+    options: Mapping[str, Any] | None = None,
+    model: Any = None,
+    input_size: tuple[int, int] = (16, 16),
+    atol: float = 1e-4,
+    batch: int = 2,
+) -> Path:
+    """Export a model (a tiny CNN by default) and run it back through ``load_runner``.
+
+    Checks: the options schema gives every property a default and accepts them,
+    the file has the declared extension, and the runner's logits match eager
+    PyTorch within ``atol`` for a batch of ``batch`` (the export itself traces
+    one image; use ``batch=1`` for formats with a static batch size).
+    Returns the exported file.
+    """
+    with single_threaded():
+        return _check_exporter(exporter, Path(tmp_dir), options, model, input_size, atol, batch)
+
+
+def _check_exporter(
+    exporter: Exporter,
+    tmp_dir: Path,
+    options: Mapping[str, Any] | None,
+    model: Any,
+    input_size: tuple[int, int],
+    atol: float,
+    batch: int,
+) -> Path:
+    import numpy as np
+    import torch
+
+    _require(isinstance(exporter, Exporter), f"{exporter!r} is not an Exporter")
+    _require(exporter.extension.startswith("."), f"{exporter.id}: extension {exporter.extension!r} must start with '.'")
+    properties = exporter.options_schema.get("properties", {})
+    no_default = [name for name, prop in properties.items() if "default" not in prop]
+    _require(not no_default, f"{exporter.id}: options without a default: {no_default}")
+    resolved = resolve_options(exporter, option_defaults(exporter.options_schema))
+    resolved = resolve_options(exporter, {**resolved, **dict(options or {})})
+    torch.manual_seed(0)
+    classes = ["a", "b", "c"]
+    model = model if model is not None else _tiny_model(3, len(classes))
+    model.eval()
+    x = torch.randn(batch, 3, *input_size)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    metadata = ExportMetadata(
+        classes=classes, input_size=input_size, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25],
+        architecture="check_exporter", run_id="run-00000000",
+    )
+    out_dir = Path(tmp_dir) / f"export-{exporter.id}"
+    path = Path(exporter.export(model, x[:1], resolved, out_dir, metadata))
+    _require(path.is_file(), f"{exporter.id}: export returned {path}, which is not a file")
+    _require(path.name.endswith(exporter.extension), f"{exporter.id}: {path.name} lacks extension {exporter.extension}")
+    _require(path.resolve().is_relative_to(out_dir.resolve()), f"{exporter.id}: wrote {path} outside {out_dir}")
+    predict = exporter.load_runner(path, resolved)
+    got = np.asarray(predict(x.numpy()))
+    _require(got.shape == expected.shape, f"{exporter.id}: runner output shape {got.shape}, expected {expected.shape}")
+    diff = float(np.abs(got.astype(np.float32) - expected).max())
+    _require(math.isfinite(diff) and diff <= atol, f"{exporter.id}: runner differs from PyTorch by {diff} (> {atol})")
+    return path

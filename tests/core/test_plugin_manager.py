@@ -1,0 +1,252 @@
+"""The plugin host: built-ins and entry points loaded once, disable list, failures contained."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from modelyard.core import Architecture, Exporter, hookimpl
+from modelyard.core import hookspecs
+from modelyard.core.plugin_manager import DEFAULT_PLUGINS, PluginHost
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _build(num_classes, in_channels=3, pretrained=False, dropout=0.0, **options):  # type: ignore[no-untyped-def]
+    from torch import nn
+
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+class ArchitecturePlugin:
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    @hookimpl
+    def register_architectures(self, registry) -> None:  # type: ignore[no-untyped-def]
+        for name in self.names:
+            registry.add(Architecture(name=name, build=_build))
+
+
+class HalfwayFailingPlugin:
+    """Registers one architecture and one exporter, then raises."""
+
+    @hookimpl
+    def register_architectures(self, registry) -> None:  # type: ignore[no-untyped-def]
+        registry.add(Architecture(name="half_done", build=_build))
+
+    @hookimpl
+    def register_exporters(self, registry) -> None:  # type: ignore[no-untyped-def]
+        registry.add(Exporter(id="half_fmt", name="x", extension=".x", options_schema={}, export=None, load_runner=None))  # type: ignore[arg-type]
+        raise ValueError("boom while registering")
+
+
+def _install(site: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``dist`` visible to importlib.metadata with ``modelyard`` entry points and module sources."""
+    dist_info = site / f"{dist}-1.2.3.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    (dist_info / "entry_points.txt").write_text(f"[modelyard]\n{lines}")
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+        monkeypatch.delitem(__import__("sys").modules, module, raising=False)
+    monkeypatch.syspath_prepend(str(site))
+
+
+def test_builtin_plugins_load_and_register_exactly_once() -> None:
+    host = PluginHost(disabled=set()).load_all()
+    builtins = [name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS]
+    assert [p for p in host.plugins if p in builtins] == builtins
+    assert all(host.plugins[name].status == "loaded" and host.plugins[name].source == "builtin" for name in builtins)
+    assert host.plugins["simple_cnn"].registered == {"architectures": ["simple_cnn"], "importers": [], "exporters": []}
+    assert {"simple_cnn", "resnet18", "vit_b_16"} <= set(host.architectures.names())
+    assert host.importers.names() == ["csv", "imagefolder"]
+    assert host.exporters.names() == ["onnx", "torchscript"]
+    counts = (len(host.architectures), len(host.importers), len(host.exporters))
+    host.load_all()  # a second call must not register anything twice
+    assert (len(host.architectures), len(host.importers), len(host.exporters)) == counts
+    assert all(info.error is None for info in host.plugins.values())
+
+
+def test_register_architectures_hook_entries_are_attributed_to_their_plugin() -> None:
+    host = PluginHost(disabled=set())
+    host.add_plugin(ArchitecturePlugin("net_a", "net_b"), name="nets")
+    assert host.architectures.names() == ["net_a", "net_b"]
+    assert host.architectures.owner("net_a") == "nets"
+    assert host.plugins["nets"].registered["architectures"] == ["net_a", "net_b"]
+
+
+def test_register_importers_hook_receives_the_importer_registry(tmp_path: Path) -> None:
+    class Importer:
+        id, name, description = "marker", "Marker", ""
+
+        def detect(self, root: Path) -> bool:
+            return (root / "MARKER").exists()
+
+        def read(self, root: Path):  # type: ignore[no-untyped-def]
+            return iter(())
+
+    class ImporterPlugin:
+        @hookimpl
+        def register_importers(self, registry) -> None:  # type: ignore[no-untyped-def]
+            registry.add(Importer())
+
+    host = PluginHost(disabled=set())
+    host.add_plugin(ImporterPlugin(), name="marker_plugin")
+    assert host.importers.names() == ["marker"]
+    assert host.plugins["marker_plugin"].registered["importers"] == ["marker"]
+    (tmp_path / "MARKER").touch()
+    assert host.importers.detect(tmp_path).id == "marker"
+
+
+def test_register_exporters_hook_receives_the_exporter_registry() -> None:
+    class ExporterPlugin:
+        @hookimpl
+        def register_exporters(self, registry) -> None:  # type: ignore[no-untyped-def]
+            registry.add(Exporter(id="fmt", name="Fmt", extension=".fmt", options_schema={}, export=None, load_runner=None))  # type: ignore[arg-type]
+
+    host = PluginHost(disabled=set())
+    host.add_plugin(ExporterPlugin(), name="fmt_plugin")
+    assert host.exporters.get("fmt").extension == ".fmt"
+    assert host.plugins["fmt_plugin"].registered == {"architectures": [], "importers": [], "exporters": ["fmt"]}
+
+
+def test_hook_implementation_may_omit_the_registry_argument() -> None:
+    called = []
+
+    class NoArgs:
+        @hookimpl
+        def register_architectures(self) -> None:
+            called.append(True)
+
+    host = PluginHost(disabled=set())
+    host.add_plugin(NoArgs(), name="no_args")
+    assert called == [True] and host.plugins["no_args"].status == "loaded"
+
+
+def test_duplicate_name_fails_the_later_plugin_with_both_names_and_keeps_the_first() -> None:
+    host = PluginHost(disabled=set())
+    host.add_plugin(ArchitecturePlugin("dup_net"), name="first")
+    host.add_plugin(ArchitecturePlugin("own_net", "dup_net"), name="second")
+    assert host.plugins["second"].error == (
+        "PluginError: Duplicate architecture 'dup_net': registered by plugin 'first' and again by plugin 'second'"
+    )
+    assert host.plugins["second"].status == "failed"
+    assert host.architectures.names() == ["dup_net"]  # own_net was rolled back with the failed plugin
+    assert host.architectures.owner("dup_net") == "first"
+
+
+def test_third_party_plugin_claiming_a_builtin_name_fails_naming_the_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(
+        tmp_path,
+        "squatter",
+        {"squatter": "squatter_plugin"},
+        {
+            "squatter_plugin": """
+                from modelyard.core import Architecture, hookimpl
+
+                @hookimpl
+                def register_architectures(registry):
+                    registry.add(Architecture(name="resnet18", build=lambda num_classes, **kw: None))
+            """
+        },
+        monkeypatch,
+    )
+    host = PluginHost(disabled=set()).load_all()
+    info = host.plugins["squatter"]
+    assert info.source == "squatter" and info.version == "1.2.3"
+    assert info.error == (
+        "PluginError: Duplicate architecture 'resnet18': registered by plugin 'torchvision_models' and again by plugin 'squatter'"
+    )
+    assert host.architectures.owner("resnet18") == "torchvision_models"
+
+
+def test_plugin_raising_at_import_is_listed_as_failed_and_others_still_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _install(tmp_path, "broken-dist", {"broken": "broken_at_import"}, {"broken_at_import": "raise RuntimeError('boom at import')\n"}, monkeypatch)
+    with caplog.at_level(logging.ERROR, logger="modelyard.core.plugin_manager"):
+        host = PluginHost(disabled=set()).load_all()
+    info = host.plugins["broken"]
+    assert (info.status, info.error, info.source) == ("failed", "RuntimeError: boom at import", "broken-dist")
+    assert "plugin broken failed to load: boom at import" in caplog.text
+    assert host.plugins["simple_cnn"].status == "loaded" and "simple_cnn" in host.architectures
+
+
+def test_plugin_raising_while_registering_has_its_partial_registrations_rolled_back() -> None:
+    host = PluginHost(disabled=set())
+    host.add_plugin(ArchitecturePlugin("survivor"), name="good")
+    host.add_plugin(HalfwayFailingPlugin(), name="halfway")
+    info = host.plugins["halfway"]
+    assert (info.status, info.error) == ("failed", "ValueError: boom while registering")
+    assert "half_done" not in host.architectures and "half_fmt" not in host.exporters
+    assert host.architectures.names() == ["survivor"]
+    assert host.pm.get_plugin("halfway") is None  # no longer answers hooks either
+
+
+def test_entry_point_seen_twice_on_sys_path_is_loaded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = {"twice_plugin": "from modelyard.core import Architecture, hookimpl\n\n@hookimpl\ndef register_architectures(registry):\n    registry.add(Architecture(name='twice_net', build=lambda num_classes, **kw: None))\n"}
+    _install(tmp_path / "a", "twice", {"twice": "twice_plugin"}, source, monkeypatch)
+    _install(tmp_path / "b", "twice", {"twice": "twice_plugin"}, source, monkeypatch)
+    host = PluginHost(disabled=set()).load_all()
+    assert host.plugins["twice"].status == "loaded"
+    assert host.architectures.owner("twice_net") == "twice"
+
+
+def test_disable_env_var_blocks_plugins_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELYARD_DISABLE_PLUGINS", " torchvision_models ,csv_importer,")
+    host = PluginHost().load_all()
+    assert host.disabled == {"torchvision_models", "csv_importer"}
+    assert host.plugins["torchvision_models"].status == "disabled"
+    assert host.plugins["torchvision_models"].registered == {}
+    assert "resnet18" not in host.architectures and "simple_cnn" in host.architectures
+    assert host.importers.names() == ["imagefolder"]
+
+
+def test_unknown_hook_name_is_logged_as_a_probable_typo(caplog: pytest.LogCaptureFixture) -> None:
+    class Typo:
+        @hookimpl
+        def register_architecture(self, registry) -> None:  # type: ignore[no-untyped-def]  # missing "s"
+            raise AssertionError("never called")
+
+    with caplog.at_level(logging.WARNING, logger="modelyard.core.plugin_manager"):
+        PluginHost(disabled=set()).add_plugin(Typo(), name="typo")
+    assert "plugin typo implements unknown hook register_architecture" in caplog.text
+
+
+def test_trace_env_var_logs_every_hook_call(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("MODELYARD_TRACE_PLUGINS", "1")
+    with caplog.at_level(logging.INFO, logger="modelyard.core.plugin_manager"):
+        PluginHost(disabled=set()).add_plugin(ArchitecturePlugin("traced"), name="tracer")
+    assert "calling hook register_architectures of plugin tracer" in caplog.text
+
+
+def _hookspec_names() -> list[str]:
+    tree = ast.parse(Path(hookspecs.__file__).read_text())
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and any(getattr(d, "id", None) == "hookspec" for d in node.decorator_list)
+    ]
+
+
+def test_every_hookspec_is_documented_in_the_plugin_guide() -> None:
+    guide = (REPO / "docs" / "plugins.md").read_text()
+    names = _hookspec_names()
+    assert names == ["register_architectures", "register_importers", "register_exporters"]
+    assert [name for name in names if f"`{name}" not in guide] == []
+
+
+def test_every_hookspec_has_a_test_named_after_it() -> None:
+    test_names = [
+        node.name
+        for path in (REPO / "tests").rglob("test_*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+    ]
+    assert [hook for hook in _hookspec_names() if not any(hook in name for name in test_names)] == []
