@@ -1,0 +1,72 @@
+"""The ``dataset.json`` document (DESIGN section 3) as plain dicts, and helpers that keep it consistent.
+
+Class ids are indexes into the alphabetically sorted ``classes`` list, so any
+change to the set of classes goes through ``relabel`` which rewrites every
+annotation's ``class_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+VERSION = 1
+SUBSETS: tuple[str, ...] = ("train", "val", "test")
+NONE = "none"
+SPLIT_VALUES: tuple[str, ...] = (*SUBSETS, NONE)
+SOURCE_SPLIT = "source"
+"""Name of the split built from train/val/test folders (or a CSV ``split`` column) of an import."""
+
+
+def empty_dataset(task: str) -> dict[str, Any]:
+    """The dataset of a project that has imported nothing yet."""
+    return {
+        "version": VERSION,
+        "task": task,
+        "source": None,
+        "classes": [],
+        "split_names": [],
+        "image_stats": image_stats([]),
+        "images": [],
+    }
+
+
+def class_name(image: dict[str, Any]) -> str | None:
+    """The image's class label, or ``None`` when it has none."""
+    for annotation in image.get("annotations", ()):
+        if annotation.get("type") == "label":
+            name = annotation.get("class_name")
+            return name if isinstance(name, str) else None
+    return None
+
+
+def label_annotation(name: str, classes: list[str]) -> dict[str, Any]:
+    return {"type": "label", "class_id": classes.index(name), "class_name": name}
+
+
+def relabel(doc: dict[str, Any], extra_classes: Iterable[str] = ()) -> None:
+    """Set ``classes`` to the sorted union of used and ``extra_classes`` names, rewriting every ``class_id``."""
+    names = set(doc.get("classes", ())) | set(extra_classes)
+    classes = sorted(names)
+    position = {name: i for i, name in enumerate(classes)}
+    for image in doc["images"]:
+        for annotation in image.get("annotations", ()):
+            if annotation.get("type") == "label" and annotation.get("class_name") in position:
+                annotation["class_id"] = position[annotation["class_name"]]
+    doc["classes"] = classes
+
+
+def image_stats(images: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, size range and formats of ``images`` (``None`` bounds for an empty dataset)."""
+    if not images:
+        return {"num_images": 0, "min_width": None, "max_width": None, "min_height": None, "max_height": None, "formats": []}
+    widths = [image["width"] for image in images]
+    heights = [image["height"] for image in images]
+    return {
+        "num_images": len(images),
+        "min_width": min(widths),
+        "max_width": max(widths),
+        "min_height": min(heights),
+        "max_height": max(heights),
+        "formats": sorted({image["format"] for image in images}),
+    }

@@ -1,0 +1,100 @@
+"""``SplitService``: create, preview, list, read and delete splits stored inline in ``dataset.json``.
+
+A split is a name in ``split_names`` plus one value per image in each image's
+``split`` list (reference section 3). Create and preview run the same
+assignment, so a preview is exactly what create would store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConflictError, SplitNotFoundError, ValidationError
+from ..projects import ensure_no_active_run, validate_name
+from ..workspace import Workspace
+from .document import SPLIT_VALUES, class_name
+from .index import DatasetIndex
+from .splits import Assignment, Ratios, assign
+from .store import DatasetStore
+
+SPLIT_NAME_MAX = 100
+
+
+class SplitService:
+    def __init__(self, workspace: Workspace, store: DatasetStore) -> None:
+        self.workspace = workspace
+        self.store = store
+
+    def preview(self, project_id: str, ratios: Ratios, seed: int, stratified: bool = True) -> dict[str, Any]:
+        """Stats, per-class distribution and warnings of the split ``create`` would make; writes nothing."""
+        index = self.store.index(project_id)
+        items = [(image.filename, image.class_name) for image in index.images]
+        result = assign(items, ratios, seed, stratified)
+        return _summary(result, [label for _, label in items])
+
+    def create(self, project_id: str, name: str, ratios: Ratios, seed: int, stratified: bool = True) -> dict[str, Any]:
+        """Append a split to the dataset; returns its index, name, stats, per-class distribution and warnings."""
+        name = validate_name(name, field="name", max_len=SPLIT_NAME_MAX)
+        with self.workspace.project_lock(project_id):
+            doc = self.store.load(project_id)
+            if name in doc["split_names"]:
+                raise ConflictError(f"A split named '{name}' already exists", {"name": name})
+            if not doc["images"]:
+                raise ValidationError("The dataset has no images to split; import some first", field="name")
+            items = [(image["filename"], class_name(image)) for image in doc["images"]]
+            result = assign(items, ratios, seed, stratified)
+            for image, subset in zip(doc["images"], result.subsets, strict=True):
+                image.setdefault("split", [])
+                image["split"] += ["none"] * (len(doc["split_names"]) - len(image["split"]))  # repair short lists
+                image["split"].append(subset)
+            doc["split_names"].append(name)
+            self.store.save(project_id, doc)
+            split_index = len(doc["split_names"]) - 1
+        return {"split_index": split_index, "name": name, **_summary(result, [label for _, label in items])}
+
+    def list(self, project_id: str) -> list[dict[str, Any]]:
+        index = self.store.index(project_id)
+        return [self._describe(index, i, per_class=False) for i in range(len(index.split_names))]
+
+    def get(self, project_id: str, split_index: int) -> dict[str, Any]:
+        index = self.store.index(project_id)
+        _check_index(index.split_names, split_index)
+        return self._describe(index, split_index, per_class=True)
+
+    def delete(self, project_id: str, split_index: int) -> dict[str, Any]:
+        """Remove split ``split_index``; later splits move down by one (refused while a run is training)."""
+        with self.workspace.project_lock(project_id):
+            doc = self.store.load(project_id)
+            _check_index(doc["split_names"], split_index)
+            ensure_no_active_run(self.workspace, project_id, "delete a split")
+            name = doc["split_names"].pop(split_index)
+            for image in doc["images"]:
+                if split_index < len(image.get("split", ())):
+                    del image["split"][split_index]
+            self.store.save(project_id, doc)
+        return {"split_index": split_index, "name": name, "deleted": True, "split_names": doc["split_names"]}
+
+    @staticmethod
+    def _describe(index: DatasetIndex, split_index: int, per_class: bool) -> dict[str, Any]:
+        stats, distribution = index.split_distribution(split_index)
+        described: dict[str, Any] = {"split_index": split_index, "name": index.split_names[split_index], "stats": stats}
+        if per_class:
+            described["per_class"] = distribution
+        return described
+
+
+def _check_index(split_names: list[str], split_index: int) -> None:
+    if not 0 <= split_index < len(split_names):
+        raise SplitNotFoundError(
+            f"Split {split_index} not found (the dataset has {len(split_names)} split(s))", {"split_index": split_index}
+        )
+
+
+def _summary(result: Assignment, labels: list[str | None]) -> dict[str, Any]:
+    stats = dict.fromkeys(SPLIT_VALUES, 0)
+    per_class: dict[str, dict[str, int]] = {}
+    for subset, label in zip(result.subsets, labels, strict=True):
+        stats[subset] += 1
+        if label is not None:
+            per_class.setdefault(label, dict.fromkeys(SPLIT_VALUES, 0))[subset] += 1
+    return {"stats": stats, "per_class": dict(sorted(per_class.items())), "warnings": result.warnings}
