@@ -1,0 +1,195 @@
+"""Runs: reference section 4 (start, status, stop, resume, delete, metrics, SSE stream)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, Litestar, delete, get, post
+from litestar.params import HeaderParameter, JSONBody, Parameter, QueryParameter
+from litestar.response import ServerSentEvent
+
+from .deps import ServicesDep
+from .envelope import Deleted, Ok, ok
+from .openapi import error_responses
+from .run_stream import follow_events
+
+
+class RunProgress(msgspec.Struct):
+    epoch: int = 0
+    total_epochs: int = 0
+    step: int = 0
+    steps_per_epoch: int = 0
+    eta_s: float | None = None
+    images_per_s: float | None = None
+
+
+class RunCheckpoints(msgspec.Struct):
+    best: str | None = None
+    last: str | None = None
+
+
+class RunTimings(msgspec.Struct):
+    queued_s: float | None = None
+    train_s: float | None = None
+
+
+class RunError(msgspec.Struct):
+    type: str
+    message: str
+
+
+class RunResumeRecord(msgspec.Struct):
+    at: str
+    from_epoch: int
+    max_epochs: int
+    checkpoint: str | None = None
+    fallback_from: str | None = None
+
+
+Metrics = dict[str, float | int | None]
+
+
+class Run(msgspec.Struct):
+    """``run.json`` (docs/internals/run-protocol.md) plus fields derived when it is read."""
+
+    id: str
+    experiment_id: str
+    project_id: str
+    status: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    devices: list[str]
+    num_processes: int
+    worker_pid: int | None
+    worker_pgid: int | None
+    progress: RunProgress
+    latest_metrics: Metrics
+    best_metrics: Metrics
+    best_epoch: int | None
+    monitor: str
+    checkpoints: RunCheckpoints
+    timings: RunTimings
+    error: RunError | None
+    stop_requested: bool
+    killed: bool
+    resumes: list[RunResumeRecord]
+    elapsed_s: float | None = None
+    heartbeat_age_s: float | None = None
+    queue_position: int | None = None
+
+
+class RunStarted(msgspec.Struct):
+    run_id: str
+    status: str
+    experiment_id: str
+    created_at: str
+    queue_position: int | None = None
+
+
+class RunResume(msgspec.Struct, forbid_unknown_fields=True):
+    """Optional body of ``resume``: a higher ``max_epochs`` extends the run."""
+
+    max_epochs: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+
+
+ProjectId = Annotated[str, Parameter(description="Project id, e.g. proj-a1b2c3d4", max_length=64)]
+ExperimentId = Annotated[str, Parameter(description="Experiment id, e.g. exp-a1b2c3d4", max_length=64)]
+RunId = Annotated[str, Parameter(description="Run id, e.g. run-e5f6g7h8", max_length=64)]
+
+
+def _run(record: dict[str, Any]) -> Run:
+    return msgspec.convert(record, Run, strict=False)
+
+
+class RunController(Controller):
+    path = "/api/training/{project_id:str}"
+    tags = ["Runs"]
+
+    @post("/experiments/{exp_id:str}/run", operation_id="StartRun", summary="Start a new run",
+          description="Freezes the experiment's config into a new run and queues it (status `pending`); "
+                      "the run starts as soon as its devices are free.",
+          sync_to_thread=True, status_code=201, responses=error_responses(404, 409, 422))
+    def start_run(self, services: ServicesDep, project_id: ProjectId, exp_id: ExperimentId) -> Ok[RunStarted]:
+        record = services.runs.start_run(project_id, exp_id)
+        run = services.runs.get_run(project_id, record["id"])
+        return ok(RunStarted(run_id=run["id"], status=run["status"], experiment_id=run["experiment_id"],
+                             created_at=run["created_at"], queue_position=run.get("queue_position")))
+
+    @get("/experiments/{exp_id:str}/runs", operation_id="ListRuns", summary="List the runs of an experiment",
+         sync_to_thread=True, responses=error_responses(404, 409, 422))
+    def list_runs(self, services: ServicesDep, project_id: ProjectId, exp_id: ExperimentId) -> Ok[list[Run]]:
+        return ok([_run(r) for r in services.runs.list_runs(project_id, exp_id)])
+
+    @get("/runs/{run_id:str}", operation_id="GetRun", summary="Get run status + metrics", sync_to_thread=True,
+         responses=error_responses(404, 409, 422))
+    def get_run(self, services: ServicesDep, project_id: ProjectId, run_id: RunId) -> Ok[Run]:
+        return ok(_run(services.runs.get_run(project_id, run_id)))
+
+    @post("/runs/{run_id:str}/stop", operation_id="StopRun", summary="Stop a running training",
+          description="The worker finishes its current step, saves `last.ckpt` and exits `stopped`; "
+                      "if it has not exited after the stop timeout its process group is killed (`killed: true`).",
+          sync_to_thread=True, status_code=200, responses=error_responses(404, 409, 422))
+    def stop_run(self, services: ServicesDep, project_id: ProjectId, run_id: RunId) -> Ok[Run]:
+        return ok(_run(services.runs.stop_run(project_id, run_id)))
+
+    @post("/runs/{run_id:str}/resume", operation_id="ResumeRun", summary="Resume an interrupted run",
+          description="Continues a stopped, failed or interrupted run from `last.ckpt` (verified first); "
+                      "an optional `max_epochs` extends it. A completed run cannot be resumed (409).",
+          sync_to_thread=True, status_code=200, responses=error_responses(400, 404, 409, 422))
+    def resume_run(self, services: ServicesDep, project_id: ProjectId, run_id: RunId,
+                   data: JSONBody[RunResume | None] = None) -> Ok[Run]:
+        max_epochs = data.max_epochs if data is not None else None
+        return ok(_run(services.runs.resume_run(project_id, run_id, max_epochs=max_epochs)))
+
+    @delete("/runs/{run_id:str}", operation_id="DeleteRun", summary="Delete a run", sync_to_thread=True,
+            status_code=200, responses=error_responses(404, 409, 422))
+    def delete_run(self, services: ServicesDep, project_id: ProjectId, run_id: RunId) -> Ok[Deleted]:
+        services.runs.delete_run(project_id, run_id)
+        return ok(Deleted(id=run_id))
+
+    @get("/runs/{run_id:str}/metrics", operation_id="GetRunMetrics", summary="Get metrics JSON",
+         description="`metrics.json`: one record per finished epoch (`epoch`, `train/loss`, `train/acc`, "
+                     "`val/loss`, `val/acc`, `lr`, `time_s`, ...).", sync_to_thread=True,
+         responses=error_responses(404, 409, 422))
+    def get_metrics(self, services: ServicesDep, project_id: ProjectId, run_id: RunId) -> Ok[list[Metrics]]:
+        return ok(services.runs.get_metrics(project_id, run_id))
+
+    @get("/runs/{run_id:str}/stream", operation_id="StreamRunEvents", summary="SSE event stream",
+         description="Server-Sent Events `status`, `progress`, `epoch`, `log` and `end` with strictly increasing "
+                     "ids. `Last-Event-ID` (or `?last_event_id=`) replays what the client missed; a finished run "
+                     "replays its history and closes.", sync_to_thread=True, media_type="text/event-stream",
+         responses=error_responses(404, 409, 422))
+    def stream_run(
+        self,
+        services: ServicesDep,
+        project_id: ProjectId,
+        run_id: RunId,
+        last_event_id_header: Annotated[int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False)] = None,
+        last_event_id: Annotated[int | None, QueryParameter(name="last_event_id", ge=0, required=False)] = None,
+    ) -> ServerSentEvent:
+        services.runs.run_dir(project_id, run_id)  # a 404 envelope before any event is sent
+        after = last_event_id_header if last_event_id_header is not None else (last_event_id or 0)
+        settings = services.settings
+        reader = functools.partial(services.runs.events_after, project_id, run_id)
+        return ServerSentEvent(follow_events(reader, after, settings.sse_poll_s, settings.sse_keepalive_s))
+
+
+@contextlib.asynccontextmanager
+async def run_supervision(app: Litestar) -> AsyncIterator[None]:
+    """App lifespan: recover the runs a previous server left, supervise workers while serving.
+
+    Shutting down stops the supervision only; workers keep training and the
+    next server adopts them.
+    """
+    scheduler = app.state.services.runs.scheduler
+    await anyio.to_thread.run_sync(scheduler.start)
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(scheduler.shutdown)

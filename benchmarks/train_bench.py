@@ -1,0 +1,170 @@
+"""Training engine overhead (issue 5): our run engine against a hand-written PyTorch loop.
+
+Both sides train the same architecture (built by the same registry, same
+seed) on the same decoded ``uint8`` images with the same batch size and
+optimizer (AdamW), normalising on the device. *Ours* is the real run engine
+(``train_run`` on a run folder: Lightning, the DataModule with its memory
+cache, metrics, checkpoints, events, heartbeat, validation on a small val
+subset); *against* is a plain ``for batch in ...: forward, backward, step``.
+Throughput is train images per second of the training loop over the epochs
+after the first (warm-up); the engine's whole epochs (with validation and
+checkpoint writes) are reported beside it. The two sides run interleaved
+(A B A B ...) in one process; ``paired_ratios`` compares each engine run with
+the plain run next to it, which is what to read on a machine shared with other
+load. Target: ours >= 0.95x.
+
+Run ``python -m benchmarks.train_bench [--quick]``; it writes
+``benchmarks/results/train_bench.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Result, Side, format_table, interleave, write_report
+
+TARGET_RATIO = 0.95
+VAL_FRACTION = 0.06
+
+
+def _project(root: Path, arch_px: int, n_images: int) -> tuple[Any, str]:
+    """A workspace with one project whose dataset is ``n_images`` generated shapes, split ~94/6 train/val."""
+    from modelyard.core.datasets.splits import Ratios
+    from modelyard.core.sample_data import SHAPES, generate_shapes
+    from modelyard.core.services import build_services
+    from modelyard.core.settings import Settings
+
+    source = root / "source"
+    generate_shapes(source, per_class=n_images // len(SHAPES), size=arch_px, seed=0)
+    services = build_services(Settings(workspace=root / "workspace", import_roots=[source]))
+    project_id = services.projects.create("bench")["id"]
+    services.datasets.import_local(project_id, str(source), format="imagefolder")
+    services.splits.create(project_id, "bench", Ratios(train=1.0 - VAL_FRACTION, val=VAL_FRACTION), seed=0)
+    return services, project_id
+
+
+def _engine_side(services: Any, project_id: str, config: dict[str, Any]) -> tuple[Any, Any, list[float]]:
+    """``run()`` trains one fresh run with the real engine and returns its training images/s.
+
+    Also returns the frozen config and a list that collects each run's whole-epoch
+    images/s (training plus validation and checkpoint writes).
+    """
+    from modelyard.core.jsonio import read_json
+    from modelyard.core.training.engine import train_run
+    from modelyard.core.training.runs_create import create_run_folder
+
+    experiment = services.experiments.create(project_id, "engine", config=config)
+    frozen = services.experiments.run_config(project_id, experiment["id"])
+    whole_epochs: list[float] = []
+
+    def run() -> float:
+        run_dir = create_run_folder(services.workspace, project_id, experiment["id"], frozen)
+        status = train_run(services.workspace, run_dir, plugins=services.plugins)
+        if status != "completed":
+            raise RuntimeError(f"engine run {run_dir.name} ended {status}: {read_json(run_dir / 'run.json')['error']}")
+        records = read_json(run_dir / "metrics.json")[1:]  # the first epoch is warm-up
+        n_train = read_json(run_dir / "reproducibility.json")["num_train_images"]
+        shutil.rmtree(run_dir)
+        whole_epochs.append(n_train * len(records) / sum(r["time_s"] for r in records))
+        # training loop only, as the plain loop measures it (epoch records carry that throughput)
+        return n_train * len(records) / sum(n_train / r["images_per_s"] for r in records)
+
+    return run, frozen, whole_epochs
+
+
+def _plain_side(services: Any, project_id: str, frozen: Any, epochs: int) -> Any:
+    """``run()`` trains the same model on the same images with a hand-written loop; returns train images/s."""
+    import torch
+    import torch.nn.functional as F
+
+    from modelyard.core.jsonio import read_json
+    from modelyard.core.models import build_model
+    from modelyard.core.training.data import decode_all, normalization, split_items
+
+    dataset = read_json(services.workspace.dataset_json(project_id))
+    items = split_items(dataset, frozen.split_index, "train")
+    images = decode_all([services.workspace.images_dir(project_id) / name for name, _ in items],
+                        frozen.data.image_size, frozen.data.channels)
+    labels = torch.tensor([label for _, label in items])
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization(frozen.data.channels))
+    batch, lr = frozen.data.batch_size, frozen.training.optimizer.lr
+
+    def run() -> float:
+        torch.manual_seed(frozen.training.seed)
+        model = build_model(services.plugins.architectures, frozen.model.architecture, len(dataset["classes"]),
+                            image_size=tuple(frozen.data.image_size))
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=frozen.training.optimizer.weight_decay)
+        times = []
+        for _ in range(epochs):
+            start = time.perf_counter()
+            order = torch.randperm(len(labels))
+            for begin in range(0, len(order), batch):
+                index = order[begin:begin + batch]
+                x = images.index_select(0, index).float().div_(255.0).sub_(mean).div_(std)
+                loss = F.cross_entropy(model(x), labels.index_select(0, index))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            times.append(time.perf_counter() - start)
+        return len(labels) * (epochs - 1) / sum(times[1:])
+
+    return run
+
+
+def bench_train_overhead(arch: str, image_px: int, batch: int = 64, n_images: int = 1024, epochs: int = 3,
+                         repeats: int = 3) -> dict[str, Any]:
+    """Train images/s of the run engine and of a hand-written loop, interleaved; ``ratio`` = ours / plain."""
+    config = {
+        "model": {"architecture": arch},
+        "data": {"image_size": [image_px, image_px], "batch_size": batch, "cache": "memory", "num_workers": "auto"},
+        "training": {"max_epochs": epochs, "early_stopping": None, "precision": "32"},
+        "hardware": {"devices": ["cpu"]},
+    }
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
+        services, project_id = _project(Path(tmp), image_px, n_images)
+        engine, frozen, whole_epochs = _engine_side(services, project_id, config)
+        plain = _plain_side(services, project_id, frozen, epochs)
+        ours, against = interleave(engine, plain, repeats)
+    import statistics
+
+    return {
+        "arch": arch, "image_px": image_px, "batch": batch, "n_images": n_images, "epochs": epochs,
+        "engine_values": ours, "plain_values": against,
+        "ratio": statistics.median(ours) / statistics.median(against),
+        # each round's engine run against the plain run next to it (same load conditions): the noise-robust view
+        "paired_ratios": [a / b for a, b in zip(ours, against, strict=True)],
+        "paired_ratio_median": statistics.median(a / b for a, b in zip(ours, against, strict=True)),
+        # the engine's whole epochs (training + validation on ~6 % of the images + two checkpoint writes)
+        "engine_whole_epoch_values": whole_epochs,
+        "whole_epoch_ratio": statistics.median(whole_epochs) / statistics.median(against),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images and repeats (smoke run)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_bench.json")
+    args = parser.parse_args(argv)
+    cases = [("simple_cnn", 28, 1024), ("resnet18", 64, 512)]
+    results: list[Result] = []
+    for arch, px, n_images in cases:
+        r = bench_train_overhead(arch, px, n_images=n_images // (2 if args.quick else 1), repeats=2 if args.quick else 5)
+        results.append(Result(
+            id=f"train_engine_{arch}_{px}px", compares=f"run engine vs hand-written loop, {arch} {px}px batch {r['batch']}",
+            ours=Side("run engine", "img/s", r["engine_values"]), against=Side("plain loop", "img/s", r["plain_values"]),
+            ratio_kind="ours/against", target=f">= {TARGET_RATIO}x", target_value=TARGET_RATIO, higher_is_better=True,
+            extra={k: v for k, v in r.items() if k not in ("engine_values", "plain_values")},
+        ))
+    write_report(results, args.out, quick=args.quick, skipped=[])
+    print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

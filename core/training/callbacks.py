@@ -1,0 +1,360 @@
+"""What a training worker writes into its run folder while Lightning trains.
+
+- ``AtomicCheckpointIO``: checkpoints go to a temp file that is fsynced and
+  ``os.replace``d, so a kill never leaves a torn ``.ckpt``; loading is always
+  ``weights_only=True`` (no pickle code runs).
+- ``Heartbeat``: a daemon thread touching ``heartbeat`` every
+  ``HEARTBEAT_INTERVAL_S`` so the server can tell a live worker from a dead one.
+- ``RunFilesCallback``: ``events.jsonl`` (progress at most ``1/PROGRESS_INTERVAL_S``
+  per second, written by a background thread so training never waits on an
+  fsync; one ``epoch`` event per epoch), ``metrics.json`` after every epoch,
+  progress and metrics in ``run.json``, and ``stop.request`` honoured after the
+  current step with ``last.ckpt`` saved. Only global rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
+from ..workspace import Workspace
+from .run_files import (
+    CHECKPOINTS,
+    HEARTBEAT_INTERVAL_S,
+    METRICS_JSON,
+    STOP_REQUEST,
+    EventLog,
+    touch_heartbeat,
+    update_run,
+)
+
+log = logging.getLogger(__name__)
+
+#: Minimum seconds between two ``progress`` events (and run.json progress writes).
+PROGRESS_INTERVAL_S = 0.5
+METRIC_KEYS: tuple[str, ...] = ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1")
+BEST_CKPT = "best.ckpt"
+LAST_CKPT = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temp file beside the target, fsync, ``os.replace``; load with ``weights_only=True``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        loaded: dict[str, Any] = torch.load(Path(path), map_location=map_location or "cpu", weights_only=True)
+        return loaded
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``best.ckpt`` (by the monitored metric) and ``last.ckpt`` after *every* epoch, plus the stop checkpoint.
+
+    Lightning's own ``save_last`` only refreshes ``last.ckpt`` when ``best`` improved,
+    which would make a crash lose every epoch since the best one, so ``last`` is
+    saved here. ``save_now`` writes ``last.ckpt`` mid-epoch (stop request, Ctrl-C,
+    SIGTERM); the epoch-end saving Lightning still runs for the cut-short epoch
+    is then skipped, so no file claims that partial epoch as complete and a
+    resume continues it where it stopped. ``epoch_listeners`` run after
+    ``best.ckpt`` and before ``last.ckpt`` of the epoch is written.
+    """
+
+    def __init__(self, dirpath: Path, monitor: str, mode: str) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=BEST_CKPT.removesuffix(".ckpt"),
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            save_last=False,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        self.last_path = Path(dirpath) / LAST_CKPT
+        self.cut_short = False
+        self.epoch_listeners: list[Callable[[L.Trainer], None]] = []
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the best score even when the run folder moved since (a copied or relocated workspace).
+
+        Lightning keys this state by absolute paths and forgets the best score
+        when they differ, which would let a worse epoch overwrite ``best.ckpt``.
+        """
+        old = state_dict.get("dirpath")
+        new = self.dirpath
+        if not old or not new or old == new:
+            super().load_state_dict(state_dict)
+            return
+
+        def moved(path: Any) -> Any:
+            return str(Path(new) / Path(path).name) if isinstance(path, str) and path.startswith(str(old)) else path
+
+        state = dict(state_dict, dirpath=new)
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            state[key] = moved(state.get(key))
+        state["best_k_models"] = {moved(k): v for k, v in (state.get("best_k_models") or {}).items()}
+        super().load_state_dict(state)
+
+    def save_now(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` with the current state (every rank calls it; rank 0 writes)."""
+        trainer.save_checkpoint(self.last_path, weights_only=False)
+        self.cut_short = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.cut_short:
+            return
+        super().on_train_epoch_end(trainer, pl_module)
+        # The epoch's record goes first: a kill between the two leaves a record newer than last.ckpt,
+        # which a resume drops and retrains, rather than an epoch missing from metrics.json for good.
+        for listener in self.epoch_listeners:
+            listener(trainer)
+        trainer.save_checkpoint(self.last_path, weights_only=False)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.cut_short:
+            super().on_validation_end(trainer, pl_module)
+
+
+class Heartbeat:
+    """Touches ``run_dir/heartbeat`` from a daemon thread until stopped."""
+
+    def __init__(self, run_dir: Path, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+        self.run_dir = run_dir
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="modelyard-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                touch_heartbeat(self.run_dir, os.getpid())
+            except OSError as exc:  # a full disk must not kill training; the server will notice
+                log.warning("heartbeat write failed: %s", exc)
+            if self._stop.wait(self.interval_s):
+                return
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval_s + 1)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS_JSON
+    if not path.is_file():
+        return []
+    data = read_json(path)
+    return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+
+def best_record(records: list[dict[str, Any]], monitor: str, mode: str) -> dict[str, Any] | None:
+    """The epoch record with the best ``monitor`` value (first one on ties)."""
+    scored = [r for r in records if isinstance(r.get(monitor), int | float)]
+    if not scored:
+        return None
+    pick: Callable[..., dict[str, Any]] = min if mode == "min" else max
+    return pick(scored, key=lambda r: r[monitor])
+
+
+class RunFilesCallback(L.Callback):
+    """Reports a fit into the run folder (rank 0 only) and turns ``stop.request`` into a clean stop."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        run_dir: Path,
+        events: EventLog,
+        checkpoint: RunCheckpoint,
+        start_epoch: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.workspace = workspace
+        self.run_dir = run_dir
+        self.events = events
+        self.checkpoint = checkpoint
+        checkpoint.epoch_listeners.append(self._record_epoch)
+        self.monitor = str(checkpoint.monitor)
+        self.mode = str(checkpoint.mode)
+        self.clock = clock
+        self.stop_path = run_dir / STOP_REQUEST
+        self.stop_requested = False
+        self.interrupted_by: str | None = None
+        #: epochs completed before this fit (a resume) and their records, kept in metrics.json
+        self.records = [r for r in read_metrics(run_dir) if int(r.get("epoch", 0)) <= start_epoch]
+        self.steps_per_epoch = 0
+        self.total_epochs = 0
+        self._world = 1
+        self._epoch_started = 0.0
+        self._fit_started = 0.0
+        self._last_progress = 0.0
+        self._images_since = 0
+        self._epoch_images = 0
+        self._last_batch_end = 0.0
+        self._steps_done = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelyard-progress")
+        self._pending: Future[None] | None = None
+
+    # -- helpers ---------------------------------------------------------------------
+    def _write_enabled(self, trainer: L.Trainer) -> bool:
+        return bool(trainer.is_global_zero)
+
+    def _update_run(self, mutate: Callable[[dict[str, Any]], None]) -> None:
+        update_run(self.workspace, self.run_dir, mutate)
+
+    def _checkpoint_paths(self) -> dict[str, str | None]:
+        """Run-relative paths; ``last`` is written right after the epoch record."""
+        best = self.run_dir / CHECKPOINTS / BEST_CKPT
+        return {"best": f"{CHECKPOINTS}/{BEST_CKPT}" if best.is_file() else None, "last": f"{CHECKPOINTS}/{LAST_CKPT}"}
+
+    def _progress(self, trainer: L.Trainer, step_in_epoch: int, images_per_s: float | None) -> dict[str, Any]:
+        elapsed = self.clock() - self._fit_started
+        remaining_steps = max(0, (self.total_epochs - trainer.current_epoch) * self.steps_per_epoch - step_in_epoch)
+        eta = round(remaining_steps * elapsed / self._steps_done, 1) if self._steps_done else None
+        return {
+            "epoch": trainer.current_epoch + 1,
+            "total_epochs": self.total_epochs,
+            "step": step_in_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "eta_s": eta,
+            "images_per_s": round(images_per_s, 1) if images_per_s is not None else None,
+        }
+
+    # -- Lightning hooks -----------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._world = max(1, int(trainer.world_size))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.steps_per_epoch = int(trainer.num_training_batches) if trainer.num_training_batches != float("inf") else 0
+        self.total_epochs = int(trainer.max_epochs or 0)
+        self._fit_started = self._last_progress = self._epoch_started = self.clock()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_started = self.clock()
+        self._epoch_images = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._steps_done += 1
+        labels = batch[1] if isinstance(batch, tuple | list) and len(batch) > 1 else None
+        images = int(labels.shape[0]) if isinstance(labels, torch.Tensor) else 0
+        self._images_since += images
+        self._epoch_images += images
+        self._check_stop(trainer)
+        now = self._last_batch_end = self.clock()
+        first = self._steps_done == 1  # tells a client steps_per_epoch at once
+        if (now - self._last_progress < PROGRESS_INTERVAL_S and not first) or not self._write_enabled(trainer):
+            return
+        images_per_s = self._images_since * self._world / max(1e-9, now - self._last_progress)
+        self._last_progress, self._images_since = now, 0
+        if self._pending is not None and not self._pending.done():
+            return  # the disk is slow: skip this report rather than queue behind it
+        progress = self._progress(trainer, batch_idx + 1, images_per_s)
+        self._pending = self._writer.submit(self._write_progress, progress)
+
+    def _write_progress(self, progress: dict[str, Any]) -> None:
+        """On the writer thread: fsyncs release the GIL, so training does not wait for the disk."""
+        self.events.append("progress", progress)
+        self._update_run(lambda record: record.__setitem__("progress", progress))
+
+    def flush(self) -> None:
+        """Wait for the pending progress report, so later events keep their order behind it."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except Exception as exc:  # a failed progress report must not fail the run
+            log.warning("progress report failed: %s", exc)
+
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        self.flush()
+        self.events.append(event, data)
+
+    def _check_stop(self, trainer: L.Trainer) -> None:
+        if self.stop_requested:
+            return
+        requested = self.stop_path.exists()
+        if self._world > 1:
+            requested = bool(trainer.strategy.reduce_boolean_decision(requested, all=False))
+        if not requested:
+            return
+        self.stop_requested = True
+        if self._write_enabled(trainer):
+            self._emit("log", {"level": "info", "message": "stop requested: saving last.ckpt and stopping"})
+        self.checkpoint.save_now(trainer)
+        trainer.should_stop = True
+
+    def _record_epoch(self, trainer: L.Trainer) -> None:
+        """After an epoch's checkpoints are saved: metrics.json, run.json and the ``epoch`` event."""
+        metrics = trainer.callback_metrics
+        record: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
+        for key in METRIC_KEYS:
+            value = metrics.get(key)
+            if value is not None:
+                record[key] = round(float(value), 6)
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        record["lr"] = float(optimizer.param_groups[0]["lr"]) if optimizer is not None else None
+        record["time_s"] = round(self.clock() - self._epoch_started, 3)
+        # training throughput: the epoch's training loop only (validation and checkpoints are in time_s)
+        train_s = max(1e-9, self._last_batch_end - self._epoch_started)
+        record["images_per_s"] = round(self._epoch_images * self._world / train_s, 1)
+        if not self._write_enabled(trainer):
+            return
+        self.records = [r for r in self.records if int(r.get("epoch", 0)) < record["epoch"]] + [record]
+        atomic_write_json(self.run_dir / METRICS_JSON, self.records)
+        best = best_record(self.records, self.monitor, self.mode)
+        checkpoints = self._checkpoint_paths()
+        progress = self._progress(trainer, self.steps_per_epoch, record["images_per_s"])
+        progress["epoch"] = record["epoch"]
+
+        def mutate(run: dict[str, Any]) -> None:
+            run["latest_metrics"] = record
+            run["best_metrics"] = best or {}
+            run["best_epoch"] = best["epoch"] if best else None
+            run["checkpoints"] = checkpoints
+            run["progress"] = {**run.get("progress", {}), **progress}
+
+        self.flush()
+        self._update_run(mutate)
+        self._emit("epoch", record)
+
+    def close(self) -> None:
+        """Finish the pending report and stop the writer thread (idempotent)."""
+        self.flush()
+        self._writer.shutdown(wait=True)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.close()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """Ctrl-C or SIGTERM: keep the work done so far in last.ckpt (single process only: DDP could hang)."""
+        self.flush()
+        if not isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            return
+        self.interrupted_by = "SIGTERM" if isinstance(exception, SIGTERMException) else "KeyboardInterrupt"
+        if self._world == 1 and trainer.global_step > 0:
+            try:
+                self.checkpoint.save_now(trainer)
+            except Exception as exc:  # best effort while shutting down
+                log.warning("could not save last.ckpt after %s: %s", self.interrupted_by, exc)

@@ -1,0 +1,227 @@
+"""A trained model back from a run's checkpoint, with everything needed to feed it like training did.
+
+Evaluation and export both start here. The checkpoint is read with
+``torch.load(weights_only=True)`` (``resume_check.load_checkpoint``), the
+network is rebuilt from the architecture registry with the run's own
+hyperparameters (plain data stored by ``ClassificationModule``), and images
+go through the engine's own validation path: ``data.load_image`` (decode,
+RGB/L, bilinear resize), the configured ``val`` augmentations, then the
+module's normalisation. Nothing here re-implements preprocessing, so what is
+evaluated or exported sees exactly what validation saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import CheckpointNotFoundError, ExperimentNotFoundError, RunNotFoundError, ValidationError
+from ..ids import is_valid_id
+from ..workspace import Workspace
+from .run_files import CHECKPOINTS, RUN_JSON, runs_dir
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ..registry import ArchitectureRegistry
+    from .config import ExperimentConfig
+    from .module import ClassificationModule
+
+CheckpointName = Literal["best", "last"]
+CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """An existing run of an existing experiment, and the folder it lives in."""
+
+    project_id: str
+    experiment_id: str
+    run_id: str
+    run_dir: Path
+
+    def checkpoint_path(self, checkpoint: str) -> Path:
+        return self.run_dir / CHECKPOINTS / f"{checkpoint}.ckpt"
+
+
+def find_run(workspace: Workspace, project_id: str, experiment_id: str, run_id: str) -> RunRef:
+    """The run ``run_id`` of experiment ``experiment_id`` (404 for a missing project, experiment or run)."""
+    workspace.existing_project_dir(project_id)
+    folder = runs_dir(workspace, project_id, experiment_id)  # validates the experiment id
+    if not folder.parent.is_dir():
+        raise ExperimentNotFoundError(f"Experiment {experiment_id} not found", {"experiment_id": experiment_id})
+    if not is_valid_id(run_id, "run") or not (folder / run_id / RUN_JSON).is_file():
+        raise RunNotFoundError(
+            f"Run {run_id} not found in experiment {experiment_id}", {"run_id": run_id, "experiment_id": experiment_id}
+        )
+    return RunRef(project_id, experiment_id, run_id, folder / run_id)
+
+
+def existing_checkpoint(ref: RunRef, checkpoint: str) -> Path:
+    """The checkpoint file ``best``/``last`` of the run, or a 404 saying which one is missing."""
+    if checkpoint not in CHECKPOINT_NAMES:
+        raise ValidationError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}", field="checkpoint")
+    path = ref.checkpoint_path(checkpoint)
+    if not path.is_file() or path.is_symlink():
+        raise CheckpointNotFoundError(
+            f"Run {ref.run_id} has no '{checkpoint}' checkpoint (yet)", {"run_id": ref.run_id, "checkpoint": checkpoint}
+        )
+    return path
+
+
+def frozen_config(ref: RunRef) -> ExperimentConfig:
+    """The run's frozen ``config.yaml`` (what it trained with), parsed."""
+    import yaml
+
+    from ..errors import CorruptDataError
+    from .config import parse_config
+    from .run_files import CONFIG_YAML
+
+    try:
+        document = yaml.safe_load((ref.run_dir / CONFIG_YAML).read_text(encoding="utf-8"))
+        return parse_config(document or {})
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise CorruptDataError(f"Run {ref.run_id} has an unreadable config.yaml", {"run_id": ref.run_id}) from exc
+
+
+@dataclass
+class TrainedModel:
+    """A network in eval mode plus the facts a deployment needs (classes, input size, normalisation)."""
+
+    module: ClassificationModule
+    config: ExperimentConfig
+    classes: list[str]
+    image_size: tuple[int, int]  # (height, width)
+    channels: int
+    mean: list[float]
+    std: list[float]
+    architecture: str
+    ref: RunRef
+    checkpoint: str
+
+    @property
+    def net(self) -> nn.Module:
+        """The plain network: normalised ``float32`` NCHW in, logits out (what exporters receive)."""
+        return self.module.net
+
+    @property
+    def split_index(self) -> int:
+        return int(self.config.split_index)
+
+    def load_uint8(self, paths: Sequence[Path]) -> torch.Tensor:
+        """Decode, resize and apply the ``val`` augmentations: a ``uint8`` batch, as the val dataloader yields."""
+        import torch
+
+        from .augmentations import build_pipeline
+        from .data import decode_all, load_image
+
+        pipeline = build_pipeline(self.config.data.augmentations.val, self.image_size, "config.data.augmentations.val")
+        if pipeline is None:
+            return decode_all(list(paths), self.image_size, self.channels)
+        images = [pipeline(load_image(path, self.image_size, self.channels)) for path in paths]
+        if not images:
+            return torch.empty((0, self.channels, *self.image_size), dtype=torch.uint8)
+        return torch.stack(images)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """The module's own normalisation of a ``uint8`` batch (``/255``, ``-mean``, ``/std``)."""
+        device_images = images.to(self.module.device)
+        normalized, _ = self.module.on_after_batch_transfer((device_images, None), 0)
+        return normalized
+
+    def preprocess(self, paths: Sequence[Path]) -> torch.Tensor:
+        """Files to the normalised ``float32`` batch the network takes (the run's validation preprocessing)."""
+        return self.normalize(self.load_uint8(paths))
+
+    def metadata(self) -> dict[str, Any]:
+        """Deployment facts, as stored in export records and bundles."""
+        return {
+            "classes": list(self.classes),
+            "input_size": list(self.image_size),
+            "channels": self.channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "architecture": self.architecture,
+            "run_id": self.ref.run_id,
+            "experiment_id": self.ref.experiment_id,
+            "checkpoint": self.checkpoint,
+        }
+
+
+def load_trained_model(
+    workspace: Workspace,
+    project_id: str,
+    run_id: str,
+    checkpoint: str = "best",
+    *,
+    experiment_id: str | None = None,
+    registry: ArchitectureRegistry | None = None,
+    device: str = "cpu",
+) -> TrainedModel:
+    """Rebuild the network of ``run_id`` from its ``best``/``last`` checkpoint, in eval mode on ``device``."""
+    from .run_files import find_run_dir
+
+    if experiment_id is None:
+        run_dir = find_run_dir(workspace, project_id, run_id)
+        experiment_id = run_dir.parent.parent.name
+    ref = find_run(workspace, project_id, experiment_id, run_id)
+    path = existing_checkpoint(ref, checkpoint)
+    return _from_checkpoint_file(path, ref, checkpoint, registry, device)
+
+
+def _from_checkpoint_file(
+    path: Path, ref: RunRef, checkpoint: str, registry: ArchitectureRegistry | None, device: str
+) -> TrainedModel:
+    from ..models import build_model
+    from ..plugin_manager import default_plugin_host
+    from .config import parse_config
+    from .module import ClassificationModule
+    from .resume_check import CheckpointProblem, load_checkpoint
+
+    data = load_checkpoint(path)  # weights_only=True; CheckpointProblem when torn or foreign
+    hparams = data.get("hyper_parameters")
+    needed = ("num_classes", "class_names", "config", "mean", "std")
+    if not isinstance(hparams, dict) or any(key not in hparams for key in needed):
+        raise CheckpointProblem(f"{path.name} lacks the hyperparameters of a modelyard run", {"file": path.name})
+    config = parse_config(dict(hparams["config"]))
+    classes = [str(c) for c in hparams["class_names"]]
+    registry = registry if registry is not None else default_plugin_host().architectures
+    image_size = (int(config.data.image_size[0]), int(config.data.image_size[1]))  # type: ignore[index]
+    net = build_model(
+        registry,
+        config.model.architecture,
+        num_classes=len(classes),
+        in_channels=int(config.data.channels),
+        pretrained=False,  # the checkpoint holds every weight; never fetch anything
+        dropout=float(config.model.dropout),
+        image_size=image_size,
+    )
+    module = ClassificationModule(
+        net,
+        num_classes=len(classes),
+        class_names=classes,
+        config=dict(hparams["config"]),
+        mean=[float(v) for v in hparams["mean"]],
+        std=[float(v) for v in hparams["std"]],
+        class_weights=None,
+    )
+    try:
+        module.load_state_dict(data["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointProblem(f"{path.name} does not fit its own architecture: {str(exc)[:300]}", {"file": path.name}) from exc
+    module.eval().to(device)
+    return TrainedModel(
+        module=module,
+        config=config,
+        classes=classes,
+        image_size=image_size,
+        channels=int(config.data.channels),
+        mean=[float(v) for v in hparams["mean"]],
+        std=[float(v) for v in hparams["std"]],
+        architecture=config.model.architecture,
+        ref=ref,
+        checkpoint=checkpoint,
+    )

@@ -1,0 +1,432 @@
+"""The training engine: one run folder in, one trained model and its files out.
+
+``train_run`` is what the worker process (``python -m modelyard worker train``)
+and the foreground ``modelyard train`` both call. It reads the frozen
+``config.yaml`` and the project's ``dataset.json``, builds the network through
+the architecture registry, and fits the task LightningModule with the
+DataModule, writing everything the run protocol promises
+(``docs/internals/run-protocol.md``): status, events, metrics, heartbeat,
+checkpoints and ``reproducibility.json``. Any failure ends as status
+``failed`` with the error's type and message, never as a silent exit.
+
+Under DDP Lightning re-runs this process's command line once per extra rank
+(``LOCAL_RANK`` set); those ranks train but never write run files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import CheckpointError, ModelyardError, ValidationError
+from ..jsonio import atomic_write_json, read_json
+from ..plugin_manager import PluginHost, default_plugin_host
+from ..timeutil import utc_now_iso
+from ..workspace import Workspace
+from .config import ExperimentConfig, config_hash, config_to_dict, monitor_mode, monitor_of, parse_config
+from .run_files import ACTIVE_STATUSES, CHECKPOINTS, CONFIG_YAML, EventLog, read_run, update_run
+
+log = logging.getLogger(__name__)
+
+#: Set by ``modelyard train`` so DDP ranks re-running its command line train the same run folder.
+RUN_DIR_ENV = "MODELYARD_RUN_DIR"
+REPRODUCIBILITY_JSON = "reproducibility.json"
+_ERROR_MESSAGE_MAX = 2000
+
+_QUIET_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*resuming from a checkpoint that ended before the epoch ended.*",
+    r".*smaller than the logging interval.*",
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*overridden `on_after_batch_transfer` in `LightningModule`.*",
+)
+
+
+def is_rank_zero() -> bool:
+    """True in the process that owns the run files (the only one without DDP, rank 0 with it)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def ddp_child_run_dir() -> Path | None:
+    """The run folder when this process is an extra DDP rank launched by ``modelyard train``."""
+    value = os.environ.get(RUN_DIR_ENV)
+    return Path(value) if value and not is_rank_zero() else None
+
+
+def load_run_config(run_dir: Path) -> ExperimentConfig:
+    """The frozen config of a run (``yaml.safe_load``: plain data only)."""
+    try:
+        document = yaml.safe_load((run_dir / CONFIG_YAML).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValidationError(f"{run_dir.name} has no {CONFIG_YAML}", field="config") from None
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"{CONFIG_YAML} is not valid YAML: {exc}", field="config") from None
+    return parse_config(document or {})
+
+
+# -- hardware --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HardwarePlan:
+    """How Lightning is asked to run: accelerator, device indices or count, strategy and precision."""
+
+    accelerator: str
+    devices: int | list[int]
+    world_size: int
+    ddp: bool
+    precision: str
+    device_ids: tuple[str, ...]
+
+
+def resolve_precision(requested: str, accelerator: str) -> str:
+    """``auto``: bf16-mixed on GPUs that support it (else 16-mixed), full 32-bit on the CPU."""
+    if requested == "auto":
+        if accelerator == "cpu":
+            return "32-true"
+        import torch
+
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true" if requested == "32" else requested
+
+
+def hardware_plan(config: ExperimentConfig) -> HardwarePlan:
+    hardware = config.hardware
+    ids = tuple(hardware.devices)
+    if ids == ("cpu",):
+        world = hardware.num_processes
+        return HardwarePlan("cpu", world, world, world > 1, resolve_precision(config.training.precision, "cpu"), ids)
+    indices = [int(device.split(":", 1)[1]) for device in ids]
+    ddp = len(indices) > 1 or hardware.strategy == "ddp"
+    return HardwarePlan("gpu", indices, len(indices), ddp, resolve_precision(config.training.precision, "gpu"), ids)
+
+
+def _strategy(plan: HardwarePlan) -> Any:
+    if not plan.ddp:
+        return "auto"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(process_group_backend="gloo" if plan.accelerator == "cpu" else "nccl")
+
+
+# -- reproducibility -----------------------------------------------------------------------
+
+
+def dataset_fingerprint(dataset: dict[str, Any]) -> str:
+    """sha256 over the sorted ``(image sha256, label)`` pairs: same images and labels, same fingerprint."""
+    pairs = []
+    for image in dataset.get("images") or []:
+        label = next((a.get("class_name") for a in image.get("annotations") or [] if a.get("type") == "label"), None)
+        pairs.append((str(image.get("sha256", "")), "" if label is None else str(label)))
+    return hashlib.sha256(json.dumps(sorted(pairs), separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def split_hash(dataset: dict[str, Any], split_index: int) -> str:
+    """sha256 over the sorted ``(filename, subset)`` assignment of one split."""
+    pairs = []
+    for image in dataset.get("images") or []:
+        splits = image.get("split") or []
+        pairs.append((str(image.get("filename")), splits[split_index] if split_index < len(splits) else "none"))
+    return hashlib.sha256(json.dumps(sorted(pairs), separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import lightning
+    import PIL
+    import torch
+    import torchmetrics
+    import torchvision
+
+    import modelyard
+
+    return {
+        "python": platform.python_version(),
+        "modelyard": modelyard.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def reproducibility_record(config: ExperimentConfig, dataset: dict[str, Any], plan: HardwarePlan, datamodule: Any) -> dict[str, Any]:
+    names = dataset.get("split_names") or []
+    return {
+        "written_at": utc_now_iso(),
+        "config_hash": config_hash(config),
+        "dataset_fingerprint": dataset_fingerprint(dataset),
+        "split_index": config.split_index,
+        "split_name": names[config.split_index] if config.split_index < len(names) else None,
+        "split_hash": split_hash(dataset, config.split_index),
+        "seed": config.training.seed,
+        "precision": plan.precision,
+        "accelerator": plan.accelerator,
+        "devices": list(plan.device_ids),
+        "world_size": plan.world_size,
+        "classes": datamodule.class_names,
+        "num_train_images": len(datamodule.train_items),
+        "num_val_images": len(datamodule.val_items),
+        "normalization": {"mean": datamodule.mean, "std": datamodule.std},
+        "data_cache": "memory" if datamodule.cache_used else "none",
+        "num_workers": datamodule.resolved_num_workers(),
+        "versions": _versions(),
+        "platform": platform.platform(),
+    }
+
+
+# -- status bookkeeping ----------------------------------------------------------------------
+
+
+def _mark_running(workspace: Workspace, run_dir: Path) -> None:
+    def mutate(record: dict[str, Any]) -> None:
+        now = utc_now_iso()
+        record["status"] = "running"
+        record["started_at"] = record.get("started_at") or now
+        record["finished_at"] = None
+        record["error"] = None
+        record["worker_pid"] = os.getpid()
+        record["worker_pgid"] = os.getpgid(0)
+        timings = record.setdefault("timings", {})
+        created = _epoch_seconds(record.get("created_at"))
+        if timings.get("queued_s") is None and created is not None:
+            timings["queued_s"] = round(max(0.0, time.time() - created), 3)
+
+    update_run(workspace, run_dir, mutate)
+
+
+def _epoch_seconds(stamp: Any) -> float | None:
+    try:
+        return datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _finish(workspace: Workspace, run_dir: Path, events: EventLog, status: str, error: dict[str, str] | None,
+            session_s: float) -> None:
+    def mutate(record: dict[str, Any]) -> None:
+        record["status"] = status
+        record["finished_at"] = utc_now_iso()
+        record["error"] = error
+        timings = record.setdefault("timings", {})
+        timings["train_s"] = round(float(timings.get("train_s") or 0.0) + session_s, 3)
+
+    record = update_run(workspace, run_dir, mutate)
+    if error is not None:
+        events.append("log", {"level": "error", "message": f"{error['type']}: {error['message']}"})
+    events.append("status", {"status": status, **({"error": error} if error else {})})
+    events.append("end", {"status": status, "best_metrics": record.get("best_metrics") or {},
+                          "best_epoch": record.get("best_epoch")})
+
+
+def _error_of(exc: BaseException) -> dict[str, str]:
+    message = exc.message if isinstance(exc, ModelyardError) else str(exc)
+    return {"type": type(exc).__name__, "message": (message or type(exc).__name__)[:_ERROR_MESSAGE_MAX]}
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def _resume_point(run_dir: Path, events: EventLog | None) -> tuple[Path | None, int]:
+    """``(ckpt_path, epochs_done)`` to continue from; ``(None, 0)`` when the run never saved a checkpoint.
+
+    Every candidate is loaded with ``weights_only=True`` first; a damaged
+    ``last.ckpt`` falls back to ``best.ckpt``; when nothing loads the run fails
+    with ``CheckpointError`` naming the problem.
+    """
+    from .resume_check import LAST, usable_checkpoint
+
+    folder = run_dir / CHECKPOINTS
+    point = usable_checkpoint(folder)
+    if point is None:
+        if events is not None:
+            events.append("log", {"level": "warning", "message": "no checkpoint to resume from; training from epoch 0"})
+        return None, 0
+    if point.fallback_from is not None:
+        if events is not None:
+            point.promote_to_last()
+            events.append("log", {"level": "warning",
+                                  "message": f"{LAST} is damaged; resuming from best.ckpt (epoch {point.epochs_done})"})
+    if events is not None:
+        events.append("log", {"level": "info",
+                              "message": f"resuming from {LAST} ({point.epochs_done} complete epoch(s) so far)"})
+    return folder / LAST, point.epochs_done
+
+
+def train_run(
+    workspace: Workspace,
+    run_dir: Path,
+    resume: bool = False,
+    progress_bar: bool = False,
+    plugins: PluginHost | None = None,
+) -> str:
+    """Train the run in ``run_dir`` to its end and return the final status.
+
+    ``completed``, ``stopped`` (``stop.request``, Ctrl-C or SIGTERM; ``last.ckpt``
+    saved) or ``failed`` (``run.json.error`` says why). A run that is not
+    ``pending``/``running`` is left alone and its status returned.
+    """
+    run_dir = Path(run_dir).resolve()
+    rank0 = is_rank_zero()
+    events = EventLog(workspace, run_dir)
+    record = read_run(run_dir)
+    if rank0 and record.get("status") not in ACTIVE_STATUSES:
+        log.warning("run %s is %s, not pending or running; nothing to do", run_dir.name, record.get("status"))
+        return str(record.get("status"))
+    from .callbacks import Heartbeat
+
+    heartbeat = Heartbeat(run_dir).start() if rank0 else None
+    session_start = time.monotonic()
+    state: dict[str, Any] = {}
+    status, error = "failed", None
+    try:
+        if rank0:
+            _mark_running(workspace, run_dir)
+            events.append("status", {"status": "running", "resumed": resume})
+        status = _fit(workspace, run_dir, record, events if rank0 else None, resume, progress_bar, plugins, state)
+    except BaseException as exc:  # the run must end with a recorded status whatever happened
+        callback = state.get("callback")
+        if callback is not None and callback.interrupted_by is not None:
+            status = "stopped"
+            if rank0:
+                events.append("log", {"level": "warning", "message": f"{callback.interrupted_by}: stopped, last.ckpt kept"})
+        elif isinstance(exc, KeyboardInterrupt):
+            status = "stopped"
+        else:
+            status, error = "failed", _error_of(exc)
+            log.exception("run %s failed", run_dir.name)
+    finally:
+        if heartbeat is not None:
+            heartbeat.stop()
+        if rank0:
+            _finish(workspace, run_dir, events, status, error, time.monotonic() - session_start)
+    return status
+
+
+def _fit(
+    workspace: Workspace,
+    run_dir: Path,
+    record: dict[str, Any],
+    events: EventLog | None,
+    resume: bool,
+    progress_bar: bool,
+    plugins: PluginHost | None,
+    state: dict[str, Any],
+) -> str:
+    import lightning as L
+    import torch
+
+    from ..models import build_model
+    from .callbacks import AtomicCheckpointIO, RunCheckpoint, RunFilesCallback
+    from .data import ImageDataModule
+    from .module import ClassificationModule
+
+    for pattern in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    project_id = str(record["project_id"])
+    if not run_dir.is_relative_to(workspace.project_dir(project_id)):
+        raise ValidationError(f"run folder {run_dir} is not inside project {project_id}", field="run_dir")
+    config = load_run_config(run_dir)
+    dataset = read_json(workspace.dataset_json(project_id))
+    plan = hardware_plan(config)
+    L.seed_everything(config.training.seed, workers=True, verbose=False)
+
+    datamodule = ImageDataModule(workspace.images_dir(project_id), dataset, config, pin_memory=plan.accelerator == "gpu")
+    datamodule.setup("fit")
+    host = plugins or default_plugin_host()
+    model_cfg = config.model
+    net = build_model(
+        host.architectures,
+        model_cfg.architecture,
+        datamodule.num_classes,
+        in_channels=config.data.channels,
+        pretrained=model_cfg.pretrained,
+        dropout=model_cfg.dropout,
+        weights_path=model_cfg.weights_path,
+        freeze_backbone=model_cfg.freeze_backbone,
+        image_size=tuple(config.data.image_size),  # type: ignore[arg-type]
+    )
+    class_weights = datamodule.balanced_class_weights() if config.training.loss.class_weights == "balanced" else None
+    module = ClassificationModule(
+        net,
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.class_names,
+        config=config_to_dict(config),
+        mean=datamodule.mean,
+        std=datamodule.std,
+        class_weights=class_weights,
+    )
+    ckpt_path, epochs_done = _resume_point(run_dir, events) if resume else (None, 0)
+    if ckpt_path is not None and epochs_done >= config.training.max_epochs:
+        raise CheckpointError(
+            f"the checkpoint already holds {epochs_done} epoch(s) and max_epochs is {config.training.max_epochs}; "
+            "resume with a higher max_epochs",
+        )
+    monitor = monitor_of(config)
+    checkpoint = RunCheckpoint(run_dir / CHECKPOINTS, monitor, monitor_mode(monitor))
+    callback = RunFilesCallback(workspace, run_dir, events or EventLog(workspace, run_dir), checkpoint,
+                                start_epoch=epochs_done)
+    state["callback"] = callback
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    trainer = L.Trainer(
+        accelerator=plan.accelerator,
+        devices=plan.devices,
+        strategy=_strategy(plan),
+        precision=plan.precision,  # type: ignore[arg-type]
+        max_epochs=config.training.max_epochs,
+        accumulate_grad_batches=config.training.batch_multiplier,
+        callbacks=[callback, checkpoint, *_lightning_callbacks(config)],
+        plugins=[AtomicCheckpointIO()],
+        logger=False,
+        enable_checkpointing=True,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=progress_bar,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the DataModule shards itself (no padded, double-counted val images)
+        deterministic="warn" if plan.accelerator == "cpu" else False,
+        benchmark=plan.accelerator == "gpu",
+        default_root_dir=run_dir,
+    )
+    if plan.accelerator == "gpu":
+        torch.set_float32_matmul_precision("high")
+    if events is not None:
+        if not (run_dir / REPRODUCIBILITY_JSON).exists():
+            atomic_write_json(run_dir / REPRODUCIBILITY_JSON, reproducibility_record(config, dataset, plan, datamodule))
+        events.append("log", {"level": "info", "message": (
+            f"training {model_cfg.architecture} on {', '.join(plan.device_ids)} ({plan.precision}, "
+            f"{plan.world_size} process(es)): {len(datamodule.train_items)} train / {len(datamodule.val_items)} val images, "
+            f"{config.training.max_epochs} epoch(s)")})
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:  # Lightning sets process-wide determinism flags; leave the process as it was
+        torch.use_deterministic_algorithms(deterministic_before, warn_only=warn_only_before)
+        callback.close()
+    if callback.stop_requested or callback.interrupted_by is not None:
+        return "stopped"
+    if trainer.interrupted:
+        return "stopped"
+    return "completed"
+
+
+def _lightning_callbacks(config: ExperimentConfig) -> list[Any]:
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    stopping = config.training.early_stopping
+    if stopping is None:
+        return []
+    # Checked after validation only: a stop-shortened epoch has no validation and must not count.
+    return [EarlyStopping(monitor=stopping.monitor, patience=stopping.patience, mode=monitor_mode(stopping.monitor),
+                          min_delta=stopping.min_delta, check_on_train_epoch_end=False)]

@@ -1,0 +1,241 @@
+"""Experiments: named, editable configs (``experiments/<exp-id>/experiment.json``).
+
+An experiment stores its *resolved* config (every default filled in), so a
+``GET`` shows exactly what a run would train. A ``PATCH`` deep-merges onto it
+and is allowed at any time: runs keep their frozen ``config.yaml``. Deleting an
+experiment removes its runs and is refused while one of them is pending or
+running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConflictError, ExperimentNotFoundError, ModelyardError
+from ..ids import is_valid_id, new_id
+from ..jsonio import atomic_write_json, read_json
+from ..plugin_manager import PluginHost
+from ..projects import validate_description, validate_name
+from ..settings import Settings
+from ..timeutil import utc_now_iso
+from ..workspace import Workspace
+from .config import ExperimentConfig, config_to_dict, monitor_mode, resolve_config
+from .run_files import ACTIVE_STATUSES, RUN_JSON, read_run
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_JSON = "experiment.json"
+
+
+class ExperimentService:
+    def __init__(self, workspace: Workspace, plugins: PluginHost, settings: Settings | None = None) -> None:
+        self.workspace = workspace
+        self.plugins = plugins
+        self.settings = settings
+
+    # -- paths and validation -----------------------------------------------------
+    def experiment_dir(self, project_id: str, experiment_id: str) -> Path:
+        """Folder of an existing experiment of an existing project (404 otherwise)."""
+        self.workspace.existing_project_dir(project_id)
+        if not is_valid_id(experiment_id, "exp"):
+            raise _not_found(experiment_id)
+        folder = self.workspace.experiments_dir(project_id) / experiment_id
+        if not (folder / EXPERIMENT_JSON).is_file():
+            raise _not_found(experiment_id)
+        return folder
+
+    def _dataset(self, project_id: str) -> dict[str, Any] | None:
+        path = self.workspace.dataset_json(project_id)
+        if not path.is_file():
+            return None
+        data = read_json(path)
+        return data if isinstance(data, dict) else None
+
+    def _task(self, project_id: str) -> str:
+        project = read_json(self.workspace.existing_project_dir(project_id) / "project.json")
+        return str(project.get("task", "classification"))
+
+    def _weight_roots(self) -> list[Path]:
+        roots = [self.workspace.root]
+        if self.settings is not None:
+            roots += list(self.settings.import_roots)
+        return roots
+
+    def resolve(self, project_id: str, partial: dict[str, Any] | None, base: dict[str, Any] | None = None) -> ExperimentConfig:
+        """Validate ``partial`` (merged onto ``base`` or the task defaults) against this project and machine."""
+        from ..devices import known_device_ids
+
+        return resolve_config(
+            partial,
+            self.plugins.architectures,
+            self._dataset(project_id),
+            base=base,
+            task=self._task(project_id),
+            devices=sorted(known_device_ids()),
+            weight_roots=self._weight_roots(),
+        )
+
+    # -- CRUD ----------------------------------------------------------------------
+    def create(self, project_id: str, name: str, description: str = "", config: dict[str, Any] | None = None) -> dict[str, Any]:
+        name = validate_name(name)
+        description = validate_description(description)
+        with self.workspace.project_lock(project_id):
+            self.workspace.existing_project_dir(project_id)
+            resolved = self.resolve(project_id, config)
+            self._ensure_unique_name(project_id, name)
+            folder = self.workspace.experiments_dir(project_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            while True:
+                experiment_id = new_id("exp")
+                try:
+                    (folder / experiment_id).mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            now = utc_now_iso()
+            experiment = {
+                "id": experiment_id,
+                "name": name,
+                "description": description,
+                "config": config_to_dict(resolved),
+                "created_at": now,
+                "updated_at": now,
+            }
+            atomic_write_json(folder / experiment_id / EXPERIMENT_JSON, experiment)
+        return self._with_runs(project_id, experiment)
+
+    def list(self, project_id: str) -> list[dict[str, Any]]:
+        """Every experiment with its run count, latest run and best metric, oldest first."""
+        self.workspace.existing_project_dir(project_id)
+        folder = self.workspace.experiments_dir(project_id)
+        experiments = []
+        for path in sorted(folder.glob("exp-*/" + EXPERIMENT_JSON)) if folder.is_dir() else []:
+            if not is_valid_id(path.parent.name, "exp"):
+                continue
+            try:
+                experiments.append(self._with_runs(project_id, read_json(path), summary=True))
+            except ModelyardError as exc:  # one broken file must not hide the others
+                log.warning("skipping experiment %s in listing: %s", path.parent.name, exc)
+        return sorted(experiments, key=lambda e: (e.get("created_at", ""), e["id"]))
+
+    def get(self, project_id: str, experiment_id: str) -> dict[str, Any]:
+        folder = self.experiment_dir(project_id, experiment_id)
+        return self._with_runs(project_id, read_json(folder / EXPERIMENT_JSON))
+
+    def find_by_name(self, project_id: str, name: str) -> dict[str, Any] | None:
+        for experiment in self.list(project_id):
+            if experiment["name"] == name:
+                return experiment
+        return None
+
+    def update(self, project_id: str, experiment_id: str, changes: dict[str, Any], replace_config: bool = False) -> dict[str, Any]:
+        """Apply ``name``/``description``/``config`` changes; ``config`` deep-merges (or replaces) and is re-validated."""
+        with self.workspace.project_lock(project_id):
+            folder = self.experiment_dir(project_id, experiment_id)
+            experiment = read_json(folder / EXPERIMENT_JSON)
+            if "name" in changes:
+                name = validate_name(changes["name"])
+                if name != experiment["name"]:
+                    self._ensure_unique_name(project_id, name)
+                experiment["name"] = name
+            if "description" in changes:
+                experiment["description"] = validate_description(changes["description"])
+            if "config" in changes:
+                base = None if replace_config else experiment["config"]
+                experiment["config"] = config_to_dict(self.resolve(project_id, changes["config"], base=base))
+            experiment["updated_at"] = utc_now_iso()
+            atomic_write_json(folder / EXPERIMENT_JSON, experiment)
+        return self._with_runs(project_id, experiment)
+
+    def delete(self, project_id: str, experiment_id: str) -> None:
+        """Remove the experiment and its runs; 409 while one of its runs is pending or running."""
+        with self.workspace.project_lock(project_id):
+            folder = self.experiment_dir(project_id, experiment_id)
+            active = [r["id"] for r in self._runs(folder) if r.get("status") in ACTIVE_STATUSES]
+            if active:
+                raise ConflictError(
+                    f"Cannot delete experiment {experiment_id} while a run is pending or running: {', '.join(active)}",
+                    {"active_runs": active},
+                )
+            trash = self.workspace.new_staging_dir(f"delete-{experiment_id}")
+            folder.rename(trash / experiment_id)  # atomic: a crash never leaves a half experiment that lists
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def run_config(self, project_id: str, experiment_id: str) -> ExperimentConfig:
+        """The experiment's config re-validated now (dataset, registry and devices may have changed since it was saved)."""
+        folder = self.experiment_dir(project_id, experiment_id)
+        experiment = read_json(folder / EXPERIMENT_JSON)
+        return self.resolve(project_id, {}, base=experiment["config"])
+
+    # -- internals ------------------------------------------------------------------
+    def _ensure_unique_name(self, project_id: str, name: str) -> None:
+        folder = self.workspace.experiments_dir(project_id)
+        for path in folder.glob("exp-*/" + EXPERIMENT_JSON) if folder.is_dir() else []:
+            try:
+                existing = read_json(path).get("name")
+            except (ModelyardError, OSError, AttributeError):
+                continue
+            if existing == name:
+                raise ConflictError(f"An experiment named '{name}' already exists", {"name": name, "id": path.parent.name})
+
+    @staticmethod
+    def _runs(folder: Path) -> list[dict[str, Any]]:
+        runs = []
+        for run_json in (folder / "runs").glob("run-*/" + RUN_JSON):
+            with contextlib.suppress(ModelyardError, OSError):
+                runs.append(read_run(run_json.parent))
+        return sorted(runs, key=lambda r: (r.get("created_at") or "", r.get("id", "")))
+
+    def _with_runs(self, project_id: str, experiment: dict[str, Any], summary: bool = False) -> dict[str, Any]:
+        folder = self.workspace.experiments_dir(project_id) / experiment["id"]
+        runs = self._runs(folder)
+        latest = runs[-1] if runs else None
+        result = {
+            **experiment,
+            "run_count": len(runs),
+            "latest_run": _run_summary(latest) if latest else None,
+            "best_metric": _best_metric(runs),
+        }
+        if summary:
+            result.pop("config", None)
+        else:
+            result["runs"] = [_run_summary(r) for r in reversed(runs)]
+        return result
+
+
+def _not_found(experiment_id: str) -> ExperimentNotFoundError:
+    return ExperimentNotFoundError(f"Experiment {experiment_id} not found", {"experiment_id": experiment_id})
+
+
+def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": run.get("id"),
+        "status": run.get("status"),
+        "created_at": run.get("created_at"),
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
+        "monitor": run.get("monitor"),
+        "best_metrics": run.get("best_metrics") or {},
+        "best_epoch": run.get("best_epoch"),
+    }
+
+
+def _best_metric(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best value of the latest run's monitored metric over the runs that monitor it."""
+    if not runs:
+        return None
+    monitor = runs[-1].get("monitor") or "val/loss"
+    candidates = []
+    for run in runs:
+        value = (run.get("best_metrics") or {}).get(monitor)
+        if run.get("monitor", monitor) == monitor and isinstance(value, int | float):
+            candidates.append((float(value), run))
+    if not candidates:
+        return None
+    pick = min if monitor_mode(monitor) == "min" else max
+    value, run = pick(candidates, key=lambda c: c[0])
+    return {"name": monitor, "value": value, "run_id": run.get("id"), "epoch": run.get("best_epoch")}

@@ -1,0 +1,260 @@
+"""Runs on the server side: start, read, stop, resume and delete (DESIGN section 5).
+
+``RunService`` owns the run records; it never trains. Starting a run writes
+the run folder (``create_run_folder``) with status ``pending`` and wakes the
+``RunScheduler``, which starts the worker when the run's devices are free.
+Every transition made here holds the run lock, so it cannot interleave with
+the worker's own updates of ``run.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from ..errors import CheckpointError, ConflictError, CorruptDataError, ModelyardError, ValidationError
+from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
+from ..timeutil import utc_now_iso
+from ..workspace import Workspace
+from .config import ExperimentConfig
+from .resume_check import usable_checkpoint
+from .runs_create import create_run_folder
+from .run_files import (
+    ACTIVE_STATUSES,
+    CHECKPOINTS,
+    CONFIG_YAML,
+    HEARTBEAT,
+    METRICS_JSON,
+    RUN_JSON,
+    STOP_REQUEST,
+    TERMINAL_STATUSES,
+    EventLog,
+    find_run_dir,
+    heartbeat_age_s,
+    read_run,
+    run_lock_name,
+    runs_dir,
+)
+from .scheduler import RunScheduler, finish_by_server, parse_iso
+
+log = logging.getLogger(__name__)
+
+
+class ExperimentSource(Protocol):
+    """What runs need from the experiments (``ExperimentService``)."""
+
+    def run_config(self, project_id: str, experiment_id: str) -> ExperimentConfig:
+        """The experiment's config validated again now (404 when the experiment is missing)."""
+        ...
+
+
+class RunService:
+    def __init__(self, workspace: Workspace, scheduler: RunScheduler, experiments: ExperimentSource) -> None:
+        self.workspace = workspace
+        self.scheduler = scheduler
+        self.experiments = experiments
+
+    # -- paths -----------------------------------------------------------------
+    def run_dir(self, project_id: str, run_id: str) -> Path:
+        """The folder of an existing run of an existing project (404s for anything else)."""
+        self.workspace.existing_project_dir(project_id)
+        return find_run_dir(self.workspace, project_id, run_id)
+
+    # -- start -----------------------------------------------------------------
+    def start_run(self, project_id: str, experiment_id: str) -> dict[str, Any]:
+        """Freeze the experiment's config into a new pending run and queue it."""
+        self.workspace.existing_project_dir(project_id)
+        config = self.experiments.run_config(project_id, experiment_id)
+        if not self.workspace.dataset_json(project_id).is_file():
+            raise ValidationError("The project has no dataset yet: import images and create a split first",
+                                  field="dataset")
+        run_dir = create_run_folder(self.workspace, project_id, experiment_id, config)
+        self.scheduler.wake()
+        return read_run(run_dir)
+
+    # -- read ------------------------------------------------------------------
+    def get_run(self, project_id: str, run_id: str) -> dict[str, Any]:
+        """The run record plus what is derived at read time (elapsed time, heartbeat age, queue place)."""
+        run_dir = self.run_dir(project_id, run_id)
+        return self._with_derived(run_dir, read_run(run_dir))
+
+    def list_runs(self, project_id: str, experiment_id: str) -> list[dict[str, Any]]:
+        """Runs of one experiment, newest first."""
+        self.workspace.existing_project_dir(project_id)
+        folder = runs_dir(self.workspace, project_id, experiment_id)
+        records = []
+        for run_json in folder.glob("run-*/" + RUN_JSON):
+            with contextlib.suppress(FileNotFoundError, ModelyardError):
+                records.append(self._with_derived(run_json.parent, read_run(run_json.parent), queue=False))
+        return sorted(records, key=lambda r: (r.get("created_at") or "", r["id"]), reverse=True)
+
+    def get_metrics(self, project_id: str, run_id: str) -> list[dict[str, Any]]:
+        """``metrics.json``: one record per finished epoch (empty before the first one)."""
+        path = self.run_dir(project_id, run_id) / METRICS_JSON
+        try:
+            metrics = read_json(path)
+        except FileNotFoundError:
+            return []
+        return [m for m in metrics if isinstance(m, dict)] if isinstance(metrics, list) else []
+
+    def events_after(self, project_id: str, run_id: str, after_id: int) -> tuple[list[dict[str, Any]], str, str | None]:
+        """Events with ``id > after_id``, the run's status, and the name of the last event in the log."""
+        run_dir = self.run_dir(project_id, run_id)
+        status = str(read_run(run_dir).get("status"))
+        events = EventLog(self.workspace, run_dir).read(after_id=0)
+        last_name = events[-1]["event"] if events else None
+        return [e for e in events if e["id"] > after_id], status, last_name
+
+    # -- stop ------------------------------------------------------------------
+    def stop_run(self, project_id: str, run_id: str) -> dict[str, Any]:
+        """Ask the worker to save ``last.ckpt`` and exit ``stopped``; a queued run is simply stopped.
+
+        The scheduler kills the worker's process group if it has not exited
+        ``stop_timeout_s`` after the request (recorded as ``killed: true``).
+        """
+        run_dir = self.run_dir(project_id, run_id)
+        with self.workspace.locks.hold(run_lock_name(run_dir)):
+            record = read_run(run_dir)
+            status = record.get("status")
+            if status == "pending":
+                finish_by_server(self.workspace, run_dir, "stopped", "stopped before it started",
+                                 frozenset({"pending"}))
+            elif status == "running":
+                if not record.get("stop_requested"):
+                    atomic_write_json(run_dir / STOP_REQUEST, {"requested_at": utc_now_iso()})
+                    record["stop_requested"] = True
+                    atomic_write_json(run_dir / RUN_JSON, record)
+            else:
+                raise ConflictError(
+                    f"Run {run_id} is not running (status {status}); only a pending or running run can be stopped",
+                    {"run_id": run_id, "status": status},
+                )
+        self.scheduler.wake()
+        return self.get_run(project_id, run_id)
+
+    # -- resume ----------------------------------------------------------------
+    def resume_run(self, project_id: str, run_id: str, max_epochs: int | None = None) -> dict[str, Any]:
+        """Queue a stopped, failed or interrupted run again, to continue from its last checkpoint.
+
+        The checkpoint is loaded (``weights_only=True``) before anything
+        changes: a torn ``last.ckpt`` falls back to a loadable ``best.ckpt``,
+        and when neither loads the request is refused with the reason. A run
+        that never finished an epoch (no checkpoint, no metrics) starts over.
+        """
+        run_dir = self.run_dir(project_id, run_id)
+        self._check_resumable(run_id, read_run(run_dir))
+        try:
+            checkpoint = usable_checkpoint(run_dir / CHECKPOINTS)
+        except CheckpointError as exc:
+            raise ConflictError(f"Run {run_id} cannot be resumed: {exc}", {"run_id": run_id, **exc.details}) from None
+        if checkpoint is None and self._epochs_done(run_dir):
+            raise ConflictError(
+                f"Run {run_id} cannot be resumed: it has finished epochs but no checkpoint to continue from",
+                {"run_id": run_id},
+            )
+        from_epoch = checkpoint.epochs_done if checkpoint else 0
+        with self.workspace.locks.hold(run_lock_name(run_dir)):
+            record = read_run(run_dir)
+            self._check_resumable(run_id, record)  # again, under the lock
+            total = int(record.get("progress", {}).get("total_epochs") or 0)
+            if max_epochs is not None:
+                if max_epochs <= from_epoch:
+                    raise ValidationError(
+                        f"max_epochs must be greater than the {from_epoch} epoch(s) already trained",
+                        field="max_epochs", details={"epochs_done": from_epoch},
+                    )
+                if max_epochs != total:
+                    self._set_max_epochs(run_dir, max_epochs)
+                total = max_epochs
+            elif checkpoint and from_epoch >= total:
+                raise ConflictError(
+                    f"Run {run_id} has already trained all {total} epoch(s); "
+                    "resume with a higher max_epochs to extend it",
+                    {"run_id": run_id, "epochs_done": from_epoch, "max_epochs": total},
+                )
+            if checkpoint and checkpoint.fallback_from:
+                checkpoint.promote_to_last()
+            record.update(status="pending", finished_at=None, error=None, stop_requested=False, killed=False,
+                          worker_pid=None, worker_pgid=None)
+            record.setdefault("progress", {})["total_epochs"] = total
+            record.setdefault("resumes", []).append({
+                "at": utc_now_iso(),
+                "from_epoch": from_epoch,
+                "max_epochs": total,
+                "checkpoint": f"{CHECKPOINTS}/last.ckpt" if checkpoint else None,
+                **({"fallback_from": checkpoint.fallback_from} if checkpoint and checkpoint.fallback_from else {}),
+            })
+            atomic_write_json(run_dir / RUN_JSON, record)
+            for leftover in (STOP_REQUEST, HEARTBEAT):  # of the last attempt; a fresh heartbeat would block the start
+                with contextlib.suppress(FileNotFoundError):
+                    (run_dir / leftover).unlink()
+            EventLog(self.workspace, run_dir).append(
+                "status", {"status": "pending", "reason": f"resumed from epoch {from_epoch}"}
+            )
+        self.scheduler.wake()
+        return self.get_run(project_id, run_id)
+
+    @staticmethod
+    def _check_resumable(run_id: str, record: dict[str, Any]) -> None:
+        status = record.get("status")
+        if status == "completed":
+            raise ConflictError(
+                f"Run {run_id} is completed and cannot be resumed; start a new run (or raise max_epochs in a new run)",
+                {"run_id": run_id, "status": status},
+            )
+        if status in ACTIVE_STATUSES:
+            raise ConflictError(f"Run {run_id} is already {status}", {"run_id": run_id, "status": status})
+
+    def _epochs_done(self, run_dir: Path) -> int:
+        try:
+            metrics = read_json(run_dir / METRICS_JSON)
+        except (FileNotFoundError, ModelyardError):
+            return 0
+        return len(metrics) if isinstance(metrics, list) else 0
+
+    @staticmethod
+    def _set_max_epochs(run_dir: Path, max_epochs: int) -> None:
+        """Raise ``training.max_epochs`` in the frozen config (the one allowed change, recorded in ``resumes``)."""
+        config = yaml.safe_load((run_dir / CONFIG_YAML).read_text(encoding="utf-8")) or {}
+        config.setdefault("training", {})["max_epochs"] = max_epochs
+        atomic_write_bytes(run_dir / CONFIG_YAML, yaml.safe_dump(config, sort_keys=False).encode("utf-8"))
+
+    # -- delete ----------------------------------------------------------------
+    def delete_run(self, project_id: str, run_id: str) -> None:
+        """Remove the run folder; refused while its worker runs (stop it first)."""
+        run_dir = self.run_dir(project_id, run_id)
+        with self.workspace.locks.hold(run_lock_name(run_dir)):
+            try:
+                status = read_run(run_dir).get("status")
+            except CorruptDataError:  # an unreadable run.json must not trap the run: delete unless a worker beats
+                age = heartbeat_age_s(run_dir)
+                status = "running" if age is not None and age < self.scheduler.settings.heartbeat_timeout_s else None
+            if status == "running":
+                raise ConflictError(
+                    f"Run {run_id} is running; stop it before deleting it", {"run_id": run_id, "status": status}
+                )
+            # Rename first, so a crash mid-delete never leaves a half run that still lists.
+            trash = self.workspace.new_staging_dir(f"delete-{run_id}")
+            run_dir.rename(trash / run_id)
+        shutil.rmtree(trash, ignore_errors=True)
+        self.scheduler.wake()
+
+    # -- derived fields ----------------------------------------------------------
+    def _with_derived(self, run_dir: Path, record: dict[str, Any], queue: bool = True) -> dict[str, Any]:
+        status = record.get("status")
+        started = parse_iso(record.get("started_at"))
+        finished = parse_iso(record.get("finished_at"))
+        end = finished if status in TERMINAL_STATUSES and finished is not None else time.time()
+        derived = {
+            "elapsed_s": round(max(0.0, end - started), 3) if started is not None else None,
+            "heartbeat_age_s": round(age, 3) if status == "running" and (age := heartbeat_age_s(run_dir)) is not None
+            else None,
+            "queue_position": self.scheduler.queue_position(run_dir) if queue and status == "pending" else None,
+        }
+        return {**record, **derived}

@@ -1,0 +1,95 @@
+"""Run folders and processes for the run lifecycle tests.
+
+``make_run_folder`` writes a run folder by the protocol (``run.json`` from
+``new_run_record``) for supervisor tests that need a given state without a
+training; ``stand_in_worker`` is a real process that names the run in its
+command line (as a worker does) but never trains, heartbeats or stops by
+itself; ``kill_run_workers`` ends whatever a test left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from modelyard.core.ids import new_id
+from modelyard.core.jsonio import atomic_write_json, read_json
+from modelyard.core.training.run_files import RUN_JSON, new_run_record, touch_heartbeat
+from modelyard.core.workspace import Workspace
+
+
+def make_run_folder(
+    workspace: Workspace,
+    project_id: str,
+    status: str = "pending",
+    devices: list[str] | None = None,
+    experiment_id: str | None = None,
+    **fields: Any,
+) -> Path:
+    """A run folder with ``run.json`` in ``status`` (the project folder is created if needed)."""
+    experiment_id = experiment_id or new_id("exp")
+    run_id = new_id("run")
+    run_dir = workspace.experiments_dir(project_id) / experiment_id / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    project_json = workspace.project_dir(project_id) / "project.json"
+    if not project_json.exists():
+        atomic_write_json(project_json, {"id": project_id, "name": "p", "task": "classification", "description": "",
+                                         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"})
+    record = new_run_record(run_id, experiment_id, project_id, devices or ["cpu"], 1, 3, "val/loss")
+    record.update(status=status, **fields)
+    atomic_write_json(run_dir / RUN_JSON, record)
+    (run_dir / "config.yaml").write_text("{}\n", encoding="utf-8")
+    return run_dir
+
+
+def stand_in_worker(run_dir: Path, named: bool = True) -> subprocess.Popen[bytes]:
+    """A sleeping process in its own session; with ``named`` its argv carries the run id like a worker's."""
+    argv = [sys.executable, "-c", "import time; time.sleep(120)"]
+    if named:
+        argv.append(run_dir.name)
+    return subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL)
+
+
+def mark_running(workspace: Workspace, run_dir: Path, process: subprocess.Popen[bytes], heartbeat: bool = True) -> None:
+    """Record ``process`` as the run's worker, as a worker does when it starts."""
+    record = read_json(run_dir / RUN_JSON)
+    record.update(status="running", worker_pid=process.pid, worker_pgid=process.pid, started_at=record["created_at"])
+    atomic_write_json(run_dir / RUN_JSON, record)
+    if heartbeat:
+        touch_heartbeat(run_dir, process.pid)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def kill_run_workers(workspace_root: Path) -> None:
+    """SIGKILL the process group of every worker recorded in the workspace that is still alive."""
+    for run_json in workspace_root.glob("projects/*/experiments/*/runs/*/" + RUN_JSON):
+        with contextlib.suppress(Exception):
+            record = read_json(run_json)
+            pid, pgid = record.get("worker_pid"), record.get("worker_pgid")
+            if not pid:
+                continue
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if run_json.parent.name.encode() not in cmdline:
+                continue
+            if pgid and pgid != os.getpgrp():
+                os.killpg(pgid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
