@@ -1,0 +1,243 @@
+"""``/api/evaluation``: reference section 5 (create, list, get, delete, per-image results)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, delete, get, post
+from litestar.params import JSONBody, Parameter, QueryParameter
+
+from modelyard.core.evaluation.index import ResultsQuery
+
+from .deps import ServicesDep
+from .envelope import Deleted, Ok, Page, ok
+from .openapi import error_responses
+
+Subset = Literal["train", "val", "test"]
+MAX_PAGE_SIZE = 500
+
+
+class EvaluationCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``POST /api/evaluation/{project_id}`` (reference section 5, plus ``devices``)."""
+
+    experiment_id: Annotated[str, msgspec.Meta(max_length=64)]
+    run_id: Annotated[str, msgspec.Meta(max_length=64)]
+    checkpoint: Literal["best", "last"] = "best"
+    #: default: the split the run trained on
+    split_index: Annotated[int, msgspec.Meta(ge=0, le=10_000)] | None = None
+    split_subset: Subset | Annotated[list[Subset], msgspec.Meta(min_length=1, max_length=3)] = "test"
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 32
+    #: one id from ``/api/system/devices``; default ``["cpu"]``
+    devices: Annotated[list[Annotated[str, msgspec.Meta(max_length=16)]], msgspec.Meta(max_length=8)] | None = None
+
+
+class JobProgress(msgspec.Struct):
+    done: int
+    total: int
+
+
+class JobError(msgspec.Struct):
+    type: str
+    message: str
+
+
+class Averages(msgspec.Struct):
+    precision: float | None
+    recall: float | None
+    f1: float | None
+
+
+class ClassMetrics(msgspec.Struct):
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int
+    ap: float | None
+
+
+class ConfusionMatrix(msgspec.Struct):
+    labels: list[str]
+    matrix: list[list[int]]
+
+
+class PrCurve(msgspec.Struct):
+    precision: list[float | None]
+    recall: list[float | None]
+
+
+class RocCurve(msgspec.Struct):
+    fpr: list[float | None]
+    tpr: list[float | None]
+
+
+class ClassCurves(msgspec.Struct):
+    pr: PrCurve
+    roc: RocCurve
+
+
+class EvaluationMetrics(msgspec.Struct, omit_defaults=True):
+    num_images: int
+    accuracy: float | None
+    loss: float | None
+    macro: Averages
+    weighted: Averages
+    per_class: dict[str, ClassMetrics]
+    confusion_matrix: ConfusionMatrix
+    #: one-vs-rest PR and ROC curves per class, at most 200 points each
+    curves: dict[str, ClassCurves]
+    #: only with more than 5 classes
+    top5_accuracy: float | None = None
+
+
+class Evaluation(msgspec.Struct):
+    id: str
+    experiment_id: str
+    run_id: str
+    checkpoint: str
+    split_index: int
+    split_name: str
+    split_subset: str | list[str]
+    batch_size: int
+    devices: list[str]
+    status: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    progress: JobProgress
+    num_images: int | None
+    skipped: int | None
+    metrics: EvaluationMetrics | None
+    error: JobError | None
+
+
+class EvaluationSummary(msgspec.Struct):
+    """A list entry: the record without the (large) metrics, plus the headline numbers."""
+
+    id: str
+    experiment_id: str
+    run_id: str
+    checkpoint: str
+    split_index: int
+    split_subset: str | list[str]
+    status: str
+    created_at: str
+    finished_at: str | None
+    progress: JobProgress
+    num_images: int | None
+    accuracy: float | None
+    loss: float | None
+    error: JobError | None
+
+
+class ClassRef(msgspec.Struct):
+    class_id: int
+    class_name: str
+
+
+class Prediction(msgspec.Struct):
+    class_id: int
+    class_name: str
+    confidence: float
+
+
+class ClassProbability(msgspec.Struct):
+    class_id: int
+    class_name: str
+    probability: float
+
+
+class ImageResult(msgspec.Struct):
+    filename: str
+    subset: str
+    ground_truth: ClassRef
+    prediction: Prediction
+    correct: bool
+    #: the five most probable classes (fewer when the model has fewer), most probable first
+    probabilities: list[ClassProbability]
+    #: cross-entropy on the true class (what ``sort_by=error`` orders by)
+    loss: float
+
+
+ProjectId = Annotated[str, Parameter(description="Project id, e.g. proj-a1b2c3d4", max_length=64)]
+EvalId = Annotated[str, Parameter(description="Evaluation id, e.g. eval-a1b2c3d4", max_length=64)]
+
+
+def _evaluation(record: dict[str, Any]) -> Evaluation:
+    return msgspec.convert(record, Evaluation, strict=False)
+
+
+def _summary(record: dict[str, Any]) -> EvaluationSummary:
+    metrics = record.get("metrics") or {}
+    return msgspec.convert(
+        {**record, "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss")}, EvaluationSummary, strict=False
+    )
+
+
+class EvaluationController(Controller):
+    path = "/api/evaluation"
+    tags = ["Evaluation"]
+
+    @get("/{project_id:str}", operation_id="ListEvaluations", summary="List evaluations", sync_to_thread=True,
+         responses=error_responses(404, 409, 422))
+    def list_evaluations(self, services: ServicesDep, project_id: ProjectId) -> Ok[list[EvaluationSummary]]:
+        return ok([_summary(r) for r in services.evaluations.list(project_id)])
+
+    @post("/{project_id:str}", operation_id="CreateEvaluation", summary="Create + start evaluation",
+          description="Validates the run, checkpoint, split and subset, then starts a worker; the evaluation is "
+                      "`pending` until the worker picks it up. Poll `GET` for `progress` and the metrics.",
+          sync_to_thread=True, status_code=201, responses=error_responses(400, 404, 409, 422))
+    def create_evaluation(self, services: ServicesDep, project_id: ProjectId,
+                          data: JSONBody[EvaluationCreate]) -> Ok[Evaluation]:
+        record = services.evaluations.create(
+            project_id,
+            experiment_id=data.experiment_id,
+            run_id=data.run_id,
+            checkpoint=data.checkpoint,
+            split_index=data.split_index,
+            split_subset=data.split_subset,
+            batch_size=data.batch_size,
+            devices=data.devices,
+        )
+        return ok(_evaluation(record))
+
+    @get("/{project_id:str}/{eval_id:str}", operation_id="GetEvaluation", summary="Get evaluation status + results",
+         sync_to_thread=True, responses=error_responses(404, 409, 422))
+    def get_evaluation(self, services: ServicesDep, project_id: ProjectId, eval_id: EvalId) -> Ok[Evaluation]:
+        return ok(_evaluation(services.evaluations.get(project_id, eval_id)))
+
+    @delete("/{project_id:str}/{eval_id:str}", operation_id="DeleteEvaluation", summary="Delete evaluation",
+            description="Stops the worker of a pending or running evaluation, then removes it.",
+            sync_to_thread=True, status_code=200, responses=error_responses(404, 409, 422))
+    def delete_evaluation(self, services: ServicesDep, project_id: ProjectId, eval_id: EvalId) -> Ok[Deleted]:
+        services.evaluations.delete(project_id, eval_id)
+        return ok(Deleted(id=eval_id))
+
+    @get("/{project_id:str}/{eval_id:str}/results", operation_id="ListEvaluationResults",
+         summary="Per-image results (paginated)",
+         description="`sort_by`: `filename` (A-Z), `confidence` (most confident first) or `error` (highest loss on "
+                     "the true class first); `sort_order` reverses the natural direction. Filters combine. "
+                     "Available once the evaluation has completed (409 before).",
+         sync_to_thread=True, responses=error_responses(404, 409, 422))
+    def list_results(
+        self,
+        services: ServicesDep,
+        project_id: ProjectId,
+        eval_id: EvalId,
+        page: Annotated[int, QueryParameter(ge=1, le=10_000_000, description="Page number (from 1)")] = 1,
+        page_size: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Items per page")] = 50,
+        sort_by: Annotated[Literal["filename", "confidence", "error"], QueryParameter(description="Sort key")] = "filename",
+        sort_order: Annotated[Literal["asc", "desc"] | None,
+                              QueryParameter(description="Default: the key's natural direction")] = None,
+        filter_correct: Annotated[bool | None, QueryParameter(description="true: correct only, false: errors only")] = None,
+        filter_class: Annotated[str | None, QueryParameter(max_length=500, description="Ground-truth class name")] = None,
+        filter_predicted: Annotated[str | None, QueryParameter(max_length=500, description="Predicted class name")] = None,
+    ) -> Ok[Page[ImageResult]]:
+        query = ResultsQuery(
+            page=page, page_size=page_size, sort_by=sort_by, sort_order=sort_order, filter_correct=filter_correct,
+            filter_class=filter_class, filter_predicted=filter_predicted,
+        )
+        items, total = services.evaluations.results(project_id, eval_id, query)
+        pages = (total + page_size - 1) // page_size
+        results = [msgspec.convert(item, ImageResult) for item in items]
+        return ok(Page(items=results, page=page, page_size=page_size, total=total, pages=pages))

@@ -1,0 +1,213 @@
+"""Evaluations on the server side: create (validate and queue), list, read, delete, page results.
+
+The service never runs a model: ``create`` checks everything a request can
+get wrong (project, experiment, run, checkpoint, split, subset, devices), writes
+``evaluations/<eval-id>/evaluation.json`` as ``pending`` and starts the worker
+(``core/evaluation/worker.py``). Reads notice a worker that died and mark its
+evaluation ``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..devices import known_device_ids
+from ..errors import ConflictError, EvaluationNotFoundError, SplitNotFoundError, ValidationError
+from ..ids import is_valid_id
+from ..jobs import (
+    JobFolder,
+    iter_job_folders,
+    launch,
+    list_records,
+    new_job_folder,
+    recover_orphans,
+    remove_job_folder,
+    stop_worker,
+)
+from ..jsonio import read_json
+from ..timeutil import utc_now_iso
+from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
+from ..training.data import split_items
+from ..workspace import Workspace
+from .index import ResultsIndexCache, ResultsQuery
+from .results import RESULTS_FILE
+
+log = logging.getLogger(__name__)
+
+EVALUATION_JSON = "evaluation.json"
+EVALUATION_LOG = "evaluation.log"
+SUBSETS: tuple[str, ...] = ("train", "val", "test")
+WORKER_KIND = "evaluate"
+
+
+def evaluation_job(workspace: Workspace, folder: Path) -> JobFolder:
+    return JobFolder(workspace, folder, EVALUATION_JSON, EVALUATION_LOG)
+
+
+def subsets_of(split_subset: str | list[str]) -> list[str]:
+    """The subset names of a request (one name or a list), validated, without duplicates."""
+    names = [split_subset] if isinstance(split_subset, str) else list(split_subset)
+    if not names:
+        raise ValidationError("split_subset must name at least one subset", field="split_subset")
+    for name in names:
+        if name not in SUBSETS:
+            raise ValidationError(f"split_subset: unknown subset '{name}' (use {', '.join(SUBSETS)})", field="split_subset")
+    if len(set(names)) != len(names):
+        raise ValidationError("split_subset names a subset twice", field="split_subset")
+    return names
+
+
+def read_dataset(workspace: Workspace, project_id: str) -> dict[str, Any]:
+    path = workspace.dataset_json(project_id)
+    if not path.is_file():
+        raise SplitNotFoundError(f"Project {project_id} has no dataset, so it has no splits", {"project_id": project_id})
+    dataset = read_json(path)
+    if not isinstance(dataset, dict):
+        raise SplitNotFoundError(f"Project {project_id} has no readable dataset", {"project_id": project_id})
+    return dataset
+
+
+def check_split(dataset: dict[str, Any], split_index: int) -> str:
+    """The split's name, or ``SplitNotFoundError`` listing the splits there are."""
+    names = dataset.get("split_names") or []
+    if not 0 <= split_index < len(names):
+        raise SplitNotFoundError(
+            f"Split {split_index} not found (the dataset has {len(names)} split(s))",
+            {"split_index": split_index, "split_names": list(names)},
+        )
+    return str(names[split_index])
+
+
+def check_devices(devices: list[str] | None) -> list[str]:
+    """One device id from ``/api/system/devices`` (evaluation runs on a single device); ``cpu`` when omitted."""
+    if not devices:
+        return ["cpu"]
+    if len(devices) != 1:
+        raise ValidationError("an evaluation runs on exactly one device", field="devices")
+    known = known_device_ids()
+    if devices[0] not in known:
+        raise ValidationError(
+            f"devices: unknown device '{devices[0]}'", field="devices", details={"available": sorted(known)}
+        )
+    return list(devices)
+
+
+class EvaluationService:
+    """Evaluation records of every project (see the module docstring)."""
+
+    def __init__(self, workspace: Workspace, launcher: Callable[[JobFolder, str], int] = launch) -> None:
+        self.workspace = workspace
+        self._launch = launcher
+        self.indexes = ResultsIndexCache()
+        self.recover()
+
+    # -- paths -------------------------------------------------------------------
+    def _folder(self, project_id: str, eval_id: str) -> Path:
+        self.workspace.existing_project_dir(project_id)
+        if not is_valid_id(eval_id, "eval"):
+            raise EvaluationNotFoundError(f"Evaluation {eval_id} not found", {"evaluation_id": eval_id})
+        folder = self.workspace.evaluations_dir(project_id) / eval_id
+        if not (folder / EVALUATION_JSON).is_file():
+            raise EvaluationNotFoundError(f"Evaluation {eval_id} not found", {"evaluation_id": eval_id})
+        return folder
+
+    # -- create ------------------------------------------------------------------
+    def create(
+        self,
+        project_id: str,
+        *,
+        experiment_id: str,
+        run_id: str,
+        checkpoint: str = "best",
+        split_index: int | None = None,
+        split_subset: str | list[str] = "test",
+        batch_size: int = 32,
+        devices: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Validate the request, write a ``pending`` evaluation and start its worker."""
+        ref = find_run(self.workspace, project_id, experiment_id, run_id)
+        existing_checkpoint(ref, checkpoint)
+        subsets = subsets_of(split_subset)
+        dataset = read_dataset(self.workspace, project_id)
+        if split_index is None:
+            split_index = frozen_config(ref).split_index
+        split_name = check_split(dataset, split_index)
+        total = sum(len(split_items(dataset, split_index, subset)) for subset in subsets)
+        if total == 0:
+            raise ValidationError(
+                f"split '{split_name}' has no labelled images in {' + '.join(subsets)}",
+                field="split_subset",
+                details={"split_index": split_index, "split_subset": split_subset},
+            )
+        if not 1 <= batch_size <= 4096:
+            raise ValidationError("batch_size must be between 1 and 4096", field="batch_size")
+        devices = check_devices(devices)
+        eval_id, folder = new_job_folder(self.workspace.evaluations_dir(project_id), "eval")
+        record = {
+            "id": eval_id,
+            "project_id": project_id,
+            "experiment_id": experiment_id,
+            "run_id": run_id,
+            "checkpoint": checkpoint,
+            "split_index": split_index,
+            "split_name": split_name,
+            "split_subset": split_subset,
+            "batch_size": batch_size,
+            "devices": devices,
+            "status": "pending",
+            "created_at": utc_now_iso(),
+            "started_at": None,
+            "finished_at": None,
+            "progress": {"done": 0, "total": total},
+            "num_images": None,
+            "skipped": None,
+            "metrics": None,
+            "error": None,
+            "worker_pid": None,
+        }
+        job = evaluation_job(self.workspace, folder)
+        job.write(record)
+        self._launch(job, WORKER_KIND)
+        return job.read()
+
+    # -- read ----------------------------------------------------------------------
+    def get(self, project_id: str, eval_id: str) -> dict[str, Any]:
+        job = evaluation_job(self.workspace, self._folder(project_id, eval_id))
+        return job.fail_if_orphaned(job.read())
+
+    def list(self, project_id: str) -> list[dict[str, Any]]:
+        self.workspace.existing_project_dir(project_id)
+        return list_records(self._jobs(project_id))
+
+    def results(self, project_id: str, eval_id: str, query: ResultsQuery) -> tuple[list[dict[str, Any]], int]:
+        """One page of per-image results of a completed evaluation, and the filtered total."""
+        folder = self._folder(project_id, eval_id)
+        record = self.get(project_id, eval_id)
+        if record.get("status") != "completed":
+            raise ConflictError(
+                f"Evaluation {eval_id} is {record.get('status')}; per-image results exist once it has completed",
+                {"status": record.get("status")},
+            )
+        return self.indexes.get(folder / RESULTS_FILE).query(query)
+
+    # -- delete ------------------------------------------------------------------
+    def delete(self, project_id: str, eval_id: str) -> None:
+        """Stop the worker if it still runs, then remove the evaluation folder."""
+        folder = self._folder(project_id, eval_id)
+        job = evaluation_job(self.workspace, folder)
+        with job.locked():
+            stop_worker(job.read(), eval_id)
+            remove_job_folder(self.workspace, folder)
+        self.indexes.forget(folder)
+
+    # -- start-up ------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Mark evaluations whose worker is gone (found at server start) as failed; returns their ids."""
+        return recover_orphans(job for project_id in self.workspace.project_ids() for job in self._jobs(project_id))
+
+    def _jobs(self, project_id: str) -> Iterator[JobFolder]:
+        for folder in iter_job_folders(self.workspace.evaluations_dir(project_id), "eval", EVALUATION_JSON):
+            yield evaluation_job(self.workspace, folder)

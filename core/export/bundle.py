@@ -1,0 +1,115 @@
+"""The ``?bundle=zip`` download: the model plus what a deployment needs to feed it.
+
+``labels.json`` (class names in output order), ``preprocessing.json`` (input
+size, channels, mean, std and the exact resize/scale steps) and a short
+``README.txt`` with a minimal onnxruntime (or TorchScript) snippet. Built once
+per export, atomically, next to the model file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..jsonio import atomic_write_bytes
+
+BUNDLE_SUFFIX = "-bundle.zip"
+
+_ONNX_SNIPPET = """\
+import json
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+prep = json.load(open("preprocessing.json"))
+labels = json.load(open("labels.json"))
+h, w = prep["input_size"]
+img = ImageOps.exif_transpose(Image.open("image.jpg")).convert("RGB" if prep["channels"] == 3 else "L")
+img = img.resize((w, h), Image.BILINEAR, reducing_gap=prep["pillow"]["reducing_gap"])
+x = np.asarray(img, dtype=np.float32) / 255.0
+x = x.reshape(h, w, prep["channels"]).transpose(2, 0, 1)
+x = (x - np.array(prep["mean"], np.float32)[:, None, None]) / np.array(prep["std"], np.float32)[:, None, None]
+session = ort.InferenceSession("{model}", providers=["CPUExecutionProvider"])
+inp = session.get_inputs()[0]
+dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+logits = session.run(None, {{inp.name: x[None].astype(dtype)}})[0][0]
+print(labels[int(np.argmax(logits))])
+"""
+
+_TORCHSCRIPT_SNIPPET = """\
+import json
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+prep = json.load(open("preprocessing.json"))
+labels = json.load(open("labels.json"))
+h, w = prep["input_size"]
+img = ImageOps.exif_transpose(Image.open("image.jpg")).convert("RGB" if prep["channels"] == 3 else "L")
+img = img.resize((w, h), Image.BILINEAR, reducing_gap=prep["pillow"]["reducing_gap"])
+x = np.asarray(img, dtype=np.float32) / 255.0
+x = x.reshape(h, w, prep["channels"]).transpose(2, 0, 1)
+x = (x - np.array(prep["mean"], np.float32)[:, None, None]) / np.array(prep["std"], np.float32)[:, None, None]
+model = torch.jit.load("{model}").eval()
+with torch.no_grad():
+    logits = model(torch.from_numpy(x[None]))[0]
+print(labels[int(logits.argmax())])
+"""
+
+
+def preprocessing_document(metadata: dict[str, Any]) -> dict[str, Any]:
+    """How to turn an image file into the model's input, exactly as training validated it."""
+    return {
+        "input_size": list(metadata["input_size"]),
+        "channels": int(metadata.get("channels", 3)),
+        "color_mode": "RGB" if int(metadata.get("channels", 3)) == 3 else "L",
+        "resize": "bilinear, straight to input_size (no crop, no aspect ratio kept)",
+        "pillow": {
+            "exif_transpose": True,
+            "resample": "BILINEAR",
+            "reducing_gap": 3.0,
+            "jpeg_draft": "Image.draft(mode, (w, h)) first when a JPEG is at least 2x input_size on both sides",
+        },
+        "scale": 1.0 / 255.0,
+        "mean": list(metadata["mean"]),
+        "std": list(metadata["std"]),
+        "layout": "NCHW",
+        "formula": "x = (pixel / 255 - mean[c]) / std[c]",
+        "output": "logits, one per class in labels.json order; softmax gives probabilities",
+    }
+
+
+def readme_text(record: dict[str, Any], model_name: str) -> str:
+    metadata = record["metadata"]
+    snippet = (_TORCHSCRIPT_SNIPPET if record.get("format") == "torchscript" else _ONNX_SNIPPET).format(model=model_name)
+    verification = record.get("verification") or {}
+    lines = [
+        f"{model_name}: {metadata['architecture']} exported by modelyard as {record.get('format')}",
+        f"run {metadata['run_id']} ({metadata.get('checkpoint', 'best')} checkpoint), {len(metadata['classes'])} classes.",
+        "",
+        "Files: labels.json (class names, output order), preprocessing.json (how to build the input).",
+        f"Verification against PyTorch on {verification.get('images', 0)} images: "
+        f"top-1 agreement {verification.get('top1_agreement')}, max abs logit difference {verification.get('max_abs_diff')}, "
+        f"passed: {verification.get('passed')}.",
+        "",
+        "Minimal usage:",
+        "",
+        snippet,
+    ]
+    return "\n".join(lines)
+
+
+def build_bundle(model_path: Path, record: dict[str, Any], target: Path) -> Path:
+    """Write the ZIP bundle of an export to ``target`` (atomically) and return it."""
+    metadata = record["metadata"]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.write(model_path, arcname=model_path.name)
+        archive.writestr("labels.json", json.dumps(list(metadata["classes"]), indent=2, ensure_ascii=False) + "\n")
+        archive.writestr("preprocessing.json", json.dumps(preprocessing_document(metadata), indent=2) + "\n")
+        archive.writestr("README.txt", readme_text(record, model_path.name))
+    atomic_write_bytes(target, buffer.getvalue())
+    return target

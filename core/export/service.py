@@ -1,0 +1,192 @@
+"""Exports on the server side: create (validate and queue), list, read, delete, download.
+
+``create`` resolves the format in the exporter registry and its options
+against the exporter's schema (a 422 names ``options.<name>``), checks the run
+and checkpoint, writes ``exports/<export-id>/export.json`` as ``pending`` and
+starts the worker (``core/export/worker.py``). A download is possible once
+the export completed, or when it failed verification (the file is kept for
+inspection and the download says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConflictError, ExportNotFoundError, ValidationError
+from ..export_options import resolve_options
+from ..ids import is_valid_id
+from ..jobs import (
+    JobFolder,
+    iter_job_folders,
+    launch,
+    list_records,
+    new_job_folder,
+    recover_orphans,
+    remove_job_folder,
+    stop_worker,
+)
+from ..plugin_manager import PluginHost
+from ..timeutil import utc_now_iso
+from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
+from ..workspace import Workspace
+from .bundle import BUNDLE_SUFFIX, build_bundle
+
+log = logging.getLogger(__name__)
+
+EXPORT_JSON = "export.json"
+EXPORT_LOG = "export.log"
+WORKER_KIND = "export"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def export_job(workspace: Workspace, folder: Path) -> JobFolder:
+    return JobFolder(workspace, folder, EXPORT_JSON, EXPORT_LOG)
+
+
+def model_file_name(architecture: str, run_id: str, extension: str) -> str:
+    """``<architecture>-<run_id><ext>``, reduced to ``[A-Za-z0-9._-]`` (plugin names are not trusted)."""
+    arch = _UNSAFE.sub("_", architecture).strip("._") or "model"
+    ext = "." + (re.sub(r"[^A-Za-z0-9]", "", extension)[:16] or "bin")
+    return f"{arch[:100]}-{run_id}{ext}"
+
+
+def check_input_shape(options: dict[str, Any], channels: int, image_size: tuple[int, int]) -> None:
+    """An ``input_shape`` option must match what the run trained on (channels, height, width)."""
+    shape = options.get("input_shape")
+    if shape is None:
+        return
+    expected = [channels, int(image_size[0]), int(image_size[1])]
+    if list(shape[1:]) != expected:
+        raise ValidationError(
+            f"options.input_shape {list(shape)} does not match the run's input [batch, {expected[0]}, {expected[1]}, {expected[2]}]",
+            field="options.input_shape",
+            details={"expected": ["batch", *expected]},
+        )
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file to send: where it is, the name the client sees, and whether verification failed."""
+
+    path: Path
+    filename: str
+    verification_failed: bool
+    media_type: str = "application/octet-stream"
+
+
+class ExportService:
+    """Export records of every project (see the module docstring)."""
+
+    def __init__(self, workspace: Workspace, plugins: PluginHost, launcher: Callable[[JobFolder, str], int] = launch) -> None:
+        self.workspace = workspace
+        self.plugins = plugins
+        self._launch = launcher
+        self.recover()
+
+    def _folder(self, project_id: str, export_id: str) -> Path:
+        self.workspace.existing_project_dir(project_id)
+        if not is_valid_id(export_id, "export"):
+            raise ExportNotFoundError(f"Export {export_id} not found", {"export_id": export_id})
+        folder = self.workspace.exports_dir(project_id) / export_id
+        if not (folder / EXPORT_JSON).is_file():
+            raise ExportNotFoundError(f"Export {export_id} not found", {"export_id": export_id})
+        return folder
+
+    # -- create ------------------------------------------------------------------
+    def create(
+        self,
+        project_id: str,
+        *,
+        experiment_id: str,
+        run_id: str,
+        checkpoint: str = "best",
+        format: str = "onnx",  # noqa: A002 - the reference's field name
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Validate the request, write a ``pending`` export and start its worker."""
+        ref = find_run(self.workspace, project_id, experiment_id, run_id)
+        exporter = self.plugins.exporters.get(format, field="format")
+        resolved = resolve_options(exporter, options)
+        existing_checkpoint(ref, checkpoint)
+        config = frozen_config(ref)
+        check_input_shape(resolved, int(config.data.channels), config.data.image_size)  # type: ignore[arg-type]
+        export_id, folder = new_job_folder(self.workspace.exports_dir(project_id), "export")
+        record = {
+            "id": export_id,
+            "project_id": project_id,
+            "experiment_id": experiment_id,
+            "run_id": run_id,
+            "checkpoint": checkpoint,
+            "format": exporter.id,
+            "options": resolved,
+            "status": "pending",
+            "created_at": utc_now_iso(),
+            "started_at": None,
+            "finished_at": None,
+            "progress": {"done": 0, "total": 4},
+            "file": None,
+            "verification": None,
+            "verification_failed": False,
+            "metadata": None,
+            "error": None,
+            "worker_pid": None,
+        }
+        job = export_job(self.workspace, folder)
+        job.write(record)
+        self._launch(job, WORKER_KIND)
+        return job.read()
+
+    # -- read ----------------------------------------------------------------------
+    def get(self, project_id: str, export_id: str) -> dict[str, Any]:
+        job = export_job(self.workspace, self._folder(project_id, export_id))
+        return job.fail_if_orphaned(job.read())
+
+    def list(self, project_id: str) -> list[dict[str, Any]]:
+        self.workspace.existing_project_dir(project_id)
+        return list_records(self._jobs(project_id))
+
+    # -- download --------------------------------------------------------------------
+    def download(self, project_id: str, export_id: str, bundle: bool = False) -> Download:
+        """The model file (or its ZIP bundle) of a finished export; 409 while there is nothing to send."""
+        folder = self._folder(project_id, export_id)
+        record = self.get(project_id, export_id)
+        file_info = record.get("file") or {}
+        name = file_info.get("name")
+        downloadable = record.get("status") == "completed" or (record.get("status") == "failed" and record.get("verification_failed"))
+        if not downloadable or not isinstance(name, str) or not (folder / name).is_file():
+            raise ConflictError(
+                f"Export {export_id} is {record.get('status')}; there is no model file to download",
+                {"status": record.get("status")},
+            )
+        model_path = folder / name
+        failed = bool(record.get("verification_failed"))
+        if not bundle:
+            return Download(model_path, name, failed)
+        target = folder / (Path(name).stem + BUNDLE_SUFFIX)
+        job = export_job(self.workspace, folder)
+        with job.locked():
+            if not target.is_file():
+                build_bundle(model_path, record, target)
+        return Download(target, target.name, failed, media_type="application/zip")
+
+    # -- delete ------------------------------------------------------------------
+    def delete(self, project_id: str, export_id: str) -> None:
+        folder = self._folder(project_id, export_id)
+        job = export_job(self.workspace, folder)
+        with job.locked():
+            stop_worker(job.read(), export_id)
+            remove_job_folder(self.workspace, folder)
+
+    # -- start-up ------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Mark exports whose worker is gone (found at server start) as failed; returns their ids."""
+        return recover_orphans(job for project_id in self.workspace.project_ids() for job in self._jobs(project_id))
+
+    def _jobs(self, project_id: str) -> Iterator[JobFolder]:
+        for folder in iter_job_folders(self.workspace.exports_dir(project_id), "export", EXPORT_JSON):
+            yield export_job(self.workspace, folder)
