@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..errors import CorruptDataError
+
 VERSION = 1
 SUBSETS: tuple[str, ...] = ("train", "val", "test")
 NONE = "none"
@@ -70,3 +72,21 @@ def image_stats(images: list[dict[str, Any]]) -> dict[str, Any]:
         "max_height": max(heights),
         "formats": sorted({image["format"] for image in images}),
     }
+
+
+def split_items(dataset: dict[str, Any], split_index: int, subset: str) -> list[tuple[str, int]]:
+    """``(filename, class_id)`` of the labelled images that ``split[split_index]`` puts in ``subset``."""
+    num_classes = len(dataset.get("classes") or [])
+    items = []
+    for image in dataset.get("images") or []:
+        splits = image.get("split") or []
+        if split_index >= len(splits) or splits[split_index] != subset:
+            continue
+        label = next((a for a in image.get("annotations") or [] if a.get("type") == "label"), None)
+        if label is None:
+            continue
+        class_id = label.get("class_id")
+        if not isinstance(class_id, int) or not 0 <= class_id < num_classes:
+            raise CorruptDataError(f"dataset.json: image {image.get('filename')} has an invalid class_id {class_id!r}")
+        items.append((str(image["filename"]), class_id))
+    return items

@@ -30,7 +30,7 @@ from ..jobs import (
 from ..jsonio import read_json
 from ..timeutil import utc_now_iso
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
-from ..training.data import split_items
+from ..datasets.document import split_items
 from ..workspace import Workspace
 from .index import ResultsIndexCache, ResultsQuery
 from .results import RESULTS_FILE

@@ -19,7 +19,7 @@ from ..errors import ModelyardError
 from ..jobs import JobFolder
 from ..jsonio import read_json
 from ..registry import ArchitectureRegistry
-from ..training.data import split_items
+from ..datasets.document import split_items
 from ..workspace import Workspace
 from .metrics import compute_metrics
 from .results import RESULTS_FILE, ResultsTable

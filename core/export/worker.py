@@ -24,7 +24,7 @@ from ..jobs import JobFolder
 from ..jsonio import read_json
 from ..plugin_manager import PluginHost, default_plugin_host
 from ..plugin_types import ExportMetadata
-from ..training.data import split_items
+from ..datasets.document import split_items
 from ..workspace import Workspace
 from .service import export_job, model_file_name
 from .verify import MAX_VERIFY_IMAGES, compare_outputs, predict_in_chunks

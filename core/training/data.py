@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from ..datasets.document import split_items  # re-exported: the engine's subsets come from here
 from ..errors import CorruptDataError, ValidationError
 from .augmentations import build_pipeline
 from .config import ExperimentConfig
@@ -42,24 +43,6 @@ def normalization(channels: int) -> tuple[list[float], list[float]]:
     if channels == 1:
         return [round(sum(IMAGENET_MEAN) / 3, 4)], [round(sum(IMAGENET_STD) / 3, 4)]
     return list(IMAGENET_MEAN), list(IMAGENET_STD)
-
-
-def split_items(dataset: dict[str, Any], split_index: int, subset: str) -> list[tuple[str, int]]:
-    """``(filename, class_id)`` of the labelled images that ``split[split_index]`` puts in ``subset``."""
-    num_classes = len(dataset.get("classes") or [])
-    items = []
-    for image in dataset.get("images") or []:
-        splits = image.get("split") or []
-        if split_index >= len(splits) or splits[split_index] != subset:
-            continue
-        label = next((a for a in image.get("annotations") or [] if a.get("type") == "label"), None)
-        if label is None:
-            continue
-        class_id = label.get("class_id")
-        if not isinstance(class_id, int) or not 0 <= class_id < num_classes:
-            raise CorruptDataError(f"dataset.json: image {image.get('filename')} has an invalid class_id {class_id!r}")
-        items.append((str(image["filename"]), class_id))
-    return items
 
 
 def load_image(path: Path, image_size: Sequence[int], channels: int) -> torch.Tensor:
