@@ -10,7 +10,7 @@ PORT   ?= 8000
 WORKSPACE ?= ./workspace
 PYTEST_ARGS ?=
 
-.PHONY: serve test install demo bench fuzz clean
+.PHONY: serve test install demo bench bench-quick fuzz load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,28 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)  # the benchmark table, side by side (benchmarks/results/latest.json); BENCH_ARGS="--threads 1" on a shared machine
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-quick: $(STAMP)  # smoke run of the same harness on tiny inputs, under 2 minutes (benchmarks/results/quick.json)
+	$(BIN)/python -m benchmarks --quick $(BENCH_ARGS)
+
+fuzz: $(STAMP)  # schemathesis on every operation: 300 random examples each (CI runs 15, fixed), longer stateful phase
+	MODELYARD_FUZZ_EXAMPLES=$${MODELYARD_FUZZ_EXAMPLES:-300} MODELYARD_FUZZ_STATEFUL_EXAMPLES=$${MODELYARD_FUZZ_STATEFUL_EXAMPLES:-100} \
+	MODELYARD_FUZZ_RANDOM=1 $(BIN)/pytest tests/reliability/test_schema_fuzz.py -q $(PYTEST_ARGS)
+
+load: $(STAMP)  # 50 clients + 10 SSE subscribers for 30 s against a real server while it trains (docs/security.md)
+	$(BIN)/python -m benchmarks.load_test $(LOAD_ARGS)
+
+# The demo: generated shapes, then configs/demo.yaml end to end on the CPU (train, evaluate, export ONNX,
+# verify it), ending with the summary table and the path of the verified .onnx file. One torch thread:
+# the demo's tiny CNN gains nothing from more, and on a busy machine extra threads make it many times slower.
+DEMO_DATA ?= $(WORKSPACE)/sample-data/shapes
+DEMO_THREADS ?= 1
+demo: $(STAMP)
+	$(BIN)/modelyard sample-data shapes $(DEMO_DATA) --per-class 300 --size 64 --seed 0
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(BIN)/modelyard run configs/demo.yaml --workspace $(WORKSPACE) --dataset $(DEMO_DATA)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

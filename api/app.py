@@ -13,15 +13,25 @@ import modelyard
 from modelyard.core.services import Services, build_services
 from modelyard.core.settings import Settings
 
+from .allow import complete_allow_header
+from .auth import openapi_security_options, token_auth_middlewares
+from .datasets import DatasetController
 from .deps import provide_services
 from .errors import EXCEPTION_HANDLERS
+from .evaluations import EvaluationController
+from .experiments import ExperimentController
+from .exports import ExportController
 from .hostcheck import HostPolicy, host_check_middleware
+from .openapi import StrictStructSchemaPlugin
+from .plugins import ExportFormatController, ModelController, PluginController
 from .projects import ProjectController
+from .runs import RunController, run_supervision
+from .splits import SplitController
 from .system import SystemController
 
 log = logging.getLogger("modelyard.api")
 
-CONTROLLERS = [ProjectController, SystemController]
+CONTROLLERS = [ProjectController, SystemController, RunController, PluginController, ExportFormatController, ModelController, DatasetController, SplitController, EvaluationController, ExportController, ExperimentController]
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
@@ -32,14 +42,18 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         route_handlers=CONTROLLERS,
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[host_check_middleware(policy)],
+        lifespan=[run_supervision],  # recover runs at start, supervise workers while serving
+        middleware=[host_check_middleware(policy), *token_auth_middlewares(settings.api_token)],
         request_max_body_size=settings.max_request_bytes,
+        plugins=[StrictStructSchemaPlugin()],  # additionalProperties: false where unknown fields are refused
+        before_send=[complete_allow_header],  # Allow on OPTIONS lists every method of the path
         openapi_config=OpenAPIConfig(
             title="modelyard",
             version=modelyard.__version__,
             description="Train, evaluate and export image models on your own hardware.",
             path="/schema",
             render_plugins=[SwaggerRenderPlugin(), RapidocRenderPlugin()],
+            **openapi_security_options(settings.api_token),
         ),
         debug=False,
     )

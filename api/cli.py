@@ -44,6 +44,12 @@ def main() -> None:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
 )
+@click.option(
+    "--api-token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the bearer token every /api request must send [env MODELYARD_API_TOKEN]. See docs/security.md.",
+)
 def serve(
     host: str,
     port: int,
@@ -51,11 +57,14 @@ def serve(
     import_roots: tuple[Path, ...],
     allowed_hosts: tuple[str, ...],
     log_level: str,
+    api_token_file: Path | None,
 ) -> None:
-    """Start the REST API server (uvicorn)."""
+    """Start the REST API server (uvicorn). One server per workspace: a second one is refused."""
     import uvicorn
 
     from modelyard.api.app import create_app
+    from modelyard.core.errors import WorkspaceInUseError
+    from modelyard.core.server_lock import acquire_server_lock
     from modelyard.core.settings import Settings
 
     overrides: dict[str, object] = {"host": host, "port": port, "log_level": log_level}
@@ -65,13 +74,145 @@ def serve(
         overrides["import_roots"] = list(import_roots)
     if allowed_hosts:
         overrides["allowed_hosts"] = list(allowed_hosts)
+    if api_token_file is not None:
+        token = api_token_file.read_text(encoding="utf-8").strip()
+        if not token:
+            raise click.BadParameter(f"{api_token_file} is empty", param_hint="--api-token-file")
+        overrides["api_token"] = token
     settings = Settings.from_env(**overrides)
     if "workspace" not in overrides and not os.environ.get("MODELYARD_WORKSPACE"):
         settings.workspace = Path("workspace").resolve()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # before create_app: start-up recovery must never run under a live server
+        server_lock = acquire_server_lock(settings.workspace, f"{host}:{port}")
+    except WorkspaceInUseError as exc:
+        raise click.ClickException(exc.message) from None
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_token:
+        logging.getLogger("modelyard.api").warning(
+            "listening on %s without an API token: anyone who can reach this port controls the service "
+            "(set MODELYARD_API_TOKEN; docs/security.md)", host,
+        )
     app = create_app(settings)
     click.echo(f"modelyard {modelyard.__version__}: workspace {settings.workspace}", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+    finally:
+        server_lock.release()
+
+
+# -- training ---------------------------------------------------------------------
+TRAIN_EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3}
+
+
+@main.command()
+@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--project", "project_id", required=True, help="Project id (proj-...) whose dataset to train on.")
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Workspace folder [env MODELYARD_WORKSPACE; default ./workspace].",
+)
+@click.option("--experiment-name", default=None, help="Experiment to create or reuse [default: the config file's name].")
+def train(config_file: Path, project_id: str, workspace: Path | None, experiment_name: str | None) -> None:
+    """Train CONFIG.yaml on a project's dataset in the foreground.
+
+    Creates (or reuses, by name) the experiment, freezes the config into a new
+    run and trains it with a progress bar, writing the same run files as a run
+    started through the API. Exit code: 0 completed, 1 failed, 3 stopped.
+    """
+    from modelyard.core.errors import ModelyardError
+    from modelyard.core.plugin_manager import default_plugin_host
+    from modelyard.core.settings import Settings
+    from modelyard.core.training.config import load_config_file
+    from modelyard.core.training.engine import RUN_DIR_ENV, ddp_child_run_dir, train_run
+    from modelyard.core.training.experiments import ExperimentService
+    from modelyard.core.training.run_files import TRAIN_LOG, read_run
+    from modelyard.core.training.runs_create import create_run_folder
+    from modelyard.core.workspace import Workspace
+
+    settings = Settings.from_env(**({"workspace": workspace} if workspace is not None else {}))
+    if workspace is None and not os.environ.get("MODELYARD_WORKSPACE"):
+        settings.workspace = Path("workspace").resolve()
+    store = Workspace(settings.workspace)  # no prepare(): a server may be using this workspace right now
+    if (child_run := ddp_child_run_dir()) is not None:  # an extra DDP rank re-running this command line
+        raise SystemExit(TRAIN_EXIT_CODES.get(train_run(store, child_run), 1))
+    experiments = ExperimentService(store, default_plugin_host(), settings)
+    name = experiment_name or config_file.stem
+    try:
+        partial = load_config_file(config_file)
+        existing = experiments.find_by_name(project_id, name)
+        if existing is None:
+            experiment = experiments.create(project_id, name, config=partial)
+        else:
+            experiment = experiments.update(project_id, existing["id"], {"config": partial}, replace_config=True)
+        run_config = experiments.run_config(project_id, experiment["id"])
+        run_dir = create_run_folder(store, project_id, experiment["id"], run_config)
+    except ModelyardError as exc:
+        field = exc.details.get("field")
+        raise click.ClickException(f"{field}: {exc.message}" if field and field not in exc.message else exc.message) from None
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    handler = logging.FileHandler(run_dir / TRAIN_LOG, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    click.echo(f"experiment {experiment['id']} ({name}), run {run_dir.name}: {run_dir}", err=True)
+    status = train_run(store, run_dir, progress_bar=True)
+    record = read_run(run_dir)
+    click.echo(f"run {run_dir.name}: {status}")
+    if record.get("error"):
+        click.echo(f"error: {record['error']['type']}: {record['error']['message']}")
+    best = record.get("best_metrics") or {}
+    if best:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.startswith(("train/", "val/")))
+        click.echo(f"best epoch {record.get('best_epoch')} by {record.get('monitor')}: {shown}")
+    for kind, relative in (record.get("checkpoints") or {}).items():
+        if relative:
+            click.echo(f"{kind} checkpoint: {run_dir / relative}")
+    raise SystemExit(TRAIN_EXIT_CODES.get(status, 1))
+
+
+@main.group(hidden=True)
+def worker() -> None:
+    """Internal entry points of the worker processes the server starts."""
+
+
+@worker.command("train", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def worker_train(args: tuple[str, ...]) -> None:
+    """RUN_DIR --workspace ROOT [--resume]: train one run folder (docs/internals/run-protocol.md)."""
+    from modelyard.core.training.worker import main as worker_main
+
+    raise SystemExit(worker_main(list(args)))
+
+
+@worker.command("evaluate", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def worker_evaluate(args: tuple[str, ...]) -> None:
+    """EVAL_DIR --workspace ROOT: run one evaluation job (core/evaluation/worker.py)."""
+    from modelyard.core.evaluation.worker import main as evaluate_main
+
+    raise SystemExit(evaluate_main(list(args)))
+
+
+@worker.command("export", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def worker_export(args: tuple[str, ...]) -> None:
+    """EXPORT_DIR --workspace ROOT: run one export job (core/export/worker.py)."""
+    from modelyard.core.export.worker import main as export_main
+
+    raise SystemExit(export_main(list(args)))
+
+
+# -- scripting commands (one module per resource; they build the API's services) ----------
+from .cli_data import dataset, sample_data, split  # noqa: E402
+from .cli_jobs import evaluate, export  # noqa: E402
+from .cli_pipeline import run  # noqa: E402
+from .cli_projects import projects  # noqa: E402
+from .cli_system import devices, plugins  # noqa: E402
+
+for _command in (projects, dataset, split, evaluate, export, plugins, devices, sample_data, run):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,13 @@ from modelyard.core.errors import PayloadTooLargeError, UnsupportedMediaTypeErro
 
 from .deps import ServicesDep
 from .envelope import Deleted, Ok, Page, ok
-from .openapi import error_responses
+from .openapi import NOT_MODIFIED, error_responses
 from .projects import ProjectId
 
 CACHE_CONTROL = "private, max-age=600"
+#: Page numbers and sizes beyond any real dataset, still exact in a JSON number.
+MAX_QUERY_INT = 2**31 - 1
+FILTER_SPLIT_PATTERN = r"^(\d{1,6}:(train|val|test|none))?$"
 UPLOAD_FIELD = "file"
 TEXT_FIELDS = ("format", "replace")
 MAX_TEXT_FIELD_BYTES = 1024
@@ -58,8 +61,12 @@ class Dataset(msgspec.Struct):
     source: DatasetSource | None
 
 
+#: ``resolve_local_source``: absolute (``~/`` is expanded), no NUL; it must also be an existing folder in an import root.
+LOCAL_PATH_PATTERN = r"^~?/[^\u0000]*$"
+
+
 class ImportLocal(msgspec.Struct, forbid_unknown_fields=True):
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, extra_json_schema={"extra": {"pattern": LOCAL_PATH_PATTERN}})]
     format: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "auto"
     replace: bool = False
 
@@ -120,9 +127,11 @@ class _UploadOperation(Operation):
                         required=[UPLOAD_FIELD],
                         properties={
                             UPLOAD_FIELD: Schema(type=OpenAPIType.STRING, format="binary", description="A ZIP archive"),  # type: ignore[arg-type]
-                            "format": Schema(type=OpenAPIType.STRING, default="auto"),
+                            # 256 characters fit MAX_TEXT_FIELD_BYTES (1024 bytes of UTF-8) whatever they are
+                            "format": Schema(type=OpenAPIType.STRING, default="auto", max_length=MAX_TEXT_FIELD_BYTES // 4),
                             "replace": Schema(type=OpenAPIType.BOOLEAN, default=False),
                         },
+                        additional_properties=False,  # any other part is refused (422)
                     )
                 )
             },
@@ -170,13 +179,14 @@ class DatasetController(Controller):
         self,
         services: ServicesDep,
         project_id: ProjectId,
-        page: Annotated[int, QueryParameter(ge=1, description="Page number")] = 1,
-        page_size: Annotated[int, QueryParameter(ge=1, description="Items per page (capped at 500)")] = 50,
+        page: Annotated[int, QueryParameter(ge=1, le=MAX_QUERY_INT, description="Page number")] = 1,
+        page_size: Annotated[int, QueryParameter(ge=1, le=MAX_QUERY_INT, description="Items per page (capped at 500)")] = 50,
         sort_by: Annotated[Literal["filename", "class", "size"], QueryParameter(description="Sort field")] = "filename",
         sort_order: Annotated[Literal["asc", "desc"], QueryParameter(description="Sort direction")] = "asc",
         filter_class: Annotated[str | None, QueryParameter(description="Only this class", max_length=200)] = None,
         filter_split: Annotated[
-            str | None, QueryParameter(description="<split index>:<train|val|test|none>, e.g. 0:train", max_length=20)
+            str | None, QueryParameter(description="<split index>:<train|val|test|none>, e.g. 0:train; the split must exist",
+                                       max_length=20, schema_extra={"pattern": FILTER_SPLIT_PATTERN})
         ] = None,
         search: Annotated[str | None, QueryParameter(description="Filename substring (case-insensitive)", max_length=200)] = None,
     ) -> Ok[Page[DatasetImage]]:
@@ -186,7 +196,7 @@ class DatasetController(Controller):
         return ok(msgspec.convert(result, Page[DatasetImage]))
 
     @get("/{project_id:str}/images/{filename:str}", operation_id="GetImage", summary="Get image file",
-         sync_to_thread=True, media_type="application/octet-stream", responses=error_responses(404, 409, 422))
+         sync_to_thread=True, media_type="image/*", responses={**error_responses(404, 409, 422), **NOT_MODIFIED})
     def get_image(self, services: ServicesDep, project_id: ProjectId, filename: Filename,
                   if_none_match: IfNoneMatch = None) -> Response[Any]:
         path, meta = services.datasets.image(project_id, filename)
@@ -198,7 +208,7 @@ class DatasetController(Controller):
         return ok(msgspec.convert(services.datasets.image_info(project_id, filename), DatasetImageInfo))
 
     @get("/{project_id:str}/thumbnails/{filename:str}", operation_id="GetThumbnail", summary="Get thumbnail",
-         sync_to_thread=True, media_type="application/octet-stream", responses=error_responses(404, 409, 422))
+         sync_to_thread=True, media_type="image/*", responses={**error_responses(404, 409, 422), **NOT_MODIFIED})
     def get_thumbnail(self, services: ServicesDep, project_id: ProjectId, filename: Filename,
                       if_none_match: IfNoneMatch = None) -> Response[Any]:
         path, meta = services.datasets.thumbnail(project_id, filename)

@@ -170,8 +170,11 @@ class RunController(Controller):
         services: ServicesDep,
         project_id: ProjectId,
         run_id: RunId,
-        last_event_id_header: Annotated[int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False)] = None,
-        last_event_id: Annotated[int | None, QueryParameter(name="last_event_id", ge=0, required=False)] = None,
+        # schema_extra: Litestar drops ge=0 from the document of an optional parameter (found by schema fuzzing)
+        last_event_id_header: Annotated[int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False,
+                                                                    schema_extra={"minimum": 0})] = None,
+        last_event_id: Annotated[int | None, QueryParameter(name="last_event_id", ge=0, required=False,
+                                                            schema_extra={"minimum": 0})] = None,
     ) -> ServerSentEvent:
         services.runs.run_dir(project_id, run_id)  # a 404 envelope before any event is sent
         after = last_event_id_header if last_event_id_header is not None else (last_event_id or 0)

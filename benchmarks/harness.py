@@ -7,6 +7,7 @@ benchmark states what it compares so a reader can re-run it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -51,6 +52,8 @@ class Result:
     higher_is_better: bool
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: an absolute bound the ours median must also stay under (e.g. "<= 3x and < 50 ms"), in ``ours.unit``
+    ours_limit: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -62,6 +65,8 @@ class Result:
 
     @property
     def met(self) -> bool:
+        if self.ours_limit is not None and not self.ours.median < self.ours_limit:
+            return False
         return self.ratio >= self.target_value if self.higher_is_better else self.ratio <= self.target_value
 
     def to_json(self) -> dict[str, Any]:
@@ -98,6 +103,21 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def throughput(step: Callable[[], Any], items_per_step: int, min_seconds: float) -> float:
+    """Items per second of ``step`` called repeatedly for at least ``min_seconds`` (at least once).
+
+    Short steps are repeated so timer resolution and per-call jitter do not
+    dominate; long steps are timed once.
+    """
+    count, start = 0, time.perf_counter()
+    while True:
+        step()
+        count += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return count * items_per_step / elapsed
+
+
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
@@ -110,11 +130,15 @@ def machine_info() -> dict[str, Any]:
             info["mem_total_kb"] = int(handle.readline().split()[1])
     except (OSError, ValueError, IndexError):
         pass
-    for module in ("torch", "torchvision", "lightning", "onnxruntime", "litestar"):
-        try:
-            info[f"{module}_version"] = __import__(module).__version__
-        except Exception as exc:  # an optional package missing is worth recording, not failing on
-            info[f"{module}_version"] = f"unavailable: {type(exc).__name__}"
+    for dist in ("torch", "torchvision", "lightning", "onnxruntime", "onnx", "litestar", "uvicorn", "pillow", "numpy"):
+        try:  # distribution metadata: always a plain string (litestar's __version__ is a tuple)
+            info[f"{dist}_version"] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:  # an optional package missing is worth recording, not failing on
+            info[f"{dist}_version"] = "not installed"
+    try:
+        info["load_average"] = list(os.getloadavg())
+    except OSError:
+        pass
     try:
         import torch
 
@@ -138,13 +162,17 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: list[Result], path: Path, quick: bool, skipped: list[dict[str, str]]) -> dict[str, Any]:
+def write_report(results: list[Result], path: Path, quick: bool, skipped: list[dict[str, str]],
+                 failed: list[dict[str, str]] | None = None, run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the JSON report atomically; ``failed`` lists measurements that raised, ``run`` how the run was made."""
     report = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": quick,
         "machine": machine_info(),
         "results": [r.to_json() for r in results],
         "skipped": skipped,
+        "failed": failed or [],
+        "run": run or {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -159,10 +159,19 @@ class WorkspaceInUseError(ConflictError):
     """Another ``modelyard serve`` already serves this workspace (one server per workspace)."""
 
 
-class StorageFullError(ModelyardError):
-    """The disk (or quota) is full: nothing was changed, and what was half-written is gone."""
+class StorageFullError(ModelyardError, OSError):
+    """The disk (or quota) is full: nothing was changed, and what was half-written is gone.
+
+    Still an ``OSError`` with the original ``errno``, so code that handles
+    disk errors as ``OSError`` keeps working; the API answers it 507.
+    """
 
     code = "INSUFFICIENT_STORAGE"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None, error_number: int = 28) -> None:
+        super().__init__(message, details)
+        self.errno = error_number  # 28 is ENOSPC
+        self.strerror = message
 
 
 class ArchitectureNotFoundError(NotFoundError):

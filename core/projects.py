@@ -23,13 +23,15 @@ DESCRIPTION_MAX = 5000
 
 def validate_name(name: str, field: str = "name", max_len: int = NAME_MAX) -> str:
     """A display name: 1..max_len characters, no control characters, no path separators."""
+    # Control characters are refused anywhere, even where strip() would drop them (a leading tab),
+    # so the rule is one the OpenAPI pattern can state exactly (api/openapi.py NAME_PATTERN).
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+        raise ValidationError(f"{field} must not contain control characters", field=field)
     cleaned = name.strip()
     if not cleaned:
         raise ValidationError(f"{field} must not be empty", field=field)
     if len(cleaned) > max_len:
         raise ValidationError(f"{field} must be at most {max_len} characters (got {len(cleaned)})", field=field)
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in cleaned):
-        raise ValidationError(f"{field} must not contain control characters", field=field)
     if "/" in cleaned or "\\" in cleaned:
         raise ValidationError(f"{field} must not contain '/' or '\\'", field=field)
     return cleaned

@@ -53,8 +53,16 @@ def draw_shape(shape: str, size: int, rng: random.Random) -> Image.Image:
         draw.polygon(_polygon(cx, cy, radius, 5, rotation, inner=0.45), fill=fill)
     else:
         raise ValueError(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
-    noise = Image.effect_noise((size, size), rng.uniform(5, 25)).convert("RGB")
+    noise = _noise(size, rng.uniform(5, 25), rng).convert("RGB")
     return Image.blend(image, noise, rng.uniform(0.03, 0.12))
+
+
+def _noise(size: int, sigma: float, rng: random.Random) -> Image.Image:
+    """Gaussian grey noise around 128 drawn from ``rng`` (Pillow's ``effect_noise`` ignores every seed)."""
+    import numpy as np
+
+    values = np.random.default_rng(rng.getrandbits(64)).normal(128.0, sigma, (size, size))
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))  # 2-D uint8: mode L
 
 
 def generate_shapes(

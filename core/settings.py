@@ -12,6 +12,8 @@ from pathlib import Path
 
 GIB = 1024**3
 MIB = 1024**2
+#: Timing settings that may also come from ``MODELYARD_<NAME>`` (seconds).
+_FLOAT_ENV = ("heartbeat_timeout_s", "worker_start_grace_s", "stop_timeout_s")
 
 
 @dataclass
@@ -31,6 +33,13 @@ class Settings:
     # Pillow's decompression-bomb threshold for imported images.
     max_image_pixels: int = 178_956_970
     api_token: str | None = None
+    # Training runs (server side): worker supervision, the device queue and the SSE stream.
+    heartbeat_timeout_s: float = 15.0  # a running worker silent this long is marked interrupted
+    worker_start_grace_s: float = 120.0  # time a fresh worker gets (imports, data) before its first heartbeat
+    stop_timeout_s: float = 60.0  # after a stop request, kill the worker group when it has not exited
+    scheduler_interval_s: float = 1.0
+    sse_poll_s: float = 0.25
+    sse_keepalive_s: float = 15.0
 
     def __post_init__(self) -> None:
         self.workspace = Path(self.workspace).expanduser().resolve()
@@ -48,5 +57,8 @@ class Settings:
             values["allowed_hosts"] = [h.strip() for h in env_hosts.split(",") if h.strip()]
         if env_token := os.environ.get("MODELYARD_API_TOKEN"):
             values["api_token"] = env_token
+        for name in _FLOAT_ENV:
+            if env_value := os.environ.get("MODELYARD_" + name.upper()):
+                values[name] = float(env_value)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

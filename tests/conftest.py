@@ -65,3 +65,119 @@ def assert_error(response: object, status: int, code: str) -> dict:
     assert body["error"]["code"] == code, body
     assert "Traceback" not in response.text  # type: ignore[attr-defined]
     return body["error"]
+
+
+@pytest.fixture
+def second_task(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make core know a second task, so rules about *changing* the task can be exercised.
+
+    Core supports only classification today; this extends its list of known
+    tasks for one test (no mock: the real validation reads that list).
+    """
+    from modelyard.core import tasks
+
+    monkeypatch.setattr(tasks, "SUPPORTED_TASKS", (*tasks.SUPPORTED_TASKS, "detection"))
+    return "detection"
+
+
+EXAMPLE_PLUGIN_DIR = Path(__file__).parent / "fixtures" / "modelyard_example_plugin"
+
+
+@pytest.fixture
+def example_plugin_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """"Install" tests/fixtures/modelyard_example_plugin in-process, as pip would.
+
+    A ``.dist-info`` (METADATA + entry_points.txt, from the package's own
+    pyproject.toml) goes into a temp folder on ``sys.path`` beside the package
+    source, so ``importlib.metadata.entry_points(group="modelyard")`` finds it.
+    The shared venv is never modified. Yields the distribution's name and version.
+    """
+    import sys
+    import tomllib
+
+    project = tomllib.loads((EXAMPLE_PLUGIN_DIR / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    site = tmp_path / "site-packages"
+    dist_info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n", encoding="utf-8"
+    )
+    entry_points = "".join(f"{name} = {value}\n" for name, value in project["entry-points"]["modelyard"].items())
+    (dist_info / "entry_points.txt").write_text(f"[modelyard]\n{entry_points}", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN_DIR))
+    yield {"name": project["name"], "version": project["version"]}
+    sys.modules.pop("modelyard_example_plugin", None)
+
+
+@pytest.fixture
+def training_run(services: Services, project_id: str) -> Iterator[Path]:
+    """A run of ``project_id`` that is training: ``running``, with a live stand-in worker and a heartbeat.
+
+    The server's run supervisor sees a live, heartbeating worker and leaves
+    the run alone, so the run stays ``running`` for the whole test.
+    """
+    import subprocess
+    import sys
+
+    from modelyard.core.timeutil import utc_now_iso
+    from modelyard.core.training.run_files import touch_heartbeat
+    from tests.helpers.run_fixtures import make_run_folder
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], stdin=subprocess.DEVNULL)
+    try:
+        run_dir = make_run_folder(
+            services.workspace, project_id, status="running",
+            worker_pid=worker.pid, worker_pgid=worker.pid, started_at=utc_now_iso(),
+        )
+        touch_heartbeat(run_dir, worker.pid)
+        yield run_dir
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+# -- a tiny trained run (evaluation and export tests) ----------------------------------
+
+TINY_TRAINING_CONFIG: dict[str, object] = {
+    "model": {"architecture": "simple_cnn"},
+    "data": {"image_size": [16, 16], "batch_size": 8, "num_workers": 0},
+    "training": {"max_epochs": 2, "scheduler": {"name": "none"}},
+    "hardware": {"devices": ["cpu"]},
+}
+
+
+class TrainedRun:
+    """Ids and folder of a completed run with ``best.ckpt`` and ``last.ckpt``."""
+
+    def __init__(self, project_id: str, experiment_id: str, run_id: str, run_dir: Path) -> None:
+        self.project_id, self.experiment_id, self.run_id, self.run_dir = project_id, experiment_id, run_id, run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_run_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainedRun]:
+    """One tiny ``simple_cnn`` run on generated shapes, trained once per session with the real engine."""
+    from modelyard.core.training.engine import train_run
+    from modelyard.core.training.experiments import ExperimentService
+    from modelyard.core.training.runs_create import create_run_folder
+    from tests.helpers.datasets import create_project_with_dataset
+
+    root = tmp_path_factory.mktemp("trained") / "workspace"
+    template = build_services(Settings(workspace=root))
+    project = create_project_with_dataset(template, name="Trained shapes", per_class=10, size=20, num_classes=3)
+    experiments = ExperimentService(template.workspace, template.plugins)
+    experiment = experiments.create(project, "tiny", config=TINY_TRAINING_CONFIG)
+    run_dir = create_run_folder(template.workspace, project, experiment["id"], experiments.run_config(project, experiment["id"]))
+    assert train_run(template.workspace, run_dir) == "completed"
+    return root, TrainedRun(project, experiment["id"], run_dir.name, run_dir)
+
+
+@pytest.fixture
+def trained_run(trained_run_template: tuple[Path, TrainedRun], services: Services) -> TrainedRun:
+    """A private copy of the session's trained run inside this test's workspace."""
+    import shutil
+
+    root, run = trained_run_template
+    shutil.copytree(root / "projects", services.workspace.projects_dir, dirs_exist_ok=True)
+    run_dir = services.workspace.projects_dir / run.run_dir.relative_to(root / "projects")
+    return TrainedRun(run.project_id, run.experiment_id, run.run_id, run_dir)

@@ -3,6 +3,8 @@
 - ``AtomicCheckpointIO``: checkpoints go to a temp file that is fsynced and
   ``os.replace``d, so a kill never leaves a torn ``.ckpt``; loading is always
   ``weights_only=True`` (no pickle code runs).
+- ``RunCheckpoint``: ``best.ckpt`` by the monitored metric, ``last.ckpt`` after
+  every epoch, and the mid-epoch ``last.ckpt`` of a stop.
 - ``Heartbeat``: a daemon thread touching ``heartbeat`` every
   ``HEARTBEAT_INTERVAL_S`` so the server can tell a live worker from a dead one.
 - ``RunFilesCallback``: ``events.jsonl`` (progress at most ``1/PROGRESS_INTERVAL_S``

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from litestar import Litestar
 
+from modelyard.api.openapi import NAME_PATTERN
+
 PASCAL_CASE = re.compile(r"^[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)*$")
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -78,7 +80,8 @@ def test_create_project_body_is_the_project_create_struct(document: dict[str, An
     assert schema == {"$ref": "#/components/schemas/ProjectCreate"}
     create = _resolve(document, schema)
     assert create["required"] == ["name"]
-    assert create["properties"]["name"] == {"type": "string", "minLength": 1, "maxLength": 200}
+    # the pattern states validate_name's rule (found by schema fuzzing, tests/reliability/test_schema_fuzz.py)
+    assert create["properties"]["name"] == {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NAME_PATTERN}
     assert set(create["properties"]) == {"name", "task", "description"}
 
 

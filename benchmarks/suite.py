@@ -1,0 +1,225 @@
+"""Every measurement of the benchmark table: its row ids, sizes for quick and full runs, and how to run it.
+
+Each measurement adapts one of the benchmark modules to harness ``Result``
+rows carrying the table's id, what they compare, the ratio kind and target.
+Sizes come from ``Context.pick(quick, full)``: quick runs are smoke runs of
+the same code on tiny inputs (CI), full runs are the numbers we quote.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from benchmarks.harness import Result, Side
+from benchmarks.photos import PhotoProject, photo_project
+
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    """What measurements share in one harness run: size mode, scratch folder, thread setting, fixtures."""
+
+    quick: bool
+    workdir: Path
+    #: torch intra-op threads set for the run (``None``: torch's default); onnxruntime is given the same
+    threads: int | None = None
+    #: how the training-overhead rows time epochs: ``wall`` seconds or process ``cpu`` seconds (robust to other load)
+    clock: str = "wall"
+    _photos: PhotoProject | None = field(default=None, repr=False)
+
+    def pick(self, quick: T, full: T) -> T:
+        return quick if self.quick else full
+
+    def photos(self) -> PhotoProject:
+        """The imported 500x375 JPEG project, built once per run (64 photos quick, 256 full)."""
+        if self._photos is None:
+            self._photos = photo_project(self.workdir / "photos", self.pick(64, 256))
+        return self._photos
+
+    def scratch(self, name: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
+
+
+class Skip(Exception):
+    """Raised by a measurement that cannot run here; its rows are reported as skipped with this reason."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One runnable benchmark producing the rows ``ids`` of the table."""
+
+    ids: tuple[str, ...]
+    run: Callable[[Context], list[Result]]
+    requires_cuda: bool = False
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+def _train_overhead(arch: str, image_px: int, target: float, quick_images: int, full_images: int,
+                    full_repeats: int) -> Callable[[Context], list[Result]]:
+    """Many short engine/plain pairs rather than a few long ones: load on a shared machine drifts within minutes."""
+
+    def run(ctx: Context) -> list[Result]:
+        from benchmarks.train_bench import bench_train_overhead
+
+        r = bench_train_overhead(arch, image_px, batch=64, n_images=ctx.pick(quick_images, full_images),
+                                 epochs=ctx.pick(2, 3), repeats=ctx.pick(1, full_repeats), clock=ctx.clock,
+                                 threads=ctx.threads)
+        unit, per = ("img/cpu-s", "process CPU second") if ctx.clock == "cpu" else ("img/s", "wall second")
+        return [Result(
+            id=f"train_overhead_{arch}",
+            compares=(f"run engine (train_run: Lightning, DataModule memory cache, run files, callbacks) vs hand-written "
+                      f"PyTorch loop, same {arch} {image_px}px, seed, AdamW, batch {r['batch']}, same decoded uint8 images "
+                      f"({r['n_images']} generated, ~94% train), CPU, {r['torch_threads']} torch thread(s); training-loop "
+                      f"images per {per} over epochs 2..{r['epochs']}"),
+            ours=Side("run engine", unit, r["engine_values"]), against=Side("plain loop", unit, r["plain_values"]),
+            ratio_kind="ours/against", target=f">= {target}x", target_value=target, higher_is_better=True,
+            notes=f"median of paired (neighbouring) ratios {r['paired_ratio_median']:.3f}; whole epochs incl. "
+                  f"validation + checkpoints {r['whole_epoch_ratio']:.3f}x",
+            extra={k: v for k, v in r.items() if k not in ("engine_values", "plain_values")},
+        )]
+
+    return run
+
+
+def _real_vs_synthetic(ctx: Context) -> list[Result]:
+    from benchmarks.real_data_bench import bench_real_vs_synthetic
+
+    return [bench_real_vs_synthetic(ctx.photos(), epochs=ctx.pick(1, 3), repeats=ctx.pick(1, 3))]
+
+
+# -- data loading -----------------------------------------------------------------------------
+
+
+def _cached_vs_decode(ctx: Context) -> list[Result]:
+    from benchmarks.loader_bench import bench_cached_vs_decode
+
+    return [bench_cached_vs_decode(ctx.photos(), repeats=ctx.pick(2, 5), min_seconds=ctx.pick(0.2, 0.5))]
+
+
+def _draft_decode(ctx: Context) -> list[Result]:
+    from benchmarks.loader_bench import bench_draft_decode
+
+    return [bench_draft_decode(ctx.photos(), repeats=ctx.pick(2, 5), min_seconds=ctx.pick(0.2, 0.5))]
+
+
+# -- API and import ------------------------------------------------------------------------------
+
+
+def _list_http(ctx: Context) -> list[Result]:
+    from benchmarks.http_bench import bench_list_http
+
+    return bench_list_http(ctx.scratch("list"), images=ctx.pick(20_000, 100_000), repeats=ctx.pick(30, 300),
+                           probes=ctx.pick(2, 7))
+
+
+def _import_10k(ctx: Context) -> list[Result]:
+    from benchmarks.datasets_bench import bench_import_10k
+
+    r = bench_import_10k(ctx.scratch("import"), repeats=ctx.pick(1, 3), count=ctx.pick(300, 10_000))
+    runs = r["all_s"]
+    decode_ratio = statistics.median(runs["bare_copy_open_decode"]) / statistics.median(runs["ours"])
+    return [Result(
+        id="import_10k",
+        compares=(f"import_local of {r['images']} {r['image_size_px']}px PNGs through the dataset service (validate, hash, "
+                  "copy, index, dataset.json) vs a bare loop copying each file and opening it with Pillow; seconds, "
+                  "ratio = bare / ours"),
+        ours=Side("dataset import", "s", runs["ours"]), against=Side("bare copy + Pillow open", "s", runs["bare_copy_open"]),
+        ratio_kind="against/ours", target=">= 0.5x", target_value=0.5, higher_is_better=True,
+        notes=f"against copy + open + full decode instead: {decode_ratio:.3f}x; ours {r['images_per_s']:.0f} img/s",
+        extra={k: v for k, v in r.items() if k != "all_s"} | {"bare_copy_open_decode_s": runs["bare_copy_open_decode"]},
+    )]
+
+
+# -- inference and export -------------------------------------------------------------------------
+
+
+def _ort_vs_eager(ctx: Context) -> list[Result]:
+    from benchmarks.eval_bench import bench_ort_vs_eager
+
+    r = bench_ort_vs_eager("resnet18", 1, 224, repeats=ctx.pick(2, 7), min_seconds=ctx.pick(0.3, 1.0),
+                           ort_threads=ctx.threads)
+    return [Result(
+        id="ort_vs_eager_b1",
+        compares=(f"onnxruntime CPU (exported ONNX file) vs eager PyTorch (no_grad), resnet18 224px batch 1, same input; "
+                  f"torch threads {r['torch_threads']}, onnxruntime threads {r['ort_threads']}; images/s"),
+        ours=Side("onnxruntime", "img/s", r["ort_values"]), against=Side("eager torch", "img/s", r["eager_values"]),
+        ratio_kind="ours/against", target=">= 1.5x", target_value=1.5, higher_is_better=True,
+        extra={k: v for k, v in r.items() if not k.endswith("_values")},
+    )]
+
+
+def _export_time(ctx: Context) -> list[Result]:
+    from benchmarks.eval_bench import bench_export_time_resnet18
+
+    verify_images = ctx.pick(8, 64)
+    runs = [bench_export_time_resnet18(224, verify_images=verify_images, formats=("onnx",)) for _ in range(ctx.pick(1, 3))]
+    totals = [run["onnx"]["export_s"] + run["onnx"]["verify_s"] for run in runs]
+    if not all(run["onnx"]["verification_passed"] for run in runs):
+        raise RuntimeError(f"the exported resnet18 failed verification: {runs}")
+    return [Result(
+        id="export_time_resnet18",
+        compares=(f"ONNX export (with onnxslim) of resnet18 224px + verification against PyTorch on {verify_images} "
+                  "images at batch 1, as the export worker does; absolute seconds on this machine"),
+        ours=Side("export + verify", "s", totals), against=None,
+        ratio_kind="absolute", target="< 30 s", target_value=30.0, higher_is_better=False,
+        extra={"runs": runs},
+    )]
+
+
+# -- GPU -------------------------------------------------------------------------------------------
+
+
+def _gpu_optimised(ctx: Context) -> list[Result]:
+    import torch
+
+    from benchmarks.gpu_bench import bench_optimised_vs_fp32
+
+    return [bench_optimised_vs_fp32(torch.device("cuda"), steps=ctx.pick(5, 20), repeats=ctx.pick(1, 5))]
+
+
+def _gpu_engine(ctx: Context) -> list[Result]:
+    raise Skip("the run engine has no channels_last / torch.compile option yet, so there is no like-for-like "
+               "engine run to compare with the optimised plain loop")
+
+
+MEASUREMENTS: list[Measurement] = [
+    Measurement(("train_overhead_simple_cnn",), _train_overhead("simple_cnn", 28, 0.95, 128, 512, 7)),
+    Measurement(("train_overhead_resnet18",), _train_overhead("resnet18", 64, 0.97, 128, 128, 7)),
+    Measurement(("loader_cached_vs_decode",), _cached_vs_decode),
+    Measurement(("loader_draft_decode",), _draft_decode),
+    Measurement(("train_real_vs_synthetic",), _real_vs_synthetic),
+    Measurement(("list_images_100k", "list_last_vs_first_page"), _list_http),
+    Measurement(("import_10k",), _import_10k),
+    Measurement(("ort_vs_eager_b1",), _ort_vs_eager),
+    Measurement(("export_time_resnet18",), _export_time),
+    Measurement(("train_gpu_resnet18_224_optimised",), _gpu_optimised, requires_cuda=True),
+    Measurement(("train_gpu_engine_vs_plain_optimised",), _gpu_engine, requires_cuda=True),
+]
+ALL_IDS: list[str] = [row for measurement in MEASUREMENTS for row in measurement.ids]
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def select(only: list[str] | None) -> list[Measurement]:
+    """The measurements producing any of ``only`` (all when ``None``), in table order."""
+    if not only:
+        return list(MEASUREMENTS)
+    unknown = sorted(set(only) - set(ALL_IDS))
+    if unknown:
+        raise ValueError(f"unknown benchmark id(s) {', '.join(unknown)}; choose from {', '.join(ALL_IDS)}")
+    return [m for m in MEASUREMENTS if set(m.ids) & set(only)]
