@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,8 @@ class ExperimentService:
                 "config": config_to_dict(resolved),
                 "created_at": now,
                 "updated_at": now,
+                # orders experiments created within the same second (created_at has 1 s precision)
+                "created_ns": time.time_ns(),
             }
             atomic_write_json(folder / experiment_id / EXPERIMENT_JSON, experiment)
         return self._with_runs(project_id, experiment)
@@ -120,7 +123,7 @@ class ExperimentService:
                 experiments.append(self._with_runs(project_id, read_json(path), summary=True))
             except ModelyardError as exc:  # one broken file must not hide the others
                 log.warning("skipping experiment %s in listing: %s", path.parent.name, exc)
-        return sorted(experiments, key=lambda e: (e.get("created_at", ""), e["id"]))
+        return sorted(experiments, key=lambda e: (e.get("created_at", ""), e.get("created_ns", 0), e["id"]))
 
     def get(self, project_id: str, experiment_id: str) -> dict[str, Any]:
         folder = self.experiment_dir(project_id, experiment_id)
