@@ -116,7 +116,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     def save_now(self, trainer: L.Trainer) -> None:
         """Write ``last.ckpt`` with the current state (every rank calls it; rank 0 writes)."""
-        trainer.save_checkpoint(self.last_path, weights_only=False)
+        trainer.save_checkpoint(self.last_path)  # full state (optimizer too), so a resume continues exactly
         self.cut_short = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -127,7 +127,7 @@ class RunCheckpoint(ModelCheckpoint):
         # which a resume drops and retrains, rather than an epoch missing from metrics.json for good.
         for listener in self.epoch_listeners:
             listener(trainer)
-        trainer.save_checkpoint(self.last_path, weights_only=False)
+        trainer.save_checkpoint(self.last_path)  # full state (optimizer too), so a resume continues exactly
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.cut_short:
