@@ -240,6 +240,21 @@ def new_job_folder(parent: Path, prefix: str) -> tuple[str, Path]:
             continue
 
 
+def existing_job_folder(parent: Path, job_id: str, prefix: str, record_name: str, not_found: ModelyardError) -> Path:
+    """The folder of job ``job_id`` under ``parent``; ``not_found`` is raised for a malformed id or a missing record.
+
+    The id is validated before it touches a path, so a hostile id never names a folder.
+    """
+    from .ids import is_valid_id
+
+    if not is_valid_id(job_id, prefix):
+        raise not_found
+    folder = parent / job_id
+    if not (folder / record_name).is_file():
+        raise not_found
+    return folder
+
+
 def iter_job_folders(parent: Path, prefix: str, record_name: str) -> Iterator[Path]:
     """Job folders under ``parent`` whose name is a valid id of ``prefix`` and that hold a record."""
     from .ids import is_valid_id

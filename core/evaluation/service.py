@@ -16,9 +16,9 @@ from typing import Any
 
 from ..devices import known_device_ids
 from ..errors import ConflictError, EvaluationNotFoundError, SplitNotFoundError, ValidationError
-from ..ids import is_valid_id
 from ..jobs import (
     JobFolder,
+    existing_job_folder,
     iter_job_folders,
     launch,
     list_records,
@@ -107,12 +107,8 @@ class EvaluationService:
     # -- paths -------------------------------------------------------------------
     def _folder(self, project_id: str, eval_id: str) -> Path:
         self.workspace.existing_project_dir(project_id)
-        if not is_valid_id(eval_id, "eval"):
-            raise EvaluationNotFoundError(f"Evaluation {eval_id} not found", {"evaluation_id": eval_id})
-        folder = self.workspace.evaluations_dir(project_id) / eval_id
-        if not (folder / EVALUATION_JSON).is_file():
-            raise EvaluationNotFoundError(f"Evaluation {eval_id} not found", {"evaluation_id": eval_id})
-        return folder
+        missing = EvaluationNotFoundError(f"Evaluation {eval_id} not found", {"evaluation_id": eval_id})
+        return existing_job_folder(self.workspace.evaluations_dir(project_id), eval_id, "eval", EVALUATION_JSON, missing)
 
     # -- create ------------------------------------------------------------------
     def create(

@@ -19,9 +19,9 @@ from typing import Any
 
 from ..errors import ConflictError, ExportNotFoundError, ValidationError
 from ..export_options import resolve_options
-from ..ids import is_valid_id
 from ..jobs import (
     JobFolder,
+    existing_job_folder,
     iter_job_folders,
     launch,
     list_records,
@@ -90,12 +90,8 @@ class ExportService:
 
     def _folder(self, project_id: str, export_id: str) -> Path:
         self.workspace.existing_project_dir(project_id)
-        if not is_valid_id(export_id, "export"):
-            raise ExportNotFoundError(f"Export {export_id} not found", {"export_id": export_id})
-        folder = self.workspace.exports_dir(project_id) / export_id
-        if not (folder / EXPORT_JSON).is_file():
-            raise ExportNotFoundError(f"Export {export_id} not found", {"export_id": export_id})
-        return folder
+        missing = ExportNotFoundError(f"Export {export_id} not found", {"export_id": export_id})
+        return existing_job_folder(self.workspace.exports_dir(project_id), export_id, "export", EXPORT_JSON, missing)
 
     # -- create ------------------------------------------------------------------
     def create(
