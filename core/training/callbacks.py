@@ -4,7 +4,8 @@
   ``os.replace``d, so a kill never leaves a torn ``.ckpt``; loading is always
   ``weights_only=True`` (no pickle code runs).
 - ``RunCheckpoint``: ``best.ckpt`` by the monitored metric, ``last.ckpt`` after
-  every epoch, and the mid-epoch ``last.ckpt`` of a stop.
+  every epoch, and the mid-epoch ``last.ckpt`` of a stop (a stop after an
+  epoch's last step lets that epoch end normally instead).
 - ``Heartbeat``: a daemon thread touching ``heartbeat`` every
   ``HEARTBEAT_INTERVAL_S`` so the server can tell a live worker from a dead one.
 - ``RunFilesCallback``: ``events.jsonl`` (progress at most ``1/PROGRESS_INTERVAL_S``
@@ -114,10 +115,23 @@ class RunCheckpoint(ModelCheckpoint):
         state["best_k_models"] = {moved(k): v for k, v in (state.get("best_k_models") or {}).items()}
         super().load_state_dict(state)
 
-    def save_now(self, trainer: L.Trainer) -> None:
-        """Write ``last.ckpt`` with the current state (every rank calls it; rank 0 writes)."""
+    @staticmethod
+    def after_last_step(trainer: L.Trainer) -> bool:
+        """Whether the epoch's last training step is done (its validation and epoch end may still be to come)."""
+        return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+    def save_now(self, trainer: L.Trainer) -> bool:
+        """Write ``last.ckpt`` with the current state (every rank calls it; rank 0 writes); ``False`` if not written.
+
+        After an epoch's last step nothing is written: Lightning resumes such a
+        checkpoint as a finished epoch and skips its validation and record, so
+        the previous epoch's ``last.ckpt`` stays the resume point instead.
+        """
+        if self.after_last_step(trainer):
+            return False
         trainer.save_checkpoint(self.last_path)  # full state (optimizer too), so a resume continues exactly
         self.cut_short = True
+        return True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.cut_short:
@@ -302,10 +316,14 @@ class RunFilesCallback(L.Callback):
         if not requested:
             return
         self.stop_requested = True
-        if self._write_enabled(trainer):
-            self._emit("log", {"level": "info", "message": "stop requested: saving last.ckpt and stopping"})
-        self.checkpoint.save_now(trainer)
         trainer.should_stop = True
+        if self.checkpoint.after_last_step(trainer):  # the epoch ends normally: validation, record, last.ckpt
+            message = "stop requested: finishing this epoch's validation, saving last.ckpt and stopping"
+        else:
+            self.checkpoint.save_now(trainer)
+            message = "stop requested: saved last.ckpt mid-epoch, stopping"
+        if self._write_enabled(trainer):
+            self._emit("log", {"level": "info", "message": message})
 
     def _record_epoch(self, trainer: L.Trainer) -> None:
         """After an epoch's checkpoints are saved: metrics.json, run.json and the ``epoch`` event."""
@@ -357,6 +375,8 @@ class RunFilesCallback(L.Callback):
         self.interrupted_by = "SIGTERM" if isinstance(exception, SIGTERMException) else "KeyboardInterrupt"
         if self._world == 1 and trainer.global_step > 0:
             try:
-                self.checkpoint.save_now(trainer)
+                if not self.checkpoint.save_now(trainer):
+                    log.info("%s after the epoch's last step: the previous epoch's last.ckpt is the resume point",
+                             self.interrupted_by)
             except Exception as exc:  # best effort while shutting down
                 log.warning("could not save last.ckpt after %s: %s", self.interrupted_by, exc)

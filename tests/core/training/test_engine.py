@@ -159,6 +159,31 @@ def test_stop_request_ends_after_the_current_step_and_resume_continues_that_epoc
     assert [m["epoch"] for m in read_json(run_dir / "metrics.json")] == [1, 2]
 
 
+def test_stop_request_on_an_epochs_last_step_lets_that_epoch_finish_and_be_recorded(services) -> None:
+    # Lightning counts a checkpoint taken after an epoch's last step as a finished epoch on resume, skipping its
+    # validation and record: such a stop must end the epoch normally instead (one step per epoch here).
+    project_id = create_project_with_dataset(services, per_class=6, size=16)
+    config = {**TINY_TRAINING_CONFIG, "data": {"image_size": [16, 16], "batch_size": 64, "num_workers": 0},
+              "training": {"max_epochs": 3, "scheduler": {"name": "none"}, "early_stopping": None}}
+    run_dir = new_run(services, project_id, config)
+    (run_dir / "stop.request").write_text("{}")
+
+    assert train_run(services.workspace, run_dir) == "stopped"
+
+    assert [m["epoch"] for m in read_json(run_dir / "metrics.json")] == [1]
+    assert "val/loss" in read_json(run_dir / "metrics.json")[0]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 1
+    resumed = services.runs.resume_run(project_id, run_dir.name, max_epochs=2)
+    assert resumed["resumes"][-1]["from_epoch"] == 1
+
+    mark = EventLog(services.workspace, run_dir).last_id()
+    assert train_run(services.workspace, run_dir, resume=True) == "completed"
+    new_events = EventLog(services.workspace, run_dir).read(after_id=mark)
+    assert [e["data"]["epoch"] for e in new_events if e["event"] == "epoch"] == [2]
+    assert [m["epoch"] for m in read_json(run_dir / "metrics.json")] == [1, 2]
+
+
 def interrupt(services, run: TrainedRun, max_epochs: int) -> None:
     """The run as the server leaves it before a resume: pending again, maybe with more epochs."""
     update_run(services.workspace, run.run_dir, lambda r: r.update(status="pending"))
