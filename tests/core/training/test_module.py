@@ -50,3 +50,30 @@ def test_uint8_batches_are_normalised_on_the_device_side() -> None:
     assert out.dtype == torch.float32 and torch.allclose(out, torch.full_like(out, 2.0))
     assert labels.tolist() == [1]
     assert set(module.state_dict()) == {f"net.{k}" for k in module.net.state_dict()}
+
+
+def test_epoch_train_loss_and_acc_cover_every_image_once_with_an_uneven_last_batch() -> None:
+    import lightning as L
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    config = {"training": {"loss": {"label_smoothing": 0.0}, "optimizer": {"name": "sgd", "lr": 0.0, "momentum": 0.0,
+                                                                        "weight_decay": 0.0},
+                           "scheduler": {"name": "none"}}}
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))  # lr 0: the same weights score every batch
+    module = ClassificationModule(net, num_classes=2, class_names=["a", "b"], config=config,
+                                  mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    labels = torch.randint(0, 2, (10,))
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, DataLoader(TensorDataset(images, labels), batch_size=4))  # batches of 4, 4, 2
+
+    with torch.no_grad():
+        logits = net(module.on_after_batch_transfer((images, labels), 0)[0])
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(float(F.cross_entropy(logits, labels)),
+                                                                          rel=1e-5)
+    expected_acc = float((logits.argmax(dim=1) == labels).float().mean())
+    assert float(trainer.callback_metrics["train/acc"]) == pytest.approx(expected_acc)
