@@ -150,8 +150,16 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal server error")
 
 
+def handle_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    """A body nested deeper than the decoder recurses (msgspec says "while deserializing") is the client's error."""
+    if "deserializ" in str(exc):
+        return error_response(HTTP_400_BAD_REQUEST, "BAD_REQUEST", "Request body is nested too deeply to be parsed")
+    return handle_unexpected(request, exc)
+
+
 EXCEPTION_HANDLERS = {
     ModelyardError: handle_domain_error,
     HTTPException: handle_http_exception,
+    RecursionError: handle_recursion,
     Exception: handle_unexpected,
 }

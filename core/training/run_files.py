@@ -117,6 +117,10 @@ def update_run(workspace: Workspace, run_dir: Path, mutate: Callable[[dict[str, 
         return record
 
 
+#: How much of events.jsonl is read from the end to find the last id (grown when a line is longer).
+TAIL_CHUNK_BYTES = 64 * 1024
+
+
 class EventLog:
     """``events.jsonl``: append-only, ids strictly increasing across restarts and resumes."""
 
@@ -126,20 +130,46 @@ class EventLog:
         self._lock_name = run_lock_name(run_dir)
 
     def append(self, event: str, data: dict[str, Any]) -> int:
+        """Append one event (fsynced) and return its id; costs the same on the first and the millionth event."""
         with self.workspace.locks.hold(self._lock_name):
-            next_id = self.last_id() + 1
-            line = json.dumps({"id": next_id, "event": event, "data": data, "time": utc_now_iso()}, ensure_ascii=False)
+            last, torn = self._tail()
+            line = json.dumps({"id": last + 1, "event": event, "data": data, "time": utc_now_iso()}, ensure_ascii=False)
             with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
+                # a killed writer's torn line gets its own line, or it would swallow this event
+                handle.write(("\n" if torn else "") + line + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-            return next_id
+            return last + 1
 
     def last_id(self) -> int:
-        last = 0
-        for entry in self.read(after_id=0):
-            last = entry["id"]
-        return last
+        return self._tail()[0]
+
+    def _tail(self) -> tuple[int, bool]:
+        """``(id of the last complete event, whether the file ends in a torn line)``, reading from the end."""
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return 0, False
+        with handle:
+            size = handle.seek(0, os.SEEK_END)
+            chunk = TAIL_CHUNK_BYTES
+            while True:
+                start = max(0, size - chunk)
+                handle.seek(start)
+                lines = handle.read(size - start).split(b"\n")
+                torn = lines[-1] != b""
+                # lines[-1] is empty or unterminated (whole but for its newline: its id counts once the
+                # newline is added); lines[0] may be cut by the chunk start
+                for raw in reversed(lines if start == 0 else lines[1:]):
+                    try:
+                        entry = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+                        return entry["id"], torn
+                if start == 0:
+                    return 0, torn
+                chunk *= 4
 
     def read(self, after_id: int = 0) -> list[dict[str, Any]]:
         """Complete events with ``id > after_id`` (a torn last line, from a killed writer, is ignored)."""

@@ -85,6 +85,16 @@ def test_malformed_json_is_400_bad_request(client) -> None:
     assert "malformed" in error["message"].lower() or "truncated" in error["message"].lower()
 
 
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ('{"a":', "}")], ids=["arrays", "objects"])
+def test_json_nested_deeper_than_the_decoder_recurses_is_400_not_500(client, opening: str, closing: str) -> None:
+    depth = 100_000
+    body = '{"name": "x", "description": ' + opening * depth + "1" * (opening == '{"a":') + closing * depth + "}"
+    response = client.post("/api/projects", content=body.encode(), headers={"content-type": "application/json"})
+    error = assert_error(response, 400, "BAD_REQUEST")
+    assert_envelope_shape(response)
+    assert "nested too deeply" in error["message"]
+
+
 def test_wrong_type_is_422_naming_the_field(client) -> None:
     response = client.post("/api/projects", json={"name": 5})
     error = assert_error(response, 422, "VALIDATION_ERROR")

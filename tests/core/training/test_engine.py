@@ -125,6 +125,18 @@ def test_same_config_and_seed_give_identical_metrics(services, trained_run: Trai
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_training_leaves_the_process_wide_determinism_flags_as_it_found_them(services, trained_run: TrainedRun) -> None:
+    import torch.utils.deterministic as torch_deterministic
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch_deterministic.fill_uninitialized_memory)
+    again = create_run_folder(services.workspace, trained_run.project_id, trained_run.experiment_id,
+                              services.experiments.run_config(trained_run.project_id, trained_run.experiment_id))
+    assert train_run(services.workspace, again) == "completed"
+    assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch_deterministic.fill_uninitialized_memory) == before
+
+
 # -- stop and resume ---------------------------------------------------------------------------
 
 

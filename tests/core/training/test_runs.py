@@ -7,6 +7,7 @@ extension test trains its extra epoch with the real engine, in process.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -251,3 +252,44 @@ def test_deleting_a_run_removes_its_folder(services, project_id, status) -> None
     assert not run_dir.exists()
     with pytest.raises(RunNotFoundError):
         services.runs.get_run(project_id, run_dir.name)
+
+
+# -- events.jsonl ----------------------------------------------------------------------------------
+
+
+def test_event_ids_continue_past_a_torn_last_line_and_the_next_event_is_not_swallowed(services, project_id) -> None:
+    run_dir = make_run_folder(services.workspace, project_id, status="running")
+    events = EventLog(services.workspace, run_dir)
+    first = events.append("log", {"message": "one"})
+    with open(events.path, "a", encoding="utf-8") as handle:
+        handle.write('{"id": 99, "event": "progress", "da')  # a writer killed mid-line
+
+    second = events.append("log", {"message": "two"})
+
+    assert second == first + 1
+    assert [(e["id"], e["data"]["message"]) for e in events.read()] == [(first, "one"), (second, "two")]
+
+
+def test_an_unterminated_but_whole_last_event_keeps_its_id(services, project_id) -> None:
+    run_dir = make_run_folder(services.workspace, project_id, status="running")
+    events = EventLog(services.workspace, run_dir)
+    first = events.append("log", {"message": "one"})
+    with open(events.path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": first + 1, "event": "log", "data": {"message": "two"}}))  # no newline yet
+
+    third = events.append("log", {"message": "three"})
+
+    assert third == first + 2
+    assert [e["id"] for e in events.read()] == [first, first + 1, third]
+
+
+def test_the_last_id_is_found_from_the_end_of_a_log_longer_than_one_read(services, project_id, monkeypatch) -> None:
+    from modelyard.core.training import run_files
+
+    monkeypatch.setattr(run_files, "TAIL_CHUNK_BYTES", 64)  # every event line is longer than one chunk
+    run_dir = make_run_folder(services.workspace, project_id, status="running")
+    events = EventLog(services.workspace, run_dir)
+    ids = [events.append("log", {"message": "x" * 100}) for _ in range(20)]
+
+    assert ids == list(range(ids[0], ids[0] + 20))
+    assert events.last_id() == ids[-1]
