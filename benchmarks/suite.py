@@ -192,7 +192,7 @@ def _gpu_engine(ctx: Context) -> list[Result]:
 
 MEASUREMENTS: list[Measurement] = [
     Measurement(("train_overhead_simple_cnn",), _train_overhead("simple_cnn", 28, 0.95, 128, 512, 7)),
-    Measurement(("train_overhead_resnet18",), _train_overhead("resnet18", 64, 0.97, 128, 128, 7)),
+    Measurement(("train_overhead_resnet18",), _train_overhead("resnet18", 64, 0.97, 128, 256, 7)),
     Measurement(("loader_cached_vs_decode",), _cached_vs_decode),
     Measurement(("loader_draft_decode",), _draft_decode),
     Measurement(("train_real_vs_synthetic",), _real_vs_synthetic),

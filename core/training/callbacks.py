@@ -129,7 +129,7 @@ class RunCheckpoint(ModelCheckpoint):
         """
         if self.after_last_step(trainer):
             return False
-        trainer.save_checkpoint(self.last_path)  # full state (optimizer too), so a resume continues exactly
+        trainer.save_checkpoint(self.last_path, self.save_weights_only)  # full state: resume continues exactly
         self.cut_short = True
         return True
 
@@ -141,7 +141,7 @@ class RunCheckpoint(ModelCheckpoint):
         # which a resume drops and retrains, rather than an epoch missing from metrics.json for good.
         for listener in self.epoch_listeners:
             listener(trainer)
-        trainer.save_checkpoint(self.last_path)  # full state (optimizer too), so a resume continues exactly
+        trainer.save_checkpoint(self.last_path, self.save_weights_only)  # full state: resume continues exactly
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.cut_short:
