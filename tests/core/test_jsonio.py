@@ -195,3 +195,22 @@ def test_stale_temp_cleanup_does_not_follow_symlinks(tmp_path: Path) -> None:
     link.symlink_to(outside)
     assert remove_stale_temp_files(root, min_age_s=0) == 0
     assert outside.read_text() == "keep me"
+
+
+def test_written_json_is_indented_utf8_and_non_finite_numbers_become_null(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    atomic_write_json(path, {"name": "café", "loss": float("nan"), "best": float("inf"), "ids": [1, 2]})
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith('{\n  "name": "café",') and text.endswith("}\n")
+    assert read_json(path) == {"name": "café", "loss": None, "best": None, "ids": [1, 2]}
+
+
+def test_subclasses_of_plain_types_are_written_as_their_plain_values(tmp_path: Path) -> None:
+    class Version(str):  # like torch.__version__
+        pass
+
+    class Count(int):
+        pass
+
+    atomic_write_json(tmp_path / "doc.json", {"torch": Version("2.14.1"), "n": Count(3)})
+    assert read_json(tmp_path / "doc.json") == {"torch": "2.14.1", "n": 3}
