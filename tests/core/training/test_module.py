@@ -68,7 +68,7 @@ def test_epoch_train_loss_and_acc_cover_every_image_once_with_an_uneven_last_bat
     images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
     labels = torch.randint(0, 2, (10,))
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, DataLoader(TensorDataset(images, labels), batch_size=4))  # batches of 4, 4, 2
 
     with torch.no_grad():
