@@ -37,6 +37,7 @@ CONTROLLERS = [ProjectController, SystemController, RunController, PluginControl
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
     """Build the app for ``settings`` (tests pass a temp workspace)."""
     services = services or build_services(settings)
+    services.plugins.ensure_loaded()  # a broken plugin is reported at start, and the first request is not slow
     policy = HostPolicy(settings.host, settings.allowed_hosts)
     app = Litestar(
         route_handlers=CONTROLLERS,

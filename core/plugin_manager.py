@@ -78,11 +78,38 @@ class PluginHost:
         self.importers = ImporterRegistry()
         self.exporters = ExporterRegistry()
         self.plugins: dict[str, PluginInfo] = {}
+        self._load_lock = threading.RLock()
+        self._loaded = False
+        self._deferred = False
         # hooks are called per plugin (to attribute registrations), so tracing is our own log line
         self.tracing = bool(os.environ.get(TRACE_ENV))
 
     # -- loading ---------------------------------------------------------------
     def load_all(self) -> PluginHost:
+        """Load the built-in plugins and every entry point, once (later calls return at once)."""
+        with self._load_lock:  # re-entrant: registering reads the registries, which may call back here
+            if not self._loaded:
+                self._loaded = True
+                self._load_everything()
+        return self
+
+    def load_on_first_use(self) -> PluginHost:
+        """Defer ``load_all`` to the first registry lookup or ``describe()``.
+
+        A CLI command that never touches a plugin (``projects list``) then skips
+        importing torchvision, about 3 s of its start.
+        """
+        for registry in (self.architectures, self.importers, self.exporters):
+            registry.before_read = self.load_all
+        self._deferred = True
+        return self
+
+    def ensure_loaded(self) -> None:
+        """Load now what ``load_on_first_use`` deferred (the server does, so plugin failures show at start)."""
+        if self._deferred:
+            self.load_all()
+
+    def _load_everything(self) -> None:
         for module_name in DEFAULT_PLUGINS:
             short = module_name.rsplit(".", 1)[-1]
             self._load(short, source="builtin", version=_own_version(), loader=lambda m=module_name: importlib.import_module(m))
@@ -91,7 +118,6 @@ class PluginHost:
             version = ep.dist.version if ep.dist is not None else None
             self._load(ep.name, source=dist, version=version, loader=ep.load)
         self._register_all()
-        return self
 
     def add_plugin(self, module: ModuleType | object, name: str, source: str = "direct", version: str | None = None) -> None:
         """Register an already-imported plugin object (tests, embedding) and run its hooks."""
@@ -167,6 +193,7 @@ class PluginHost:
         }
 
     def describe(self) -> list[dict[str, Any]]:
+        self.ensure_loaded()
         return [
             {
                 "name": info.name,
@@ -212,5 +239,5 @@ def default_plugin_host() -> PluginHost:
     global _default_host
     with _default_lock:
         if _default_host is None:
-            _default_host = PluginHost().load_all()
+            _default_host = PluginHost().load_on_first_use()
         return _default_host

@@ -9,7 +9,7 @@ partial registrations can be rolled back.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import PluginError, UnknownArchitectureError, UnknownExportFormatError, UnknownImporterError, UnknownNameError
@@ -26,6 +26,8 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._owners: dict[str, str] = {}
         self._current_plugin = threading.local()
+        #: called before every lookup; the process-wide plugin host loads its plugins there on first use
+        self.before_read: Callable[[], object] = _nothing
 
     # -- registration (called by plugins) ----------------------------------
     def add(self, entry: T) -> T:
@@ -62,31 +64,42 @@ class Registry(Generic[T]):
 
     # -- lookup (called by core) --------------------------------------------
     def get(self, name: str, field: str | None = None) -> T:
+        self.before_read()
         try:
             return self._entries[name]
         except (KeyError, TypeError):
             raise self.unknown_error(str(name), self.names(), field=field) from None
 
     def __contains__(self, name: object) -> bool:
+        self.before_read()
         return name in self._entries
 
     def __iter__(self) -> Iterator[T]:
+        self.before_read()
         return iter(self._entries.values())
 
     def __len__(self) -> int:
+        self.before_read()
         return len(self._entries)
 
     def names(self) -> list[str]:
+        self.before_read()
         return sorted(self._entries)
 
     def owner(self, name: str) -> str:
+        self.before_read()
         return self._owners[name]
 
     def names_by_plugin(self, plugin_name: str) -> list[str]:
+        self.before_read()
         return sorted(name for name, owner in self._owners.items() if owner == plugin_name)
 
     def _key(self, entry: Any) -> Any:
         return getattr(entry, "name", None)
+
+
+def _nothing() -> None:
+    return None
 
 
 class _Attribution:
@@ -127,6 +140,7 @@ class ImporterRegistry(Registry[DatasetImporter]):
 
     def detect(self, root: Any) -> DatasetImporter | None:
         """The first importer (in name order, ``imagefolder`` last as the catch-all) that recognises ``root``."""
+        self.before_read()
         ordered = sorted(self._entries.values(), key=lambda imp: (imp.id == "imagefolder", imp.id))
         for importer in ordered:
             if importer.detect(root):

@@ -58,6 +58,19 @@ def _install(site: Path, dist: str, entry_points: dict[str, str], modules: dict[
     monkeypatch.syspath_prepend(str(site))
 
 
+def test_a_deferred_host_loads_its_plugins_on_the_first_lookup_once() -> None:
+    host = PluginHost(disabled=set()).load_on_first_use()
+    assert host.plugins == {}  # nothing imported yet
+    assert "simple_cnn" in host.architectures
+    loaded = dict(host.plugins)
+    assert loaded["simple_cnn"].status == "loaded"
+    assert host.importers.names() == ["csv", "imagefolder"] and host.plugins == loaded
+
+
+def test_a_deferred_host_lists_its_plugins_when_described() -> None:
+    host = PluginHost(disabled=set()).load_on_first_use()
+    assert {"simple_cnn", "torchvision_models"} <= {p["name"] for p in host.describe()}
+
 def test_builtin_plugins_load_and_register_exactly_once() -> None:
     host = PluginHost(disabled=set()).load_all()
     builtins = [name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS]

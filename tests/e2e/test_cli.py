@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,15 @@ def test_projects_create_list_and_delete(ws: str) -> None:
     assert deleted == {"id": created["id"], "deleted": True}
     assert ok_json(cli("projects", "list", "--workspace", ws, "--json")) == []
 
+
+def test_commands_that_need_no_plugin_start_without_importing_torch(tmp_path: Path) -> None:
+    code = ("import sys; from modelyard.api.cli import main\n"
+            "try:\n    main(['projects', 'list', '--workspace', sys.argv[1], '--json'])\n"
+            "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
 
 def test_the_workspace_comes_from_the_environment_when_not_given(tmp_path: Path) -> None:
     env_ws = tmp_path / "from-env"
