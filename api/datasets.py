@@ -19,13 +19,11 @@ from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMul
 from modelyard.core.errors import PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError
 
 from .deps import ServicesDep
-from .envelope import Deleted, Ok, Page, ok
+from .envelope import MAX_QUERY_INT, Deleted, Ok, Page, ok
 from .openapi import NOT_MODIFIED, error_responses
 from .projects import ProjectId
 
 CACHE_CONTROL = "private, max-age=600"
-#: Page numbers and sizes beyond any real dataset, still exact in a JSON number.
-MAX_QUERY_INT = 2**31 - 1
 FILTER_SPLIT_PATTERN = r"^(\d{1,6}:(train|val|test|none))?$"
 UPLOAD_FIELD = "file"
 TEXT_FIELDS = ("format", "replace")

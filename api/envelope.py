@@ -28,6 +28,10 @@ class ErrorEnvelope(msgspec.Struct):
     status: Literal["error"] = "error"
 
 
+#: Page numbers and sizes beyond any real list, still exact in a JSON number (services cap page sizes).
+MAX_QUERY_INT = 2**31 - 1
+
+
 class Page(msgspec.Struct, Generic[T]):
     """One page of a paginated list (DESIGN section 2)."""
 

@@ -8,14 +8,13 @@ import msgspec
 from litestar import Controller, delete, get, post
 from litestar.params import JSONBody, Parameter, QueryParameter
 
-from modelyard.core.evaluation.index import ResultsQuery
+from modelyard.core.evaluation.index import MAX_PAGE_SIZE, ResultsQuery
 
 from .deps import ServicesDep
-from .envelope import Deleted, Ok, Page, ok
+from .envelope import MAX_QUERY_INT, Deleted, Ok, Page, ok
 from .openapi import error_responses
 
 Subset = Literal["train", "val", "test"]
-MAX_PAGE_SIZE = 500
 
 
 class EvaluationCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -224,8 +223,9 @@ class EvaluationController(Controller):
         services: ServicesDep,
         project_id: ProjectId,
         eval_id: EvalId,
-        page: Annotated[int, QueryParameter(ge=1, le=10_000_000, description="Page number (from 1)")] = 1,
-        page_size: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Items per page")] = 50,
+        page: Annotated[int, QueryParameter(ge=1, le=MAX_QUERY_INT, description="Page number (from 1)")] = 1,
+        page_size: Annotated[int, QueryParameter(ge=1, le=MAX_QUERY_INT,
+                                                 description=f"Items per page (capped at {MAX_PAGE_SIZE})")] = 50,
         sort_by: Annotated[Literal["filename", "confidence", "error"], QueryParameter(description="Sort key")] = "filename",
         sort_order: Annotated[Literal["asc", "desc"] | None,
                               QueryParameter(description="Default: the key's natural direction")] = None,
@@ -238,6 +238,6 @@ class EvaluationController(Controller):
             filter_class=filter_class, filter_predicted=filter_predicted,
         )
         items, total = services.evaluations.results(project_id, eval_id, query)
-        pages = (total + page_size - 1) // page_size
+        pages = (total + query.page_size - 1) // query.page_size
         results = [msgspec.convert(item, ImageResult) for item in items]
-        return ok(Page(items=results, page=page, page_size=page_size, total=total, pages=pages))
+        return ok(Page(items=results, page=page, page_size=query.page_size, total=total, pages=pages))

@@ -9,6 +9,7 @@ from litestar import Controller, delete, get, post
 from litestar.params import JSONBody, Parameter, QueryParameter
 
 from modelyard.core.datasets.splits import check_ratios
+from modelyard.core.errors import ValidationError
 
 from .deps import ServicesDep
 from .envelope import Ok, ok
@@ -22,6 +23,10 @@ Seed = Annotated[int, msgspec.Meta(ge=0, le=SEED_MAX)]
 #: ``check_ratios``: finite, train > 0, val and test >= 0; their sum at most 1 is checked by the service (422, field "ratios").
 TrainShare = Annotated[float, documented(exclusiveMinimum=0)]
 Share = Annotated[float, documented(minimum=0)]
+
+
+#: What ``preview`` shows when asked with no share at all (the reference's example split).
+PREVIEW_DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 
 
 class SplitRatios(msgspec.Struct, forbid_unknown_fields=True):
@@ -102,14 +107,23 @@ class SplitController(Controller):
         self,
         services: ServicesDep,
         project_id: ProjectId,
-        train: Annotated[float, QueryParameter(description="Share of each class for training (> 0; the three shares "
-                                                           "sum to at most 1)", schema_extra={"exclusiveMinimum": 0})] = 0.8,
-        val: Annotated[float, QueryParameter(description="Share for validation", ge=0)] = 0.1,
-        test: Annotated[float, QueryParameter(description="Share for testing", ge=0)] = 0.1,
+        train: Annotated[float | None, QueryParameter(
+            description="Share of each class for training (> 0; the three shares sum to at most 1). With no share "
+                        "given the preview is 0.8/0.1/0.1; otherwise shares left out are 0, as in the create body",
+            schema_extra={"exclusiveMinimum": 0})] = None,
+        val: Annotated[float | None, QueryParameter(description="Share for validation", ge=0)] = None,
+        test: Annotated[float | None, QueryParameter(description="Share for testing", ge=0)] = None,
         seed: Annotated[int, QueryParameter(ge=0, le=SEED_MAX, description="Random seed")] = 42,
         stratified: Annotated[bool, QueryParameter(description="Keep class proportions in every subset")] = True,
     ) -> Ok[SplitPreview]:
-        preview = services.splits.preview(project_id, check_ratios(train, val, test), seed, stratified)
+        if train is None and val is None and test is None:
+            ratios = check_ratios(*PREVIEW_DEFAULT_RATIOS)
+        elif train is None:
+            raise ValidationError("train is required when val or test is given (as ratios.train is in the create body)",
+                                  field="train")
+        else:
+            ratios = check_ratios(train, val or 0.0, test or 0.0)
+        preview = services.splits.preview(project_id, ratios, seed, stratified)
         return ok(msgspec.convert(preview, SplitPreview))
 
     @get("/{project_id:str}/{split_index:int}", operation_id="GetSplit",

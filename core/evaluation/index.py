@@ -27,6 +27,8 @@ SORT_KEYS: tuple[str, ...] = ("filename", "confidence", "error")
 #: direction used when the client gives no ``sort_order``: names A-Z, most confident first, worst error first
 NATURAL_ORDER: dict[str, str] = {"filename": "asc", "confidence": "desc", "error": "desc"}
 _FILTER_CACHE_SIZE = 32
+#: Larger ``page_size`` requests get pages of this size (the reply says so), as for dataset images.
+MAX_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class ResultsQuery:
     filter_correct: bool | None = None
     filter_class: str | None = None
     filter_predicted: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.page < 1 or self.page_size < 1:
+            raise ValidationError("page and page_size must be at least 1", field="page" if self.page < 1 else "page_size")
+        object.__setattr__(self, "page_size", min(self.page_size, MAX_PAGE_SIZE))  # capped, as image pages are
 
 
 class ResultsIndex:

@@ -55,6 +55,10 @@ def test_evaluation_runs_in_a_worker_process_and_serves_metrics_and_results(clie
     assert page["total"] == 6 and page["pages"] == 2 and len(page["items"]) == 4
     names = [i["filename"] for i in page["items"]]
     assert names == sorted(names)
+    capped = client.get(f"/api/evaluation/{project}/{created['id']}/results", params={"page_size": 100_000}).json()["data"]
+    assert capped["page_size"] == 500 and capped["pages"] == 1 and len(capped["items"]) == 6  # capped, as image pages
+    beyond = client.get(f"/api/evaluation/{project}/{created['id']}/results", params={"page": 99}).json()["data"]
+    assert beyond["items"] == [] and beyond["total"] == 6 and beyond["page"] == 99
     errors = client.get(f"/api/evaluation/{project}/{created['id']}/results",
                         params={"sort_by": "error", "filter_correct": "false"}).json()["data"]
     assert errors["total"] == 6 - round(metrics["accuracy"] * 6)
@@ -128,7 +132,7 @@ def test_invalid_requests_are_422_naming_the_field(client, trained_run, override
 
 @pytest.mark.parametrize(
     "params",
-    [{"sort_by": "size"}, {"sort_order": "up"}, {"page_size": 501}, {"page": 0}, {"filter_correct": "maybe"}],
+    [{"sort_by": "size"}, {"sort_order": "up"}, {"page_size": 0}, {"page": 0}, {"filter_correct": "maybe"}],
 )
 def test_invalid_result_queries_are_rejected_with_an_envelope(client, trained_run, pending_only, params) -> None:
     created = client.post(f"/api/evaluation/{trained_run.project_id}", json=_body(trained_run)).json()["data"]

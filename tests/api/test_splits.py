@@ -118,6 +118,15 @@ def test_invalid_create_bodies_are_422(client, imported: str, body: dict) -> Non
     assert_error(client.post(f"/api/splits/{imported}", json=body), 422, "VALIDATION_ERROR")
 
 
+def test_preview_leaves_out_shares_as_create_does_and_shows_80_10_10_when_given_none(client, imported: str) -> None:
+    partial = client.get(f"/api/splits/{imported}/preview", params={"train": 0.7}).json()["data"]
+    created = client.post(f"/api/splits/{imported}", json={"name": "partial", "ratios": {"train": 0.7}}).json()["data"]
+    assert partial["stats"] == created["stats"] and partial["stats"]["val"] == partial["stats"]["test"] == 0
+    default = client.get(f"/api/splits/{imported}/preview").json()["data"]
+    full = client.get(f"/api/splits/{imported}/preview", params={"train": 0.8, "val": 0.1, "test": 0.1}).json()["data"]
+    assert default == full
+    assert_error(client.get(f"/api/splits/{imported}/preview", params={"val": 0.2}), 422, "VALIDATION_ERROR")
+
 def test_invalid_preview_parameters_are_422(client, imported: str) -> None:
     assert_error(client.get(f"/api/splits/{imported}/preview", params={"train": 0.9, "val": 0.9}), 422, "VALIDATION_ERROR")
     assert_error(client.get(f"/api/splits/{imported}/preview", params={"train": "lots"}), 422, "VALIDATION_ERROR")

@@ -115,7 +115,7 @@ def seeded() -> Iterator[Seeded]:
 #: schema-valid data. Any other refusal of schema-valid data stays a finding.
 SEMANTIC_RULES: dict[str, tuple[str, ...]] = {
     "CreateSplit": ("ratios",),  # the shares sum to at most 1
-    "PreviewSplit": ("ratios",),
+    "PreviewSplit": ("ratios", "train"),  # ... and train is given whenever val or test is
     "ListImages": ("filter_split",),  # the split index must exist in this dataset
     "ImportLocal": ("path", "format"),  # an existing folder that the chosen importer recognises
     "ImportUpload": ("file", "format"),  # a readable ZIP with images that the chosen importer recognises
