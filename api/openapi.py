@@ -33,10 +33,15 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 
 
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """``responses=`` for a handler: each status documented with the error envelope."""
+    """``responses=`` for a handler: each status documented with the error envelope.
+
+    400 is always included: Litestar documents one with its raw
+    ``{status_code, detail}`` shape for any handler with parameters, and this
+    replaces it with the envelope every error really comes in.
+    """
     return {
         status: ResponseSpec(data_container=ErrorEnvelope, description=ERROR_DESCRIPTIONS[status], generate_examples=False)
-        for status in statuses
+        for status in sorted({400, *statuses})
     }
 
 
