@@ -133,7 +133,12 @@ class SplitController(Controller):
         return ok(msgspec.convert(services.splits.get(project_id, split_index), SplitDetail))
 
     @delete("/{project_id:str}/{split_index:int}", operation_id="DeleteSplit",
-            summary="Delete split (re-indexes remaining)", sync_to_thread=True, status_code=200,
+            summary="Delete split (re-indexes remaining)",
+            description="Later splits move down by one, and experiments on them follow (their `split_index` is "
+                        "updated). Runs keep their frozen config: an evaluation without `split_index` finds the "
+                        "run's split by name (409 if it was deleted), and resuming a run whose split moved or was "
+                        "deleted is refused (409). Refused (409) while a run is pending or training.",
+            sync_to_thread=True, status_code=200,
             responses=error_responses(404, 409, 422))
     def delete_split(self, services: ServicesDep, project_id: ProjectId, split_index: SplitIndex) -> Ok[SplitDeleted]:
         return ok(msgspec.convert(services.splits.delete(project_id, split_index), SplitDeleted))

@@ -66,7 +66,7 @@ def build_services(
         plugins=plugins,
         projects=ProjectService(workspace),
         datasets=DatasetService(workspace, dataset_store, plugins.importers, settings),
-        splits=SplitService(workspace, dataset_store),
+        splits=SplitService(workspace, dataset_store, on_split_removed=experiments.follow_split_removal),
         experiments=experiments,
         runs=RunService(workspace, RunScheduler(workspace, settings), experiments),
         evaluations=EvaluationService(workspace, **launch_kw),

@@ -7,6 +7,7 @@ assignment, so a preview is exactly what create would store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConflictError, SplitNotFoundError, ValidationError
@@ -21,9 +22,12 @@ SPLIT_NAME_MAX = 100
 
 
 class SplitService:
-    def __init__(self, workspace: Workspace, store: DatasetStore) -> None:
+    def __init__(self, workspace: Workspace, store: DatasetStore,
+                 on_split_removed: Callable[[str, int], object] | None = None) -> None:
         self.workspace = workspace
         self.store = store
+        #: told ``(project_id, split_index)`` after a deletion, under the project lock (experiments follow their split)
+        self.on_split_removed = on_split_removed
 
     def preview(self, project_id: str, ratios: Ratios, seed: int, stratified: bool = True) -> dict[str, Any]:
         """Stats, per-class distribution and warnings of the split ``create`` would make; writes nothing."""
@@ -72,6 +76,8 @@ class SplitService:
                 if split_index < len(image.get("split", ())):
                     del image["split"][split_index]
             self.store.save(project_id, doc)
+            if self.on_split_removed is not None:
+                self.on_split_removed(project_id, split_index)
         return {"split_index": split_index, "name": name, "deleted": True, "split_names": doc["split_names"]}
 
     @staticmethod

@@ -30,6 +30,7 @@ from ..jobs import (
 from ..jsonio import read_json
 from ..timeutil import utc_now_iso
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
+from ..training.run_files import trained_split_index
 from ..datasets.document import split_items
 from ..workspace import Workspace
 from .index import ResultsIndexCache, ResultsQuery
@@ -128,8 +129,9 @@ class EvaluationService:
         existing_checkpoint(ref, checkpoint)
         subsets = subsets_of(split_subset)
         dataset = read_dataset(self.workspace, project_id)
-        if split_index is None:
-            split_index = frozen_config(ref).split_index
+        if split_index is None:  # the split the run trained on, found by name if an earlier split was deleted since
+            names = [str(n) for n in dataset.get("split_names") or []]
+            split_index = trained_split_index(ref.run_dir, frozen_config(ref).split_index, names)
         split_name = check_split(dataset, split_index)
         total = sum(len(split_items(dataset, split_index, subset)) for subset in subsets)
         if total == 0:

@@ -36,13 +36,20 @@ from ..plugin_manager import PluginHost, default_plugin_host
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
 from .config import ExperimentConfig, config_hash, config_to_dict, monitor_mode, monitor_of, parse_config
-from .run_files import ACTIVE_STATUSES, CHECKPOINTS, CONFIG_YAML, EventLog, read_run, update_run
+from .run_files import (
+    ACTIVE_STATUSES,
+    CHECKPOINTS,
+    CONFIG_YAML,
+    REPRODUCIBILITY_JSON,
+    EventLog,
+    read_run,
+    update_run,
+)
 
 log = logging.getLogger(__name__)
 
 #: Set by ``modelyard train`` so DDP ranks re-running its command line train the same run folder.
 RUN_DIR_ENV = "MODELYARD_RUN_DIR"
-REPRODUCIBILITY_JSON = "reproducibility.json"
 _ERROR_MESSAGE_MAX = 2000
 
 _QUIET_WARNINGS = (

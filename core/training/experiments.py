@@ -125,6 +125,32 @@ class ExperimentService:
                 log.warning("skipping experiment %s in listing: %s", path.parent.name, exc)
         return sorted(experiments, key=lambda e: (e.get("created_at", ""), e.get("created_ns", 0), e["id"]))
 
+    def follow_split_removal(self, project_id: str, removed_index: int) -> list[str]:
+        """Split ``removed_index`` was deleted and later splits moved down: experiments on them move down too.
+
+        They keep training on the same images. Experiments on the deleted split
+        itself are left as they are (there is no split to point them at).
+        Returns the ids of the experiments changed; holds the project lock.
+        """
+        changed = []
+        with self.workspace.project_lock(project_id):
+            folder = self.workspace.experiments_dir(project_id)
+            for path in sorted(folder.glob("exp-*/" + EXPERIMENT_JSON)) if folder.is_dir() else []:
+                if not is_valid_id(path.parent.name, "exp"):
+                    continue
+                try:
+                    experiment = read_json(path)
+                    index = int(experiment["config"]["split_index"])
+                except (ModelyardError, KeyError, TypeError, ValueError) as exc:
+                    log.warning("experiment %s not updated after a split deletion: %s", path.parent.name, exc)
+                    continue
+                if index > removed_index:
+                    experiment["config"]["split_index"] = index - 1
+                    experiment["updated_at"] = utc_now_iso()
+                    atomic_write_json(path, experiment)
+                    changed.append(path.parent.name)
+        return changed
+
     def get(self, project_id: str, experiment_id: str) -> dict[str, Any]:
         folder = self.experiment_dir(project_id, experiment_id)
         return self._with_runs(project_id, read_json(folder / EXPERIMENT_JSON))

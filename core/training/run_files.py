@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExperimentNotFoundError, RunNotFoundError
+from ..errors import ConflictError, ExperimentNotFoundError, RunNotFoundError
 from ..ids import is_valid_id
 from ..jsonio import atomic_write_json, read_json
 from ..timeutil import utc_now_iso
@@ -117,6 +117,8 @@ def update_run(workspace: Workspace, run_dir: Path, mutate: Callable[[dict[str, 
         return record
 
 
+#: What a run records about its inputs when training starts (dataset fingerprint, split name and hash, versions).
+REPRODUCIBILITY_JSON = "reproducibility.json"
 #: How much of events.jsonl is read from the end to find the last id (grown when a line is longer).
 TAIL_CHUNK_BYTES = 64 * 1024
 
@@ -216,3 +218,27 @@ def pid_alive(pid: int | None) -> bool:
             return handle.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def trained_split_index(run_dir: Path, frozen_index: int, split_names: list[str]) -> int:
+    """Where the split this run trained on is now.
+
+    Deleting a split moves every later one down by one, so the frozen
+    ``split_index`` can point at other images; the split's name, recorded in
+    ``reproducibility.json`` when training started, finds it again. Raises
+    ``ConflictError`` when that split has been deleted. Runs that never started
+    (no record) keep their frozen index.
+    """
+    path = run_dir / REPRODUCIBILITY_JSON
+    if not path.is_file():
+        return frozen_index
+    record = read_json(path)
+    name = record.get("split_name") if isinstance(record, dict) else None
+    if not isinstance(name, str):
+        return frozen_index
+    if name not in split_names:
+        raise ConflictError(
+            f"The split '{name}' this run trained on has been deleted",
+            {"split_name": name, "split_names": list(split_names)},
+        )
+    return split_names.index(name)

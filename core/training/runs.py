@@ -40,6 +40,7 @@ from .run_files import (
     read_run,
     run_lock_name,
     runs_dir,
+    trained_split_index,
 )
 from .scheduler import RunScheduler, finish_by_server, parse_iso
 
@@ -159,6 +160,7 @@ class RunService:
                 {"run_id": run_id},
             )
         from_epoch = checkpoint.epochs_done if checkpoint else 0
+        self._check_split_unmoved(project_id, run_id, run_dir)
         with self.workspace.locks.hold(run_lock_name(run_dir)):
             record = read_run(run_dir)
             self._check_resumable(run_id, record)  # again, under the lock
@@ -217,6 +219,24 @@ class RunService:
         except (FileNotFoundError, ModelyardError):
             return 0
         return len(metrics) if isinstance(metrics, list) else 0
+
+    def _check_split_unmoved(self, project_id: str, run_id: str, run_dir: Path) -> None:
+        """A resume trains on the frozen ``split_index``: refuse it when deleting an earlier split moved the run's split."""
+        dataset_path = self.workspace.dataset_json(project_id)
+        dataset = read_json(dataset_path) if dataset_path.is_file() else {}
+        names = [str(n) for n in dataset.get("split_names") or []] if isinstance(dataset, dict) else []
+        config = yaml.safe_load((run_dir / CONFIG_YAML).read_text(encoding="utf-8")) or {}
+        frozen = int(config.get("split_index", 0))
+        try:
+            now = trained_split_index(run_dir, frozen, names)
+        except ConflictError as exc:
+            raise ConflictError(f"Run {run_id} cannot be resumed: {exc.message}", {"run_id": run_id, **exc.details}) from None
+        if now != frozen:
+            raise ConflictError(
+                f"Run {run_id} cannot be resumed: its split '{names[now]}' moved from index {frozen} to {now} "
+                "when an earlier split was deleted; start a new run",
+                {"run_id": run_id, "split_name": names[now], "split_index": now, "frozen_split_index": frozen},
+            )
 
     @staticmethod
     def _set_max_epochs(run_dir: Path, max_epochs: int) -> None:

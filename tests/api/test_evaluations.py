@@ -72,6 +72,16 @@ def test_evaluation_runs_in_a_worker_process_and_serves_metrics_and_results(clie
     assert not (workspace_dir / "projects" / project / "evaluations" / created["id"]).exists()
 
 
+def test_the_default_split_is_the_one_the_run_trained_on_and_a_deleted_one_is_a_conflict(
+        client, trained_run, pending_only) -> None:
+    project = trained_run.project_id
+    created = client.post(f"/api/evaluation/{project}", json=_body(trained_run)).json()["data"]
+    assert created["split_index"] == 0 and created["split_name"] == "default"
+
+    assert client.delete(f"/api/splits/{project}/0").status_code == 200
+    error = assert_error(client.post(f"/api/evaluation/{project}", json=_body(trained_run)), 409, "CONFLICT")
+    assert "'default'" in error["message"] and "deleted" in error["message"]
+
 def test_results_before_completion_are_a_conflict(client, trained_run, pending_only) -> None:
     created = client.post(f"/api/evaluation/{trained_run.project_id}", json=_body(trained_run)).json()["data"]
     assert_error(client.get(f"/api/evaluation/{trained_run.project_id}/{created['id']}/results"), 409, "CONFLICT")

@@ -151,3 +151,26 @@ def test_small_classes_are_reported_as_warnings(client, project_id: str, import_
     data = create(client, project_id).json()["data"]
     assert data["per_class"]["rare"] == {"train": 1, "val": 0, "test": 0, "none": 0}
     assert data["warnings"] == ["Class 'rare' has only 1 image(s), too few to stratify: no val/test image of this class"]
+
+
+def test_deleting_a_split_moves_experiments_on_later_splits_down_with_it(client, imported: str) -> None:
+    from tests.conftest import TINY_TRAINING_CONFIG
+
+    for name in ("a", "b", "c"):
+        created = client.post(f"/api/splits/{imported}", json={"name": name, "ratios": {"train": 0.6, "val": 0.2, "test": 0.2}})
+        assert created.status_code == 201, created.text
+    experiments = {}
+    for name, index in (("on-a", 0), ("on-b", 1), ("on-c", 2)):
+        body = {"name": name, "config": {**TINY_TRAINING_CONFIG, "split_index": index}}
+        response = client.post(f"/api/training/{imported}/experiments", json=body)
+        assert response.status_code == 201, response.text
+        experiments[name] = response.json()["data"]["id"]
+
+    assert client.delete(f"/api/splits/{imported}/1").status_code == 200
+
+    def split_index(name: str) -> int:
+        return client.get(f"/api/training/{imported}/experiments/{experiments[name]}").json()["data"]["config"]["split_index"]
+
+    assert [s["name"] for s in client.get(f"/api/splits/{imported}").json()["data"]] == ["a", "c"]
+    assert (split_index("on-a"), split_index("on-c")) == (0, 1)  # still on splits a and c
+    assert split_index("on-b") == 1  # its split is gone; left as it was

@@ -293,3 +293,33 @@ def test_the_last_id_is_found_from_the_end_of_a_log_longer_than_one_read(service
 
     assert ids == list(range(ids[0], ids[0] + 20))
     assert events.last_id() == ids[-1]
+
+
+# -- the split a run trained on ---------------------------------------------------------------
+
+
+def test_a_runs_split_is_found_by_the_name_recorded_when_it_started(tmp_path: Path) -> None:
+    from modelyard.core.training.run_files import trained_split_index
+
+    assert trained_split_index(tmp_path, 2, ["a", "b", "c"]) == 2  # never started: the frozen index
+    atomic_write_json(tmp_path / "reproducibility.json", {"split_index": 2, "split_name": "c"})
+    assert trained_split_index(tmp_path, 2, ["a", "c"]) == 1  # "b" was deleted: "c" moved down
+    with pytest.raises(ConflictError, match="'c'.*deleted"):
+        trained_split_index(tmp_path, 2, ["a", "b"])
+
+
+def test_resume_is_refused_when_the_runs_split_was_deleted(services, interrupted_run) -> None:
+    services.splits.delete(interrupted_run.project_id, 0)
+    with pytest.raises(ConflictError, match="cannot be resumed.*'default'.*deleted"):
+        services.runs.resume_run(interrupted_run.project_id, interrupted_run.run_id, max_epochs=5)
+    assert read_run(interrupted_run.run_dir)["status"] == "interrupted"
+
+
+def test_resume_is_refused_when_the_runs_split_moved(services, interrupted_run) -> None:
+    from modelyard.core.datasets.splits import Ratios
+
+    services.splits.create(interrupted_run.project_id, "later", Ratios(train=0.6, val=0.2, test=0.2), seed=1)
+    record = read_json(interrupted_run.run_dir / "reproducibility.json")
+    atomic_write_json(interrupted_run.run_dir / "reproducibility.json", {**record, "split_name": "later"})  # as if trained on it
+    with pytest.raises(ConflictError, match="moved from index 0 to 1"):
+        services.runs.resume_run(interrupted_run.project_id, interrupted_run.run_id, max_epochs=5)
