@@ -18,12 +18,8 @@ from ..jsonio import atomic_write_bytes
 
 BUNDLE_SUFFIX = "-bundle.zip"
 
-_ONNX_SNIPPET = """\
-import json
-import numpy as np
-import onnxruntime as ort
-from PIL import Image, ImageOps
-
+#: Usage snippets: the same Pillow/numpy preprocessing (preprocessing.json), then one runtime each.
+_SNIPPET_PREPROCESSING = """\
 prep = json.load(open("preprocessing.json"))
 labels = json.load(open("labels.json"))
 h, w = prep["input_size"]
@@ -32,32 +28,29 @@ img = img.resize((w, h), Image.BILINEAR, reducing_gap=prep["pillow"]["reducing_g
 x = np.asarray(img, dtype=np.float32) / 255.0
 x = x.reshape(h, w, prep["channels"]).transpose(2, 0, 1)
 x = (x - np.array(prep["mean"], np.float32)[:, None, None]) / np.array(prep["std"], np.float32)[:, None, None]
+"""
+
+
+def _snippet(runtime_import: str, inference: str) -> str:
+    """A runnable script (``{model}`` still to fill in) around the shared preprocessing."""
+    imports = f"import json\nimport numpy as np\n{runtime_import}\nfrom PIL import Image, ImageOps\n"
+    return f"{imports}\n{_SNIPPET_PREPROCESSING}{inference}"
+
+
+_ONNX_SNIPPET = _snippet("import onnxruntime as ort", """\
 session = ort.InferenceSession("{model}", providers=["CPUExecutionProvider"])
 inp = session.get_inputs()[0]
 dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
 logits = session.run(None, {{inp.name: x[None].astype(dtype)}})[0][0]
 print(labels[int(np.argmax(logits))])
-"""
+""")
 
-_TORCHSCRIPT_SNIPPET = """\
-import json
-import numpy as np
-import torch
-from PIL import Image, ImageOps
-
-prep = json.load(open("preprocessing.json"))
-labels = json.load(open("labels.json"))
-h, w = prep["input_size"]
-img = ImageOps.exif_transpose(Image.open("image.jpg")).convert("RGB" if prep["channels"] == 3 else "L")
-img = img.resize((w, h), Image.BILINEAR, reducing_gap=prep["pillow"]["reducing_gap"])
-x = np.asarray(img, dtype=np.float32) / 255.0
-x = x.reshape(h, w, prep["channels"]).transpose(2, 0, 1)
-x = (x - np.array(prep["mean"], np.float32)[:, None, None]) / np.array(prep["std"], np.float32)[:, None, None]
+_TORCHSCRIPT_SNIPPET = _snippet("import torch", """\
 model = torch.jit.load("{model}").eval()
 with torch.no_grad():
     logits = model(torch.from_numpy(x[None]))[0]
 print(labels[int(logits.argmax())])
-"""
+""")
 
 
 def preprocessing_document(metadata: dict[str, Any]) -> dict[str, Any]:
