@@ -55,7 +55,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def _plain_value(obj: Any) -> Any:
-    """Subclasses of str/int/float that msgspec does not know (``torch.__version__``, numpy scalars) as plain values."""
+    """Subclasses of str/int/float msgspec does not know (``torch.__version__``, ``numpy.float64``) as plain values."""
     for plain in (str, bool, int, float):
         if isinstance(obj, plain):
             return plain(obj)

@@ -22,6 +22,7 @@ from ..errors import CheckpointError, ConflictError, CorruptDataError, Modelyard
 from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
+from .checkpoints import RunRef, frozen_config
 from .config import ExperimentConfig
 from .resume_check import usable_checkpoint
 from .runs_create import create_run_folder
@@ -225,8 +226,7 @@ class RunService:
         dataset_path = self.workspace.dataset_json(project_id)
         dataset = read_json(dataset_path) if dataset_path.is_file() else {}
         names = [str(n) for n in dataset.get("split_names") or []] if isinstance(dataset, dict) else []
-        config = yaml.safe_load((run_dir / CONFIG_YAML).read_text(encoding="utf-8")) or {}
-        frozen = int(config.get("split_index", 0))
+        frozen = frozen_config(RunRef(project_id, run_dir.parent.parent.name, run_id, run_dir)).split_index
         try:
             now = trained_split_index(run_dir, frozen, names)
         except ConflictError as exc:
