@@ -25,7 +25,7 @@ from .hostcheck import HostPolicy, host_check_middleware
 from .openapi import StrictStructSchemaPlugin
 from .plugins import ExportFormatController, ModelController, PluginController
 from .projects import ProjectController
-from .runs import RunController, run_supervision
+from .runs import RunController, job_queue_lifespan
 from .splits import SplitController
 from .system import SystemController
 
@@ -43,7 +43,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         route_handlers=CONTROLLERS,
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        lifespan=[run_supervision],  # recover runs at start, supervise workers while serving
+        lifespan=[job_queue_lifespan],  # recover jobs at start, run the job queue while serving
         middleware=[host_check_middleware(policy), *token_auth_middlewares(settings.api_token)],
         request_max_body_size=settings.max_request_bytes,
         plugins=[StrictStructSchemaPlugin()],  # additionalProperties: false where unknown fields are refused

@@ -50,6 +50,9 @@ def main() -> None:
     default=None,
     help="File holding the bearer token every /api request must send [env MODELYARD_API_TOKEN]. See docs/security.md.",
 )
+@click.option("--warm-workers", type=click.IntRange(0, 16), default=None,
+              help="Pre-started job workers that have imported torch, so jobs start in a fraction of a second "
+                   "[env MODELYARD_WARM_WORKERS; default 1; 0 starts every job cold].")
 def serve(
     host: str,
     port: int,
@@ -58,6 +61,7 @@ def serve(
     allowed_hosts: tuple[str, ...],
     log_level: str,
     api_token_file: Path | None,
+    warm_workers: int | None,
 ) -> None:
     """Start the REST API server (uvicorn). One server per workspace: a second one is refused."""
     import uvicorn
@@ -68,6 +72,10 @@ def serve(
     from modelyard.core.settings import Settings
 
     overrides: dict[str, object] = {"host": host, "port": port, "log_level": log_level}
+    if warm_workers is not None:
+        overrides["warm_workers"] = warm_workers
+    elif not os.environ.get("MODELYARD_WARM_WORKERS"):
+        overrides["warm_workers"] = 1
     if workspace is not None:
         overrides["workspace"] = workspace
     if import_roots:
@@ -115,21 +123,26 @@ TRAIN_EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3}
 )
 @click.option("--experiment-name", default=None, help="Experiment to create or reuse [default: the config file's name].")
 def train(config_file: Path, project_id: str, workspace: Path | None, experiment_name: str | None) -> None:
-    """Train CONFIG.yaml on a project's dataset in the foreground.
+    """Train CONFIG.yaml on a project's dataset.
 
-    Creates (or reuses, by name) the experiment, freezes the config into a new
-    run and trains it with a progress bar, writing the same run files as a run
-    started through the API. Exit code: 0 completed, 1 failed, 3 stopped.
+    Creates (or reuses, by name) the experiment and freezes the config into a
+    new run. When a `modelyard serve` serves the workspace, the run joins that
+    server's queue and this command follows it; otherwise it trains here with
+    a progress bar. Either way it writes the same run files as a run started
+    through the API. Exit code: 0 completed, 1 failed, 3 stopped.
     """
     from modelyard.core.errors import ModelyardError
     from modelyard.core.plugin_manager import default_plugin_host
     from modelyard.core.settings import Settings
     from modelyard.core.training.config import load_config_file
-    from modelyard.core.training.engine import RUN_DIR_ENV, ddp_child_run_dir, train_run
+    from modelyard.core.training.engine import ddp_child_run_dir, train_run
     from modelyard.core.training.experiments import ExperimentService
-    from modelyard.core.training.run_files import TRAIN_LOG, read_run
+    from modelyard.core.jobs.foreground import train_or_follow
+    from modelyard.core.training.run_files import read_run
     from modelyard.core.training.runs_create import create_run_folder
     from modelyard.core.workspace import Workspace
+
+    from .cli_common import progress_printer, submitted_note
 
     settings = Settings.from_env(**({"workspace": workspace} if workspace is not None else {}))
     if workspace is None and not os.environ.get("MODELYARD_WORKSPACE"):
@@ -151,13 +164,9 @@ def train(config_file: Path, project_id: str, workspace: Path | None, experiment
     except ModelyardError as exc:
         field = exc.details.get("field")
         raise click.ClickException(f"{field}: {exc.message}" if field and field not in exc.message else exc.message) from None
-    os.environ[RUN_DIR_ENV] = str(run_dir)
-    handler = logging.FileHandler(run_dir / TRAIN_LOG, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(logging.INFO)
     click.echo(f"experiment {experiment['id']} ({name}), run {run_dir.name}: {run_dir}", err=True)
-    status = train_run(store, run_dir, progress_bar=True)
+    status = train_or_follow(store, run_dir, default_plugin_host(), on_progress=progress_printer("training"),
+                             on_submitted=submitted_note())
     record = read_run(run_dir)
     click.echo(f"run {run_dir.name}: {status}")
     if record.get("error"):
@@ -170,38 +179,6 @@ def train(config_file: Path, project_id: str, workspace: Path | None, experiment
         if relative:
             click.echo(f"{kind} checkpoint: {run_dir / relative}")
     raise SystemExit(TRAIN_EXIT_CODES.get(status, 1))
-
-
-@main.group(hidden=True)
-def worker() -> None:
-    """Internal entry points of the worker processes the server starts."""
-
-
-@worker.command("train", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def worker_train(args: tuple[str, ...]) -> None:
-    """RUN_DIR --workspace ROOT [--resume]: train one run folder (docs/internals/run-protocol.md)."""
-    from modelyard.core.training.worker import main as worker_main
-
-    raise SystemExit(worker_main(list(args)))
-
-
-@worker.command("evaluate", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def worker_evaluate(args: tuple[str, ...]) -> None:
-    """EVAL_DIR --workspace ROOT: run one evaluation job (core/evaluation/worker.py)."""
-    from modelyard.core.evaluation.worker import main as evaluate_main
-
-    raise SystemExit(evaluate_main(list(args)))
-
-
-@worker.command("export", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def worker_export(args: tuple[str, ...]) -> None:
-    """EXPORT_DIR --workspace ROOT: run one export job (core/export/worker.py)."""
-    from modelyard.core.export.worker import main as export_main
-
-    raise SystemExit(export_main(list(args)))
 
 
 # -- scripting commands (one module per resource; they build the API's services) ----------

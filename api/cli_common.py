@@ -1,8 +1,8 @@
 """What every scripting command of the CLI shares: options, services, output, errors.
 
 Commands build the same ``Services`` the API uses (without the start-up
-cleanup a server does, and with evaluations and exports run in the
-foreground), print a human view or, with ``--json``, the data as JSON on
+cleanup a server does; jobs go to the server's queue when a server serves
+the workspace and run in this process otherwise, ``core/jobs/foreground.py``), print a human view or, with ``--json``, the data as JSON on
 stdout. A domain error prints ``error: <message>`` on stderr and exits 1;
 click's usage errors exit 2.
 """
@@ -46,14 +46,13 @@ def build_cli_services(workspace: Path, import_roots: Sequence[Path] = ()) -> Se
     runs with the user's own rights, so the folder the user names is allowed
     (the server only allows the operator's ``--import-root`` folders).
     """
-    from modelyard.core.pipeline.foreground import defer_launch
     from modelyard.core.services import build_services
     from modelyard.core.settings import Settings
 
     overrides: dict[str, Any] = {"workspace": workspace}
     if import_roots:
         overrides["import_roots"] = list(import_roots)
-    return build_services(Settings.from_env(**overrides), prepare=False, job_launcher=defer_launch)
+    return build_services(Settings.from_env(**overrides), prepare=False)
 
 
 def domain_errors(command: F) -> F:
@@ -133,3 +132,15 @@ def progress_printer(label: str, enabled: bool = True) -> Callable[[int, int], N
             state["bar"], state["done"] = None, 0
 
     return update
+
+
+def submitted_note(quiet: bool = False) -> Callable[[dict[str, Any]], None]:
+    """Tells the user that the server serving the workspace took the job, and that this command follows it."""
+
+    def note(server: dict[str, Any]) -> None:
+        if not quiet:
+            click.echo(f"a modelyard server (pid {server.get('pid', '?')}, {server.get('address', '?')}) serves this "
+                       "workspace: the job is queued there and followed here (Ctrl-C stops following, not the job)",
+                       err=True)
+
+    return note

@@ -1,9 +1,9 @@
-"""``modelyard evaluate`` and ``modelyard export``: the API's jobs, run in the foreground.
+"""``modelyard evaluate`` and ``modelyard export``: the API's jobs, from the command line.
 
 Each command creates the job through the same service as ``POST
-/api/evaluation`` / ``POST /api/export`` (same checks, same record files) and
-then runs its worker function in this process with a progress bar, instead
-of starting a worker process.
+/api/evaluation`` / ``POST /api/export`` (same checks, same record files), then
+runs it in this process with a progress bar, or, when a server serves the
+workspace, leaves it to that server's queue and follows it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .cli_common import (
     json_option,
     progress_printer,
     resolve_project,
+    submitted_note,
     table,
     workspace_option,
 )
@@ -51,7 +52,7 @@ def evaluate(project: str, run_id: str, checkpoint: str, split_index: int | None
     stay in the evaluation folder (and at GET /api/evaluation/.../results).
     Exit code 1 when the evaluation fails.
     """
-    from modelyard.core.pipeline.foreground import experiment_of_run, run_evaluation_job
+    from modelyard.core.jobs.foreground import evaluate_or_follow, experiment_of_run
 
     services = build_cli_services(workspace)
     project_id = resolve_project(services, project)
@@ -60,7 +61,8 @@ def evaluate(project: str, run_id: str, checkpoint: str, split_index: int | None
         checkpoint=checkpoint, split_index=split_index, split_subset=list(subsets) or "test", batch_size=batch_size,
     )
     folder = services.workspace.evaluations_dir(project_id) / created["id"]
-    run_evaluation_job(services.workspace, folder, services.plugins, progress_printer("evaluating", not as_json))
+    evaluate_or_follow(services.workspace, folder, services.plugins, progress_printer("evaluating", not as_json),
+                       submitted_note(as_json))
     record = services.evaluations.get(project_id, created["id"])
     emit(record, as_json, _print_evaluation)
     if record.get("status") != "completed":
@@ -119,7 +121,7 @@ def export(project: str, run_id: str, checkpoint: str, format_: str, option_pair
     Prints the file's path and the verification (max abs difference, top-1
     agreement). Exit code 1 when the export or its verification fails.
     """
-    from modelyard.core.pipeline.foreground import experiment_of_run, run_export_job
+    from modelyard.core.jobs.foreground import experiment_of_run, export_or_follow
 
     options = parse_options(option_pairs)
     services = build_cli_services(workspace)
@@ -129,7 +131,8 @@ def export(project: str, run_id: str, checkpoint: str, format_: str, option_pair
         checkpoint=checkpoint, format=format_, options=options,
     )
     folder = services.workspace.exports_dir(project_id) / created["id"]
-    run_export_job(services.workspace, folder, services.plugins, progress_printer(f"exporting {format_}", not as_json))
+    export_or_follow(services.workspace, folder, services.plugins, progress_printer(f"exporting {format_}", not as_json),
+                     submitted_note(as_json))
     record = services.exports.get(project_id, created["id"])
     file_info = record.get("file") or {}
     record["path"] = str(folder / file_info["name"]) if file_info.get("name") else None

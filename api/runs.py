@@ -184,15 +184,15 @@ class RunController(Controller):
 
 
 @contextlib.asynccontextmanager
-async def run_supervision(app: Litestar) -> AsyncIterator[None]:
-    """App lifespan: recover the runs a previous server left, supervise workers while serving.
+async def job_queue_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """App lifespan: recover the jobs a previous server left, run the job queue while serving.
 
-    Shutting down stops the supervision only; workers keep training and the
+    Shutting down stops the supervision only; workers keep running and the
     next server adopts them.
     """
-    scheduler = app.state.services.runs.scheduler
-    await anyio.to_thread.run_sync(scheduler.start)
+    queue = app.state.services.queue
+    await anyio.to_thread.run_sync(queue.start)
     try:
         yield
     finally:
-        await anyio.to_thread.run_sync(scheduler.shutdown)
+        await anyio.to_thread.run_sync(queue.shutdown)

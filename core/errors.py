@@ -155,6 +155,10 @@ class CheckpointNotFoundError(NotFoundError):
     resource = "checkpoint"
 
 
+class JobClaimedError(ConflictError):
+    """A job is already claimed by another executor (or is not pending): each job runs exactly once."""
+
+
 class WorkspaceInUseError(ConflictError):
     """Another ``modelyard serve`` already serves this workspace (one server per workspace)."""
 

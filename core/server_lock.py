@@ -74,3 +74,25 @@ def _read_holder(fd: int) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def serving_server(workspace_root: Path) -> dict[str, Any] | None:
+    """What the server holding ``workspace_root`` wrote about itself (pid, address), or ``None`` when none does.
+
+    Probes the lock without keeping it: the CLI asks this to decide whether to
+    submit its jobs to that server's queue or to run them itself.
+    """
+    path = Path(workspace_root) / ".locks" / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd) or {"pid": None}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

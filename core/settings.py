@@ -13,7 +13,9 @@ from pathlib import Path
 GIB = 1024**3
 MIB = 1024**2
 #: Timing settings that may also come from ``MODELYARD_<NAME>`` (seconds).
-_FLOAT_ENV = ("heartbeat_timeout_s", "worker_start_grace_s", "stop_timeout_s")
+_FLOAT_ENV = ("heartbeat_timeout_s", "worker_start_grace_s", "stop_timeout_s", "short_job_timeout_s")
+#: Counts that may also come from ``MODELYARD_<NAME>``.
+_INT_ENV = ("cpu_job_slots", "warm_workers")
 
 
 @dataclass
@@ -33,8 +35,13 @@ class Settings:
     # Pillow's decompression-bomb threshold for imported images.
     max_image_pixels: int = 178_956_970
     api_token: str | None = None
-    # Training runs (server side): worker supervision, the device queue and the SSE stream.
-    heartbeat_timeout_s: float = 15.0  # a running worker silent this long is marked interrupted
+    # Jobs (server side): worker supervision, the device queue and the SSE stream.
+    heartbeat_timeout_s: float = 15.0  # a training worker with no progress this long is killed, the run interrupted
+    short_job_timeout_s: float = 300.0  # the same for evaluations and exports (whose progress comes in bigger steps)
+    cpu_job_slots: int = 2  # evaluations/exports on the CPU at once (CPU training runs one at a time)
+    # Pre-started workers that have imported torch and wait for the next job (0: every job starts cold).
+    # `modelyard serve` keeps one by default (--warm-workers); an app built by a test or embedded elsewhere none.
+    warm_workers: int = 0
     worker_start_grace_s: float = 120.0  # time a fresh worker gets (imports, data) before its first heartbeat
     stop_timeout_s: float = 60.0  # after a stop request, kill the worker group when it has not exited
     scheduler_interval_s: float = 1.0
@@ -60,5 +67,8 @@ class Settings:
         for name in _FLOAT_ENV:
             if env_value := os.environ.get("MODELYARD_" + name.upper()):
                 values[name] = float(env_value)
+        for name in _INT_ENV:
+            if env_value := os.environ.get("MODELYARD_" + name.upper()):
+                values[name] = int(env_value)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

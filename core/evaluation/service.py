@@ -10,23 +10,22 @@ evaluation ``failed``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..devices import known_device_ids
 from ..errors import ConflictError, EvaluationNotFoundError, SplitNotFoundError, ValidationError
-from ..jobs import (
+from ..jobs.folder import (
     JobFolder,
     existing_job_folder,
     iter_job_folders,
-    launch,
     list_records,
     new_job_folder,
-    recover_orphans,
     remove_job_folder,
-    stop_worker,
 )
+from ..jobs.kinds import EVALUATE
+from ..jobs.queue import JobQueue
 from ..jsonio import read_json
 from ..timeutil import utc_now_iso
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
@@ -38,10 +37,9 @@ from .results import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
-EVALUATION_JSON = "evaluation.json"
-EVALUATION_LOG = "evaluation.log"
+EVALUATION_JSON = EVALUATE.record_name
+EVALUATION_LOG = EVALUATE.log_name
 SUBSETS: tuple[str, ...] = ("train", "val", "test")
-WORKER_KIND = "evaluate"
 
 
 def evaluation_job(workspace: Workspace, folder: Path) -> JobFolder:
@@ -99,11 +97,10 @@ def check_devices(devices: list[str] | None) -> list[str]:
 class EvaluationService:
     """Evaluation records of every project (see the module docstring)."""
 
-    def __init__(self, workspace: Workspace, launcher: Callable[[JobFolder, str], int] = launch) -> None:
+    def __init__(self, workspace: Workspace, queue: JobQueue) -> None:
         self.workspace = workspace
-        self._launch = launcher
+        self.queue = queue
         self.indexes = ResultsIndexCache()
-        self.recover()
 
     # -- paths -------------------------------------------------------------------
     def _folder(self, project_id: str, eval_id: str) -> Path:
@@ -168,13 +165,13 @@ class EvaluationService:
         }
         job = evaluation_job(self.workspace, folder)
         job.write(record)
-        self._launch(job, WORKER_KIND)
-        return job.read()
+        self.queue.wake()
+        return self.queue.with_place(folder, job.read())
 
     # -- read ----------------------------------------------------------------------
     def get(self, project_id: str, eval_id: str) -> dict[str, Any]:
         job = evaluation_job(self.workspace, self._folder(project_id, eval_id))
-        return job.fail_if_orphaned(job.read())
+        return self.queue.with_place(job.folder, job.fail_if_orphaned(job.read()))
 
     def list(self, project_id: str) -> list[dict[str, Any]]:
         self.workspace.existing_project_dir(project_id)
@@ -197,14 +194,9 @@ class EvaluationService:
         folder = self._folder(project_id, eval_id)
         job = evaluation_job(self.workspace, folder)
         with job.locked():
-            stop_worker(job.read(), eval_id)
+            self.queue.kill(EVALUATE, folder)
             remove_job_folder(self.workspace, folder)
         self.indexes.forget(folder)
-
-    # -- start-up ------------------------------------------------------------------
-    def recover(self) -> list[str]:
-        """Mark evaluations whose worker is gone (found at server start) as failed; returns their ids."""
-        return recover_orphans(job for project_id in self.workspace.project_ids() for job in self._jobs(project_id))
 
     def _jobs(self, project_id: str) -> Iterator[JobFolder]:
         for folder in iter_job_folders(self.workspace.evaluations_dir(project_id), "eval", EVALUATION_JSON):

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelyardError
-from ..jobs import JobFolder
+from ..jobs.folder import JobFolder
 from ..jsonio import read_json
+from ..plugin_manager import PluginHost
 from ..registry import ArchitectureRegistry
 from ..datasets.document import split_items
 from ..workspace import Workspace
@@ -57,15 +58,15 @@ def torch_device(devices: list[str] | None) -> str:
     return "cpu" if device == "cpu" else "cuda:" + device.split(":", 1)[1]
 
 
-def run_evaluation(workspace: Workspace, eval_dir: Path, registry: ArchitectureRegistry | None = None) -> str:
-    """Run one evaluation job to its end; returns the final status (``completed``/``failed``/``skipped``)."""
+def run_evaluation(workspace: Workspace, eval_dir: Path, plugins: PluginHost | None = None) -> str:
+    """Run one claimed evaluation job to its end; returns the final status (``completed``/``failed``/``skipped``)."""
     job = evaluation_job(workspace, eval_dir)
-    record = job.claim()
+    record = job.claimed_record()
     if record is None:
-        log.info("evaluation %s is not pending; nothing to do", eval_dir.name)
+        log.info("evaluation %s is not claimed to run; nothing to do", eval_dir.name)
         return "skipped"
     try:
-        outcome = _evaluate(workspace, job, record, registry)
+        outcome = _evaluate(workspace, job, record, plugins.architectures if plugins is not None else None)
     except Exception as exc:
         log.error("evaluation %s failed:\n%s", eval_dir.name, traceback.format_exc())
         message = exc.message if isinstance(exc, ModelyardError) else f"{type(exc).__name__}: {exc}"
@@ -129,14 +130,3 @@ def _evaluate(workspace: Workspace, job: JobFolder, record: dict[str, Any], regi
         "classes": trained.classes,
         "progress": {"done": len(items), "total": len(items)},
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m modelyard worker evaluate EVAL_DIR --workspace ROOT``; returns the exit code."""
-    import sys
-
-    from ..jobs import worker_main
-    from .service import EVALUATION_JSON
-
-    return worker_main(list(sys.argv[1:] if argv is None else argv), "evaluate", run_evaluation, "evaluations", "eval",
-                       EVALUATION_JSON)

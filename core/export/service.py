@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConflictError, ExportNotFoundError, ValidationError
 from ..export_options import resolve_options
-from ..jobs import (
+from ..jobs.folder import (
     JobFolder,
     existing_job_folder,
     iter_job_folders,
-    launch,
     list_records,
     new_job_folder,
-    recover_orphans,
     remove_job_folder,
-    stop_worker,
 )
+from ..jobs.kinds import EXPORT
+from ..jobs.queue import JobQueue
 from ..plugin_manager import PluginHost
 from ..timeutil import utc_now_iso
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
@@ -38,9 +37,8 @@ from .bundle import BUNDLE_SUFFIX, build_bundle
 
 log = logging.getLogger(__name__)
 
-EXPORT_JSON = "export.json"
-EXPORT_LOG = "export.log"
-WORKER_KIND = "export"
+EXPORT_JSON = EXPORT.record_name
+EXPORT_LOG = EXPORT.log_name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -82,11 +80,10 @@ class Download:
 class ExportService:
     """Export records of every project (see the module docstring)."""
 
-    def __init__(self, workspace: Workspace, plugins: PluginHost, launcher: Callable[[JobFolder, str], int] = launch) -> None:
+    def __init__(self, workspace: Workspace, plugins: PluginHost, queue: JobQueue) -> None:
         self.workspace = workspace
         self.plugins = plugins
-        self._launch = launcher
-        self.recover()
+        self.queue = queue
 
     def _folder(self, project_id: str, export_id: str) -> Path:
         self.workspace.existing_project_dir(project_id)
@@ -134,13 +131,13 @@ class ExportService:
         }
         job = export_job(self.workspace, folder)
         job.write(record)
-        self._launch(job, WORKER_KIND)
-        return job.read()
+        self.queue.wake()
+        return self.queue.with_place(folder, job.read())
 
     # -- read ----------------------------------------------------------------------
     def get(self, project_id: str, export_id: str) -> dict[str, Any]:
         job = export_job(self.workspace, self._folder(project_id, export_id))
-        return job.fail_if_orphaned(job.read())
+        return self.queue.with_place(job.folder, job.fail_if_orphaned(job.read()))
 
     def list(self, project_id: str) -> list[dict[str, Any]]:
         self.workspace.existing_project_dir(project_id)
@@ -175,13 +172,8 @@ class ExportService:
         folder = self._folder(project_id, export_id)
         job = export_job(self.workspace, folder)
         with job.locked():
-            stop_worker(job.read(), export_id)
+            self.queue.kill(EXPORT, folder)
             remove_job_folder(self.workspace, folder)
-
-    # -- start-up ------------------------------------------------------------------
-    def recover(self) -> list[str]:
-        """Mark exports whose worker is gone (found at server start) as failed; returns their ids."""
-        return recover_orphans(job for project_id in self.workspace.project_ids() for job in self._jobs(project_id))
 
     def _jobs(self, project_id: str) -> Iterator[JobFolder]:
         for folder in iter_job_folders(self.workspace.exports_dir(project_id), "export", EXPORT_JSON):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelyardError
-from ..jobs import JobFolder
+from ..jobs.folder import JobFolder
 from ..jsonio import read_json
 from ..plugin_manager import PluginHost, default_plugin_host
 from ..plugin_types import ExportMetadata
@@ -45,11 +45,11 @@ def verification_files(dataset: dict[str, Any], split_index: int, limit: int = M
 
 
 def run_export(workspace: Workspace, export_dir: Path, plugins: PluginHost | None = None) -> str:
-    """Run one export job to its end; returns the final status (``completed``/``failed``/``skipped``)."""
+    """Run one claimed export job to its end; returns the final status (``completed``/``failed``/``skipped``)."""
     job = export_job(workspace, export_dir)
-    record = job.claim()
+    record = job.claimed_record()
     if record is None:
-        log.info("export %s is not pending; nothing to do", export_dir.name)
+        log.info("export %s is not claimed to run; nothing to do", export_dir.name)
         return "skipped"
     plugins = plugins or default_plugin_host()
     try:
@@ -139,14 +139,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m modelyard worker export EXPORT_DIR --workspace ROOT``; returns the exit code."""
-    import sys
-
-    from ..jobs import worker_main
-    from .service import EXPORT_JSON
-
-    return worker_main(list(sys.argv[1:] if argv is None else argv), "export", run_export, "exports", "export",
-                       EXPORT_JSON)

@@ -30,7 +30,7 @@ from ..timeutil import utc_now_iso
 from ..training.engine import REPRODUCIBILITY_JSON, dataset_fingerprint, split_hash
 from ..training.run_files import CONFIG_YAML, METRICS_JSON, read_run
 from ..training.runs_create import create_run_folder
-from .foreground import run_evaluation_job, run_export_job, train_in_foreground
+from ..jobs.foreground import evaluate_or_follow, export_or_follow, train_or_follow
 from .schema import (
     DatasetSpec,
     ExportSpec,
@@ -144,7 +144,7 @@ def run_pipeline(
     outcome = PipelineOutcome(result, run_dir / RESULT_FILE)
     try:
         reporter.step(f"training run {run_dir.name}")
-        result["run"] = _train_step(services, run_dir, progress_bar)
+        result["run"] = _train_step(services, run_dir, progress_bar, reporter)
         if result["run"]["status"] != "completed":
             error = (result["run"].get("error") or {}).get("message") or result["run"]["status"]
             outcome.errors.append(f"training {result['run']['status']}: {error}")
@@ -310,8 +310,16 @@ def prepare_run(services: Services, pipeline: Pipeline, project_id: str, split_i
     return experiment["id"], run_dir
 
 
-def _train_step(services: Services, run_dir: Path, progress_bar: bool) -> dict[str, Any]:
-    status = train_in_foreground(services.workspace, run_dir, services.plugins, progress_bar=progress_bar)
+def _submitted(reporter: Reporter) -> Callable[[dict[str, Any]], None]:
+    """Tells the reporter that the server serving the workspace took the job."""
+    return lambda server: reporter.note(
+        f"a modelyard server (pid {server.get('pid', '?')}, {server.get('address', '?')}) serves this workspace: "
+        "the job is queued there and followed here")
+
+
+def _train_step(services: Services, run_dir: Path, progress_bar: bool, reporter: Reporter) -> dict[str, Any]:
+    status = train_or_follow(services.workspace, run_dir, services.plugins, progress_bar=progress_bar,
+                             on_progress=reporter.progress("training"), on_submitted=_submitted(reporter))
     record = read_run(run_dir)
     checkpoints = {kind: str(run_dir / relative) for kind, relative in (record.get("checkpoints") or {}).items() if relative}
     reproducibility = run_dir / REPRODUCIBILITY_JSON
@@ -340,7 +348,8 @@ def _evaluate_step(services: Services, pipeline: Pipeline, project_id: str, expe
         split_index=result["split"]["index"], split_subset=list(spec.subsets), batch_size=spec.batch_size,
     )
     folder = services.workspace.evaluations_dir(project_id) / created["id"]
-    run_evaluation_job(services.workspace, folder, services.plugins, reporter.progress("evaluating"))
+    evaluate_or_follow(services.workspace, folder, services.plugins, reporter.progress("evaluating"),
+                       _submitted(reporter))
     record = services.evaluations.get(project_id, created["id"])
     metrics = record.get("metrics") or {}
     return {
@@ -367,7 +376,8 @@ def _export_step(services: Services, export: ExportSpec, project_id: str, experi
         format=export.format, options=dict(export.options),
     )
     folder = services.workspace.exports_dir(project_id) / created["id"]
-    run_export_job(services.workspace, folder, services.plugins, reporter.progress(f"exporting {export.format}"))
+    export_or_follow(services.workspace, folder, services.plugins, reporter.progress(f"exporting {export.format}"),
+                     _submitted(reporter))
     record = services.exports.get(project_id, created["id"])
     file_info = record.get("file") or {}
     return {

@@ -18,22 +18,21 @@ from ..errors import ConflictError, ExperimentNotFoundError, RunNotFoundError
 from ..ids import is_valid_id
 from ..jsonio import atomic_write_json, read_json
 from ..timeutil import utc_now_iso
+from ..jobs.events import EVENTS_JSONL, EventLog
+from ..jobs.folder import HEARTBEAT, STOP_REQUEST, heartbeat_age_s, touch_heartbeat
+from ..jobs.process import pid_alive
+from ..jobs.status import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES
 from ..workspace import Workspace
 
-RUN_STATUSES = ("pending", "running", "completed", "failed", "stopped", "interrupted")
-ACTIVE_STATUSES = frozenset({"pending", "running"})
+RUN_STATUSES = JOB_STATUSES
 RESUMABLE_STATUSES = frozenset({"stopped", "failed", "interrupted"})
-TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped", "interrupted"})
 
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TIMEOUT_S = 15.0
 
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
-EVENTS_JSONL = "events.jsonl"
 METRICS_JSON = "metrics.json"
-HEARTBEAT = "heartbeat"
-STOP_REQUEST = "stop.request"
 TRAIN_LOG = "train.log"
 CHECKPOINTS = "checkpoints"
 
@@ -117,109 +116,11 @@ def update_run(workspace: Workspace, run_dir: Path, mutate: Callable[[dict[str, 
         return record
 
 
+__all__ = ["ACTIVE_STATUSES", "EVENTS_JSONL", "HEARTBEAT", "STOP_REQUEST", "TERMINAL_STATUSES", "EventLog", "heartbeat_age_s",
+           "pid_alive", "touch_heartbeat"]  # what the run protocol shares with every job (core.jobs)
+
 #: What a run records about its inputs when training starts (dataset fingerprint, split name and hash, versions).
 REPRODUCIBILITY_JSON = "reproducibility.json"
-#: How much of events.jsonl is read from the end to find the last id (grown when a line is longer).
-TAIL_CHUNK_BYTES = 64 * 1024
-
-
-class EventLog:
-    """``events.jsonl``: append-only, ids strictly increasing across restarts and resumes."""
-
-    def __init__(self, workspace: Workspace, run_dir: Path) -> None:
-        self.workspace = workspace
-        self.path = run_dir / EVENTS_JSONL
-        self._lock_name = run_lock_name(run_dir)
-
-    def append(self, event: str, data: dict[str, Any]) -> int:
-        """Append one event (fsynced) and return its id; costs the same on the first and the millionth event."""
-        with self.workspace.locks.hold(self._lock_name):
-            last, torn = self._tail()
-            line = json.dumps({"id": last + 1, "event": event, "data": data, "time": utc_now_iso()}, ensure_ascii=False)
-            with open(self.path, "a", encoding="utf-8") as handle:
-                # a killed writer's torn line gets its own line, or it would swallow this event
-                handle.write(("\n" if torn else "") + line + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            return last + 1
-
-    def last_id(self) -> int:
-        return self._tail()[0]
-
-    def _tail(self) -> tuple[int, bool]:
-        """``(id of the last complete event, whether the file ends in a torn line)``, reading from the end."""
-        try:
-            handle = open(self.path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            return 0, False
-        with handle:
-            size = handle.seek(0, os.SEEK_END)
-            chunk = TAIL_CHUNK_BYTES
-            while True:
-                start = max(0, size - chunk)
-                handle.seek(start)
-                lines = handle.read(size - start).split(b"\n")
-                torn = lines[-1] != b""
-                # lines[-1] is empty or unterminated (whole but for its newline: its id counts once the
-                # newline is added); lines[0] may be cut by the chunk start
-                for raw in reversed(lines if start == 0 else lines[1:]):
-                    try:
-                        entry = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(entry, dict) and isinstance(entry.get("id"), int):
-                        return entry["id"], torn
-                if start == 0:
-                    return 0, torn
-                chunk *= 4
-
-    def read(self, after_id: int = 0) -> list[dict[str, Any]]:
-        """Complete events with ``id > after_id`` (a torn last line, from a killed writer, is ignored)."""
-        if not self.path.exists():
-            return []
-        events = []
-        with open(self.path, encoding="utf-8") as handle:
-            for line in handle:
-                if not line.endswith("\n"):
-                    break
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(entry, dict) and isinstance(entry.get("id"), int) and entry["id"] > after_id:
-                    events.append(entry)
-        return events
-
-
-def touch_heartbeat(run_dir: Path, pid: int) -> None:
-    atomic_write_json(run_dir / HEARTBEAT, {"pid": pid, "time": utc_now_iso()})
-
-
-def heartbeat_age_s(run_dir: Path) -> float | None:
-    """Seconds since the worker's last heartbeat, or ``None`` when it never wrote one."""
-    try:
-        return max(0.0, time.time() - (run_dir / HEARTBEAT).stat().st_mtime)
-    except FileNotFoundError:
-        return None
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def trained_split_index(run_dir: Path, frozen_index: int, split_names: list[str]) -> int:
     """Where the split this run trained on is now.
 

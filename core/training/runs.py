@@ -2,7 +2,8 @@
 
 ``RunService`` owns the run records; it never trains. Starting a run writes
 the run folder (``create_run_folder``) with status ``pending`` and wakes the
-``RunScheduler``, which starts the worker when the run's devices are free.
+job queue (``core/jobs/queue.py``), which starts the worker when the run's
+devices are free.
 Every transition made here holds the run lock, so it cannot interleave with
 the worker's own updates of ``run.json``.
 """
@@ -43,7 +44,9 @@ from .run_files import (
     runs_dir,
     trained_split_index,
 )
-from .scheduler import RunScheduler, finish_by_server, parse_iso
+from ..jobs.kinds import TRAIN
+from ..jobs.queue import JobQueue, end_by_server
+from ..timeutil import parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +60,9 @@ class ExperimentSource(Protocol):
 
 
 class RunService:
-    def __init__(self, workspace: Workspace, scheduler: RunScheduler, experiments: ExperimentSource) -> None:
+    def __init__(self, workspace: Workspace, queue: JobQueue, experiments: ExperimentSource) -> None:
         self.workspace = workspace
-        self.scheduler = scheduler
+        self.queue = queue
         self.experiments = experiments
 
     # -- paths -----------------------------------------------------------------
@@ -77,7 +80,7 @@ class RunService:
             raise ValidationError("The project has no dataset yet: import images and create a split first",
                                   field="dataset")
         run_dir = create_run_folder(self.workspace, project_id, experiment_id, config)
-        self.scheduler.wake()
+        self.queue.wake()
         return read_run(run_dir)
 
     # -- read ------------------------------------------------------------------
@@ -117,7 +120,7 @@ class RunService:
     def stop_run(self, project_id: str, run_id: str) -> dict[str, Any]:
         """Ask the worker to save ``last.ckpt`` and exit ``stopped``; a queued run is simply stopped.
 
-        The scheduler kills the worker's process group if it has not exited
+        The queue kills the worker's process group if it has not exited
         ``stop_timeout_s`` after the request (recorded as ``killed: true``).
         """
         run_dir = self.run_dir(project_id, run_id)
@@ -125,8 +128,8 @@ class RunService:
             record = read_run(run_dir)
             status = record.get("status")
             if status == "pending":
-                finish_by_server(self.workspace, run_dir, "stopped", "stopped before it started",
-                                 frozenset({"pending"}))
+                end_by_server(self.workspace, TRAIN, run_dir, "stopped", "stopped before it started",
+                              frozenset({"pending"}))
             elif status == "running":
                 if not record.get("stop_requested"):
                     atomic_write_json(run_dir / STOP_REQUEST, {"requested_at": utc_now_iso()})
@@ -137,7 +140,7 @@ class RunService:
                     f"Run {run_id} is not running (status {status}); only a pending or running run can be stopped",
                     {"run_id": run_id, "status": status},
                 )
-        self.scheduler.wake()
+        self.queue.wake()
         return self.get_run(project_id, run_id)
 
     # -- resume ----------------------------------------------------------------
@@ -184,7 +187,7 @@ class RunService:
             if checkpoint and checkpoint.fallback_from:
                 checkpoint.promote_to_last()
             record.update(status="pending", finished_at=None, error=None, stop_requested=False, killed=False,
-                          worker_pid=None, worker_pgid=None)
+                          worker_pid=None, worker_pgid=None, worker_started=None, claimed_by=None)
             record.setdefault("progress", {})["total_epochs"] = total
             record.setdefault("resumes", []).append({
                 "at": utc_now_iso(),
@@ -200,7 +203,7 @@ class RunService:
             EventLog(self.workspace, run_dir).append(
                 "status", {"status": "pending", "reason": f"resumed from epoch {from_epoch}"}
             )
-        self.scheduler.wake()
+        self.queue.wake()
         return self.get_run(project_id, run_id)
 
     @staticmethod
@@ -254,7 +257,7 @@ class RunService:
                 status = read_run(run_dir).get("status")
             except CorruptDataError:  # an unreadable run.json must not trap the run: delete unless a worker beats
                 age = heartbeat_age_s(run_dir)
-                status = "running" if age is not None and age < self.scheduler.settings.heartbeat_timeout_s else None
+                status = "running" if age is not None and age < self.queue.settings.heartbeat_timeout_s else None
             if status == "running":
                 raise ConflictError(
                     f"Run {run_id} is running; stop it before deleting it", {"run_id": run_id, "status": status}
@@ -263,7 +266,7 @@ class RunService:
             trash = self.workspace.new_staging_dir(f"delete-{run_id}")
             run_dir.rename(trash / run_id)
         shutil.rmtree(trash, ignore_errors=True)
-        self.scheduler.wake()
+        self.queue.wake()
 
     # -- derived fields ----------------------------------------------------------
     def _with_derived(self, run_dir: Path, record: dict[str, Any], queue: bool = True) -> dict[str, Any]:
@@ -275,6 +278,7 @@ class RunService:
             "elapsed_s": round(max(0.0, end - started), 3) if started is not None else None,
             "heartbeat_age_s": round(age, 3) if status == "running" and (age := heartbeat_age_s(run_dir)) is not None
             else None,
-            "queue_position": self.scheduler.queue_position(run_dir) if queue and status == "pending" else None,
         }
-        return {**record, **derived}
+        placed = self.queue.with_place(run_dir, record) if queue else {**record, "queue_position": None,
+                                                                         "waiting_reason": None}
+        return {**placed, **derived}

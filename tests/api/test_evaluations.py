@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.core.evaluation.service import EvaluationService
 from tests.conftest import assert_error
 from tests.helpers.run_fixtures import wait_for
 
@@ -27,8 +26,8 @@ def _wait_finished(client, project_id: str, eval_id: str) -> dict:
 
 @pytest.fixture
 def pending_only(services) -> None:
-    """Evaluations created in this test stay ``pending``: no worker is started (deterministic 409s)."""
-    services.evaluations = EvaluationService(services.workspace, launcher=lambda job, kind: 0)
+    """Evaluations created in this test stay ``pending``: the queue has no CPU slot to start them in (deterministic 409s)."""
+    services.settings.cpu_job_slots = 0
 
 
 def test_evaluation_runs_in_a_worker_process_and_serves_metrics_and_results(client, trained_run, workspace_dir: Path) -> None:

@@ -15,7 +15,7 @@ import torch
 from modelyard.api.exports import content_disposition
 from modelyard.core import Exporter, hookimpl
 from modelyard.core.export.service import ExportService
-from modelyard.core.export.worker import run_export
+from modelyard.core.jobs.foreground import export_or_follow
 from modelyard.core.plugin_manager import PluginHost
 from modelyard.plugins import onnx_exporter
 from tests.conftest import assert_error
@@ -38,8 +38,8 @@ def _wait_finished(client, project_id: str, export_id: str) -> dict:
 
 @pytest.fixture
 def pending_only(services) -> None:
-    """Exports created in this test stay ``pending``: no worker is started."""
-    services.exports = ExportService(services.workspace, services.plugins, launcher=lambda job, kind: 0)
+    """Exports created in this test stay ``pending``: the queue has no CPU slot to start them in."""
+    services.settings.cpu_job_slots = 0
 
 
 def test_export_runs_in_a_worker_and_downloads_as_the_model_file(client, trained_run, workspace_dir: Path) -> None:
@@ -168,10 +168,11 @@ class DamagedExporter:
 def test_export_that_fails_verification_is_still_downloadable_and_flagged(client, services, trained_run) -> None:
     plugins = PluginHost(disabled=set()).load_all()
     plugins.add_plugin(DamagedExporter(), name="damaged")
-    in_process = ExportService(services.workspace, plugins, launcher=lambda job, kind: 0)
+    services.settings.cpu_job_slots = 0  # the app's queue must not take it: this test's plugins know the format
+    in_process = ExportService(services.workspace, plugins, services.queue)
     record = in_process.create(trained_run.project_id, experiment_id=trained_run.experiment_id,
                                run_id=trained_run.run_id, format="onnx_damaged")
-    run_export(services.workspace, services.workspace.exports_dir(trained_run.project_id) / record["id"], plugins)
+    export_or_follow(services.workspace, services.workspace.exports_dir(trained_run.project_id) / record["id"], plugins)
 
     got = client.get(f"/api/export/{trained_run.project_id}/{record['id']}").json()["data"]
     assert got["status"] == "failed" and got["verification_failed"] is True

@@ -1,7 +1,7 @@
 """Runs API (reference section 4): start, status, metrics, stop, resume, delete.
 
 One test trains a real tiny run through the API (worker process started by
-the app's run scheduler); the others address runs in exact states written by
+the app's job queue); the others address runs in exact states written by
 the protocol.
 """
 

@@ -1,7 +1,7 @@
 """Runs survive what happens to processes: stop, SIGKILL of the worker, SIGKILL of the server.
 
 Everything is real: tiny ``simple_cnn`` trainings in worker processes started
-by the app's run scheduler, and for the server test a real ``modelyard serve``
+by the app's job queue, and for the server test a real ``modelyard serve``
 subprocess followed over HTTP and SSE. Runs are long enough (many tiny
 epochs) to act on after their first epoch; resumes set a small ``max_epochs``
 so each test ends quickly.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.core.ids import new_id
+from modelyard.core.jobs.kinds import KINDS
+from modelyard.core.jobs.process import kill_worker, start_ticks
 from modelyard.core.jsonio import atomic_write_json, read_json
 from modelyard.core.training.run_files import RUN_JSON, new_run_record, touch_heartbeat
 from modelyard.core.workspace import Workspace
@@ -38,15 +39,21 @@ def make_run_folder(
     run_id = new_id("run")
     run_dir = workspace.experiments_dir(project_id) / experiment_id / "runs" / run_id
     run_dir.mkdir(parents=True)
-    project_json = workspace.project_dir(project_id) / "project.json"
-    if not project_json.exists():
-        atomic_write_json(project_json, {"id": project_id, "name": "p", "task": "classification", "description": "",
-                                         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"})
+    ensure_project(workspace, project_id)
     record = new_run_record(run_id, experiment_id, project_id, devices or ["cpu"], 1, 3, "val/loss")
     record.update(status=status, **fields)
     atomic_write_json(run_dir / RUN_JSON, record)
     (run_dir / "config.yaml").write_text("{}\n", encoding="utf-8")
     return run_dir
+
+
+def ensure_project(workspace: Workspace, project_id: str) -> None:
+    """A bare ``project.json``, so the project lists (and its job folders are scanned)."""
+    project_json = workspace.project_dir(project_id) / "project.json"
+    if not project_json.exists():
+        project_json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(project_json, {"id": project_id, "name": "p", "task": "classification", "description": "",
+                                         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"})
 
 
 def stand_in_worker(run_dir: Path, named: bool = True) -> subprocess.Popen[bytes]:
@@ -57,10 +64,20 @@ def stand_in_worker(run_dir: Path, named: bool = True) -> subprocess.Popen[bytes
     return subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL)
 
 
-def mark_running(workspace: Workspace, run_dir: Path, process: subprocess.Popen[bytes], heartbeat: bool = True) -> None:
-    """Record ``process`` as the run's worker, as a worker does when it starts."""
+def mark_running(workspace: Workspace, run_dir: Path, process: subprocess.Popen[bytes], heartbeat: bool = True,
+                 started: int | None | str = "real") -> None:
+    """Record ``process`` as the run's worker, claimed by the server, as the queue does when it starts one.
+
+    ``started`` is the recorded process start time: the real one by default,
+    ``None`` for a record written before start times were kept, or any other
+    number to make the recorded pid look reused.
+    """
     record = read_json(run_dir / RUN_JSON)
-    record.update(status="running", worker_pid=process.pid, worker_pgid=process.pid, started_at=record["created_at"])
+    ticks = start_ticks(process.pid) if started == "real" else started
+    record.update(status="running", worker_pid=process.pid, worker_pgid=process.pid, worker_started=ticks,
+                  started_at=record["created_at"],
+                  claimed_by={"by": "server", "pid": os.getpid(), "started": start_ticks(os.getpid()),
+                              "at": record["created_at"]})
     atomic_write_json(run_dir / RUN_JSON, record)
     if heartbeat:
         touch_heartbeat(run_dir, process.pid)
@@ -79,17 +96,10 @@ def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.2
 
 
 def kill_run_workers(workspace_root: Path) -> None:
-    """SIGKILL the process group of every worker recorded in the workspace that is still alive."""
-    for run_json in workspace_root.glob("projects/*/experiments/*/runs/*/" + RUN_JSON):
-        with contextlib.suppress(Exception):
-            record = read_json(run_json)
-            pid, pgid = record.get("worker_pid"), record.get("worker_pgid")
-            if not pid:
-                continue
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if run_json.parent.name.encode() not in cmdline:
-                continue
-            if pgid and pgid != os.getpgrp():
-                os.killpg(pgid, signal.SIGKILL)
-            else:
-                os.kill(pid, signal.SIGKILL)
+    """SIGKILL the process group of every job worker recorded in the workspace that is still alive (any kind)."""
+    for kind in KINDS.values():
+        for record_path in workspace_root.glob(f"projects/*/{kind.layout}/{kind.record_name}"):
+            with contextlib.suppress(Exception):
+                record = read_json(record_path)
+                if record.get("status") == "running" and record.get("worker_pid") != os.getpid():
+                    kill_worker(record, record_path.parent.name)

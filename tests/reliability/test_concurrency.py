@@ -82,9 +82,9 @@ def dataset_project(services, client) -> str:
 
 
 @pytest.fixture
-def halted_scheduler(services, client) -> Iterator[None]:
+def halted_queue(services, client) -> Iterator[None]:
     """Runs stay ``pending``: these tests are about the API's writes, not about training."""
-    services.runs.scheduler.shutdown()
+    services.queue.shutdown()
     yield
 
 
@@ -163,7 +163,7 @@ PATCHES: list[dict[str, Any]] = [
 
 
 def test_concurrent_experiment_patches_and_run_starts_keep_every_change(
-    client, services, dataset_project, halted_scheduler
+    client, services, dataset_project, halted_queue
 ) -> None:
     project_id = dataset_project
     base = f"/api/training/{project_id}/experiments"

@@ -11,7 +11,7 @@ schemathesis infers between operations (create a project, then use its id).
 
 Examples per operation: ``MODELYARD_FUZZ_EXAMPLES`` (15 in CI; ``make fuzz``
 runs 300 and a longer stateful phase). Training is not part of this: the
-run scheduler never starts, so started runs stay ``pending``.
+job queue never starts, so started runs stay ``pending``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from modelyard.api.app import create_app
 from modelyard.core.services import Services, build_services
 from modelyard.core.settings import Settings
-from modelyard.core.training.scheduler import RecoveryReport
+from modelyard.core.jobs.queue import RecoveryReport
 from tests.helpers.datasets import create_project_with_dataset
 from tests.helpers.run_fixtures import kill_run_workers, make_run_folder
 
@@ -97,8 +97,8 @@ _ROOT = Path(tempfile.mkdtemp(prefix="modelyard-fuzz-"))
 atexit.register(shutil.rmtree, _ROOT, True)
 SEEDED = _seed(_ROOT)
 # No training while fuzzing: worker processes are outside the HTTP contract under test, and schemathesis
-# starts the app's lifespan on its own schedule, so the scheduler must never start rather than be stopped.
-SEEDED.services.runs.scheduler.start = RecoveryReport  # type: ignore[method-assign]
+# starts the app's lifespan on its own schedule, so the queue must never start rather than be stopped.
+SEEDED.services.queue.start = RecoveryReport  # type: ignore[method-assign]
 schema = schemathesis.openapi.from_asgi("/schema/openapi.json", create_app(SEEDED.services.settings, SEEDED.services))
 
 

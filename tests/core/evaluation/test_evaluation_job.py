@@ -1,15 +1,14 @@
 """Evaluation jobs on a really trained checkpoint: the worker's outcome, as the server reads it.
 
-The worker code runs in this process (``run_evaluation``, exactly what
-``modelyard worker evaluate`` calls); the API and e2e tests start it as a real
-subprocess.
+The job runs in this process, claimed the way ``modelyard evaluate`` claims it
+when no server serves the workspace (``evaluate_or_follow``); the API, job
+worker and e2e tests start it in a real worker process.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,29 +17,26 @@ from modelyard.core.errors import CheckpointNotFoundError, SplitNotFoundError, V
 from modelyard.core.evaluation.index import ResultsQuery
 from modelyard.core.evaluation.results import RESULTS_FILE, ResultsTable
 from modelyard.core.evaluation.service import EvaluationService
-from modelyard.core.evaluation.worker import main as worker_main
 from modelyard.core.evaluation.worker import run_evaluation
-from modelyard.core.jobs import WORKER_LOST
+from modelyard.core.jobs.folder import WORKER_LOST, Claimant
+from modelyard.core.jobs.foreground import evaluate_or_follow
+from modelyard.core.jobs.kinds import EVALUATE
 from modelyard.core.jsonio import atomic_write_json, read_json
 from modelyard.core.services import Services
 from tests.conftest import TrainedRun
 from tests.core.evaluation.numpy_reference import assert_metrics_match_reference
 
 
-def _not_started(job, kind):  # the worker is run in-process by the test instead
-    return 0
-
-
 @pytest.fixture
 def evaluations(services: Services) -> EvaluationService:
-    return EvaluationService(services.workspace, launcher=_not_started)
+    return services.evaluations  # its queue is not started: jobs wait until the test runs them here
 
 
 def _run(services: Services, evaluations: EvaluationService, run: TrainedRun, **request) -> dict:
     record = evaluations.create(run.project_id, experiment_id=run.experiment_id, run_id=run.run_id, **request)
     assert record["status"] == "pending"
     folder = services.workspace.evaluations_dir(run.project_id) / record["id"]
-    run_evaluation(services.workspace, folder)
+    evaluate_or_follow(services.workspace, folder, services.plugins)
     return evaluations.get(run.project_id, record["id"])
 
 
@@ -99,7 +95,8 @@ def test_unreadable_checkpoint_fails_the_evaluation_with_the_reason(services, ev
     record = evaluations.create(trained_run.project_id, experiment_id=trained_run.experiment_id,
                                 run_id=trained_run.run_id, checkpoint="best")
     (trained_run.run_dir / "checkpoints" / "best.ckpt").write_bytes(b"not a checkpoint at all")
-    run_evaluation(services.workspace, services.workspace.evaluations_dir(trained_run.project_id) / record["id"])
+    evaluate_or_follow(services.workspace, services.workspace.evaluations_dir(trained_run.project_id) / record["id"],
+                       services.plugins)
     failed = evaluations.get(trained_run.project_id, record["id"])
     assert failed["status"] == "failed"
     assert "best.ckpt" in failed["error"]["message"] and failed["metrics"] is None
@@ -139,31 +136,36 @@ def test_evaluation_whose_worker_died_is_marked_failed(services, evaluations, tr
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     folder = services.workspace.evaluations_dir(trained_run.project_id) / record["id"]
-    atomic_write_json(folder / "evaluation.json", dict(read_json(folder / "evaluation.json"), status="running", worker_pid=gone.pid))
+    claimed = {"by": "server", "pid": gone.pid, "at": "2026-01-01T00:00:00Z"}
+    atomic_write_json(folder / "evaluation.json", dict(read_json(folder / "evaluation.json"), status="running",
+                                                       worker_pid=gone.pid, claimed_by=claimed))
     failed = evaluations.get(trained_run.project_id, record["id"])
     assert failed["status"] == "failed"
     assert failed["error"]["message"] == WORKER_LOST
 
 
-def test_pending_evaluation_never_started_is_failed_at_server_start(services, evaluations, trained_run) -> None:
+def test_a_pending_evaluation_waits_for_a_queue_and_says_so(services, evaluations, trained_run) -> None:
+    """Nothing starts it without a server (the CLI runs its own jobs): it stays pending, never marked failed."""
     record = evaluations.create(trained_run.project_id, experiment_id=trained_run.experiment_id, run_id=trained_run.run_id)
     folder = services.workspace.evaluations_dir(trained_run.project_id) / record["id"]
     atomic_write_json(folder / "evaluation.json", dict(read_json(folder / "evaluation.json"), created_at="2020-01-01T00:00:00Z"))
-    assert evaluations.get(trained_run.project_id, record["id"])["status"] == "pending"  # a running server waits
-    restarted = EvaluationService(services.workspace)
-    assert restarted.get(trained_run.project_id, record["id"])["status"] == "failed"
+    waiting = evaluations.get(trained_run.project_id, record["id"])
+    assert waiting["status"] == "pending" and waiting["queue_position"] == 1
+    assert "no server is running" in waiting["waiting_reason"]
 
 
-def test_worker_refuses_a_folder_that_is_not_an_evaluation_of_the_workspace(services, tmp_path: Path) -> None:
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    assert worker_main([str(outside), "--workspace", str(services.workspace.root)]) == 2
-    assert worker_main([str(services.workspace.projects_dir / ".." / ".."), "--workspace", str(services.workspace.root)]) == 2
+def test_a_job_runs_only_once_claimed(services, evaluations, trained_run) -> None:
+    record = evaluations.create(trained_run.project_id, experiment_id=trained_run.experiment_id, run_id=trained_run.run_id)
+    folder = services.workspace.evaluations_dir(trained_run.project_id) / record["id"]
+    assert run_evaluation(services.workspace, folder, services.plugins) == "skipped"  # pending: nobody claimed it
+    assert evaluations.get(trained_run.project_id, record["id"])["status"] == "pending"
+    EVALUATE.job(services.workspace, folder).claim(Claimant.this_process("cli"))
+    assert run_evaluation(services.workspace, folder, services.plugins) == "completed"
 
 
 def test_worker_leaves_a_job_that_is_not_pending_alone(services, evaluations, trained_run) -> None:
     record = _run(services, evaluations, trained_run)
     folder = services.workspace.evaluations_dir(trained_run.project_id) / record["id"]
     before = (folder / "evaluation.json").read_bytes()
-    assert run_evaluation(services.workspace, folder) == "skipped"
+    assert run_evaluation(services.workspace, folder, services.plugins) == "skipped"
     assert (folder / "evaluation.json").read_bytes() == before

@@ -1,7 +1,7 @@
 """Export jobs on a really trained checkpoint: files, deployment metadata, verification, bundles.
 
-The worker code runs in this process (``run_export``, what ``modelyard worker
-export`` calls). The failing-verification path uses an exporter plugin
+The job runs in this process, claimed the way ``modelyard export`` claims it
+when no server serves the workspace (``export_or_follow``). The failing-verification path uses an exporter plugin
 registered by the test that writes a genuinely wrong model (perturbed
 weights), through the real ONNX export.
 """
@@ -26,7 +26,7 @@ import torch
 from modelyard.core import Exporter, hookimpl
 from modelyard.core.errors import CheckpointNotFoundError, ConflictError, ExperimentNotFoundError, RunNotFoundError, UnknownExportFormatError, ValidationError
 from modelyard.core.export.service import ExportService, model_file_name
-from modelyard.core.export.worker import run_export
+from modelyard.core.jobs.foreground import export_or_follow
 from modelyard.core.jsonio import atomic_write_json, read_json
 from modelyard.core.plugin_manager import PluginHost
 from modelyard.core.services import Services
@@ -37,9 +37,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:F
 
 METADATA_KEYS = {"modelyard.classes", "modelyard.input_size", "modelyard.mean", "modelyard.std", "modelyard.architecture", "modelyard.run_id"}
 
-
-def _not_started(job, kind):  # the worker runs in-process in these tests
-    return 0
 
 
 class WrongWeightsExporter:
@@ -68,13 +65,13 @@ def plugins() -> PluginHost:
 
 @pytest.fixture
 def exports(services: Services, plugins: PluginHost) -> ExportService:
-    return ExportService(services.workspace, plugins, launcher=_not_started)
+    return ExportService(services.workspace, plugins, services.queue)  # the queue is not started: jobs wait
 
 
 def _export(services: Services, exports: ExportService, plugins: PluginHost, run: TrainedRun, fmt: str, **options: Any) -> dict:
     record = exports.create(run.project_id, experiment_id=run.experiment_id, run_id=run.run_id, format=fmt, options=options)
     assert record["status"] == "pending"
-    run_export(services.workspace, services.workspace.exports_dir(run.project_id) / record["id"], plugins)
+    export_or_follow(services.workspace, services.workspace.exports_dir(run.project_id) / record["id"], plugins)
     return exports.get(run.project_id, record["id"])
 
 

@@ -8,9 +8,6 @@ their own, in process, for one or two epochs on 16-20 px images.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,6 @@ from modelyard.core.jsonio import read_json
 from modelyard.core.training.engine import train_run
 from modelyard.core.training.run_files import EventLog, read_run, update_run
 from modelyard.core.training.runs_create import create_run_folder
-from modelyard.core.training.worker import main as worker_main
 from tests.conftest import TINY_TRAINING_CONFIG, TrainedRun
 from tests.helpers.datasets import create_project_with_dataset
 from tests.helpers.evil import write_evil_pickle
@@ -285,44 +281,3 @@ def test_a_failure_records_its_type_and_message_and_ends_the_event_stream(servic
     events = EventLog(services.workspace, run_dir).read()
     assert [e["event"] for e in events][-3:] == ["log", "status", "end"]
     assert events[-3]["data"]["level"] == "error"
-
-
-# -- the worker process and DDP ------------------------------------------------------------------
-
-
-def test_worker_refuses_a_folder_that_is_not_a_run_of_the_workspace(services, tmp_path: Path) -> None:
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    assert worker_main([str(outside), "--workspace", str(services.workspace.root)]) == 2
-    assert worker_main([str(services.workspace.projects_dir / ".." / ".."), "--workspace",
-                        str(services.workspace.root)]) == 2
-
-
-def test_cpu_ddp_with_two_processes_trains_one_consistent_run(services) -> None:
-    project_id = create_project_with_dataset(services, per_class=6, size=16)
-    config = {**TINY_TRAINING_CONFIG, "training": {"max_epochs": 1, "scheduler": {"name": "none"}},
-              "hardware": {"devices": ["cpu"], "num_processes": 2}}
-    run_dir = new_run(services, project_id, config)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("LOCAL_RANK", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "modelyard", "worker", "train", str(run_dir), "--workspace", str(services.workspace.root)],
-        cwd=run_dir, env=env, capture_output=True, text=True, timeout=240,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    run = read_run(run_dir)
-    assert run["status"] == "completed" and run["num_processes"] == 2
-    metrics = read_json(run_dir / "metrics.json")
-    assert [m["epoch"] for m in metrics] == [1]  # one writer: no duplicate records
-    events = EventLog(services.workspace, run_dir).read()
-    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
-    assert [e["event"] for e in events].count("end") == 1
-    assert read_json(run_dir / "reproducibility.json")["world_size"] == 2
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    # 12 train images over 2 ranks with batch 8: one step per rank, gradients averaged across them
-    assert last["global_step"] == 1
-    assert "gloo" in result.stdout + result.stderr
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    # val metrics are computed over all 3 val images (synced across ranks): a multiple of 1/3
-    assert metrics[0]["val/acc"] * 3 == pytest.approx(round(metrics[0]["val/acc"] * 3), abs=1e-4)

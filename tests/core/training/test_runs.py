@@ -284,9 +284,9 @@ def test_an_unterminated_but_whole_last_event_keeps_its_id(services, project_id)
 
 
 def test_the_last_id_is_found_from_the_end_of_a_log_longer_than_one_read(services, project_id, monkeypatch) -> None:
-    from modelyard.core.training import run_files
+    from modelyard.core.jobs import events as event_log
 
-    monkeypatch.setattr(run_files, "TAIL_CHUNK_BYTES", 64)  # every event line is longer than one chunk
+    monkeypatch.setattr(event_log, "TAIL_CHUNK_BYTES", 64)  # every event line is longer than one chunk
     run_dir = make_run_folder(services.workspace, project_id, status="running")
     events = EventLog(services.workspace, run_dir)
     ids = [events.append("log", {"message": "x" * 100}) for _ in range(20)]
