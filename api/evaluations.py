@@ -36,6 +36,15 @@ class JobProgress(msgspec.Struct):
     total: int
 
 
+class JobClaim(msgspec.Struct):
+    """Who executes the job: the server's queue or a CLI command (docs/internals/jobs.md)."""
+
+    by: str
+    pid: int
+    at: str
+    started: int | None = None
+
+
 class JobError(msgspec.Struct):
     type: str
     message: str
@@ -108,6 +117,10 @@ class Evaluation(msgspec.Struct):
     skipped: int | None
     metrics: EvaluationMetrics | None
     error: JobError | None
+    claimed_by: JobClaim | None = None
+    #: while pending: place among all queued jobs, and what it waits for
+    queue_position: int | None = None
+    waiting_reason: str | None = None
 
 
 class EvaluationSummary(msgspec.Struct):

@@ -17,7 +17,7 @@ from litestar.response import File
 
 from .deps import ServicesDep
 from .envelope import Deleted, Ok, ok
-from .evaluations import JobError, JobProgress
+from .evaluations import JobClaim, JobError, JobProgress
 from .openapi import error_responses
 
 VERIFICATION_HEADER = "X-Modelyard-Verification"
@@ -82,6 +82,10 @@ class Export(msgspec.Struct):
     verification_failed: bool
     metadata: DeploymentMetadata | None
     error: JobError | None
+    claimed_by: JobClaim | None = None
+    #: while pending: place among all queued jobs, and what it waits for
+    queue_position: int | None = None
+    waiting_reason: str | None = None
 
 
 ProjectId = Annotated[str, Parameter(description="Project id, e.g. proj-a1b2c3d4", max_length=64)]

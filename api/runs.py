@@ -15,6 +15,7 @@ from litestar.response import ServerSentEvent
 
 from .deps import ServicesDep
 from .envelope import Deleted, Ok, ok
+from .evaluations import JobClaim
 from .openapi import error_responses
 from .run_stream import follow_events
 
@@ -81,7 +82,10 @@ class Run(msgspec.Struct):
     resumes: list[RunResumeRecord]
     elapsed_s: float | None = None
     heartbeat_age_s: float | None = None
+    claimed_by: JobClaim | None = None
+    #: while pending: place among all queued jobs, and what it waits for
     queue_position: int | None = None
+    waiting_reason: str | None = None
 
 
 class RunStarted(msgspec.Struct):
@@ -90,6 +94,7 @@ class RunStarted(msgspec.Struct):
     experiment_id: str
     created_at: str
     queue_position: int | None = None
+    waiting_reason: str | None = None
 
 
 class RunResume(msgspec.Struct, forbid_unknown_fields=True):
@@ -119,7 +124,8 @@ class RunController(Controller):
         record = services.runs.start_run(project_id, exp_id)
         run = services.runs.get_run(project_id, record["id"])
         return ok(RunStarted(run_id=run["id"], status=run["status"], experiment_id=run["experiment_id"],
-                             created_at=run["created_at"], queue_position=run.get("queue_position")))
+                             created_at=run["created_at"], queue_position=run.get("queue_position"),
+                             waiting_reason=run.get("waiting_reason")))
 
     @get("/experiments/{exp_id:str}/runs", operation_id="ListRuns", summary="List the runs of an experiment",
          sync_to_thread=True, responses=error_responses(404, 409, 422))

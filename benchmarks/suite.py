@@ -174,6 +174,30 @@ def _export_time(ctx: Context) -> list[Result]:
     )]
 
 
+def _jobs(ctx: Context) -> list[Result]:
+    from benchmarks.jobs_bench import bench_jobs
+
+    r = bench_jobs(ctx.scratch("jobs"), images=5000, repeats=ctx.pick(1, 3), epochs=1, threads=ctx.threads)
+    warm, cold = r["warm"], r["cold"]
+    setting = (f"real `modelyard serve` over HTTP, 5,000 generated 32 px images split 80/10/10, resnet18 32 px trained "
+               f"1 epoch; {r['repeats']} evaluation(s) and {r['repeats']} export(s); warm = one pre-started worker "
+               "(waited for until ready), cold = --warm-workers 0")
+    starts_warm = warm["eval_start"] + warm["export_start"]
+    starts_cold = cold["eval_start"] + cold["export_start"]
+    return [
+        Result(id="job_start_latency", compares=f"POST -> status running, evaluations and exports; {setting}",
+               ours=Side("warm worker", "s", starts_warm), against=Side("cold start", "s", starts_cold),
+               ratio_kind="absolute", target="<= 0.3 s", target_value=0.3, higher_is_better=False),
+        Result(id="eval_500_wall", compares=f"POST -> completed, evaluation of the 500 test images; {setting}",
+               ours=Side("warm worker", "s", warm["eval_wall"]), against=Side("cold start", "s", cold["eval_wall"]),
+               ratio_kind="absolute", target="<= 1.5 s", target_value=1.5, higher_is_better=False),
+        Result(id="export_resnet18_32_wall",
+               compares=f"POST -> completed, ONNX export with onnxslim + verification on real images; {setting}",
+               ours=Side("warm worker", "s", warm["export_wall"]), against=Side("cold start", "s", cold["export_wall"]),
+               ratio_kind="absolute", target="<= 2.5 s", target_value=2.5, higher_is_better=False),
+    ]
+
+
 # -- GPU -------------------------------------------------------------------------------------------
 
 
@@ -200,6 +224,7 @@ MEASUREMENTS: list[Measurement] = [
     Measurement(("import_10k",), _import_10k),
     Measurement(("ort_vs_eager_b1",), _ort_vs_eager),
     Measurement(("export_time_resnet18",), _export_time),
+    Measurement(("job_start_latency", "eval_500_wall", "export_resnet18_32_wall"), _jobs),
     Measurement(("train_gpu_resnet18_224_optimised",), _gpu_optimised, requires_cuda=True),
     Measurement(("train_gpu_engine_vs_plain_optimised",), _gpu_engine, requires_cuda=True),
 ]

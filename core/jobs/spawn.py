@@ -56,13 +56,14 @@ def spawn_cold(kind: JobKind, folder: Path, workspace_root: Path, log_path: Path
 
 
 class WarmPool:
-    """Keeps ``size`` idle warm workers ready; ``take`` hands one out for a job (``None`` when none is ready)."""
+    """Keeps ``size`` warm workers (idle or running their job); ``take`` hands an idle one a job (``None`` if none)."""
 
     def __init__(self, workspace_root: Path, size: int) -> None:
         self.workspace_root = Path(workspace_root)
         self.size = max(0, size)
         self.log_path = self.workspace_root / ".logs" / "warm-workers.log"
         self._idle: list[subprocess.Popen[bytes]] = []
+        self._busy: list[subprocess.Popen[bytes]] = []
         self._failures = 0
 
     @property
@@ -70,7 +71,7 @@ class WarmPool:
         return self.size > 0 and self._failures < MAX_WARM_FAILURES
 
     def fill(self) -> None:
-        """Drop idle workers that died (counting failures), and start new ones up to ``size``."""
+        """Drop idle workers that died (counting failures) and finished busy ones; start new ones up to ``size``."""
         alive = []
         for worker in self._idle:
             if worker.poll() is None:
@@ -82,7 +83,8 @@ class WarmPool:
                 if not self.enabled:
                     log.error("warm workers disabled after %d failures: jobs start cold", self._failures)
         self._idle = alive
-        while self.enabled and len(self._idle) < self.size:
+        self._busy = [worker for worker in self._busy if worker.poll() is None]
+        while self.enabled and len(self._idle) + len(self._busy) < self.size:
             try:
                 self._idle.append(self._spawn())
             except OSError as exc:
@@ -117,6 +119,7 @@ class WarmPool:
             except (BrokenPipeError, OSError):
                 continue
             self._failures = 0
+            self._busy.append(worker)
             return worker
         return None
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from ..workspace import Workspace
@@ -132,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     workspace = Workspace(args.workspace)
     if args.mode == "warm":
+        started = time.monotonic()
         prepare_warm()
+        log.info("warm worker pid %s ready in %.1f s", os.getpid(), time.monotonic() - started)
         return wait_for_assignment(workspace)
     return execute(workspace, kind_named(args.kind), args.job_dir)
 
