@@ -6,13 +6,20 @@
 - ``RunCheckpoint``: ``best.ckpt`` by the monitored metric, ``last.ckpt`` after
   every epoch, and the mid-epoch ``last.ckpt`` of a stop (a stop after an
   epoch's last step lets that epoch end normally instead).
-- ``Heartbeat``: a daemon thread touching ``heartbeat`` every
-  ``HEARTBEAT_INTERVAL_S`` so the server can tell a live worker from a dead one.
+- ``HeartbeatPacer``: touches ``heartbeat`` when training makes progress (a
+  step, a validation batch, an epoch end, a stretch of setup such as cache
+  decoding), at most once per ``HEARTBEAT_INTERVAL_S``. No thread: a worker
+  stuck in a collective or a hung step stops heartbeating, and the server sees it.
 - ``RunFilesCallback``: ``events.jsonl`` (progress at most ``1/PROGRESS_INTERVAL_S``
   per second, written by a background thread so training never waits on an
   fsync; one ``epoch`` event per epoch), ``metrics.json`` after every epoch,
   progress and metrics in ``run.json``, and ``stop.request`` honoured after the
   current step with ``last.ckpt`` saved. Only global rank 0 writes files.
+
+Per-step work is a few clock reads and counters: the stop file is looked at
+no more than every ``STOP_CHECK_INTERVAL_S``, and under DDP the ranks agree on
+it with one reduction every ``STOP_SYNC_EVERY_STEPS`` steps (same step numbers
+on every rank, so all stop after the same step and none waits for another).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +57,10 @@ log = logging.getLogger(__name__)
 
 #: Minimum seconds between two ``progress`` events (and run.json progress writes).
 PROGRESS_INTERVAL_S = 0.5
+#: Minimum seconds between two looks at ``stop.request`` (one process; under DDP rank 0 looks at sync steps).
+STOP_CHECK_INTERVAL_S = 0.5
+#: Under DDP the ranks share the stop decision every this many steps (steps 1, 1 + N, 1 + 2N, ...).
+STOP_SYNC_EVERY_STEPS = 8
 METRIC_KEYS: tuple[str, ...] = ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1")
 BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
@@ -148,32 +160,42 @@ class RunCheckpoint(ModelCheckpoint):
             super().on_validation_end(trainer, pl_module)
 
 
-class Heartbeat:
-    """Touches ``run_dir/heartbeat`` from a daemon thread until stopped."""
+class HeartbeatPacer:
+    """Touches ``run_dir/heartbeat`` when called, at most once per ``interval_s`` (monotonic clock).
 
-    def __init__(self, run_dir: Path, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+    Called from training progress only, so the file goes stale when progress
+    stops. ``submit`` (when given) runs the write elsewhere, e.g. on the
+    callback's writer thread, so a step never waits on an fsync.
+    """
+
+    def __init__(self, run_dir: Path, interval_s: float = HEARTBEAT_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.run_dir = run_dir
         self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="modelyard-heartbeat", daemon=True)
+        self.clock = clock
+        self._last = -math.inf
+        self._lock = threading.Lock()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                touch_heartbeat(self.run_dir, os.getpid())
-            except OSError as exc:  # a full disk must not kill training; the server will notice
-                log.warning("heartbeat write failed: %s", exc)
-            if self._stop.wait(self.interval_s):
-                return
+    def _write(self) -> None:
+        try:
+            touch_heartbeat(self.run_dir, os.getpid())
+        except OSError as exc:  # a full disk must not kill training; the server will notice
+            log.warning("heartbeat write failed: %s", exc)
 
-    def start(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=self.interval_s + 1)
+    def beat(self, force: bool = False, submit: Callable[[Callable[[], None]], Any] | None = None) -> bool:
+        """Write the heartbeat if ``interval_s`` passed since the last one (or ``force``); whether it was written."""
+        now = self.clock()
+        if not force and now - self._last < self.interval_s:
+            return False
+        with self._lock:  # decoding threads call this concurrently
+            if not force and now - self._last < self.interval_s:
+                return False
+            self._last = now
+        if submit is not None:
+            submit(self._write)
+        else:
+            self._write()
+        return True
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -204,8 +226,12 @@ class RunFilesCallback(L.Callback):
         checkpoint: RunCheckpoint,
         start_epoch: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        heartbeat: HeartbeatPacer | None = None,
     ) -> None:
         self.workspace = workspace
+        #: rank 0's heartbeat, written from training progress (``None`` on other ranks)
+        self.heartbeat = heartbeat
+        self._last_stop_check = -math.inf
         self.run_dir = run_dir
         self.events = events
         self.checkpoint = checkpoint
@@ -277,6 +303,7 @@ class RunFilesCallback(L.Callback):
         self._images_since += images
         self._epoch_images += images
         self._check_stop(trainer)
+        self._beat()
         now = self._last_batch_end = self.clock()
         first = self._steps_done == 1  # tells a client steps_per_epoch at once
         if (now - self._last_progress < PROGRESS_INTERVAL_S and not first) or not self._write_enabled(trainer):
@@ -307,12 +334,39 @@ class RunFilesCallback(L.Callback):
         self.flush()
         self.events.append(event, data)
 
+    def _beat(self, force: bool = False) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.beat(force, submit=self._writer.submit)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._beat()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._beat()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._beat()
+
+    def _stop_file_seen(self) -> bool:
+        """``stop.request`` exists; looked at no more than every ``STOP_CHECK_INTERVAL_S``."""
+        now = time.monotonic()
+        if now - self._last_stop_check < STOP_CHECK_INTERVAL_S:
+            return False
+        self._last_stop_check = now
+        return self.stop_path.exists()
+
     def _check_stop(self, trainer: L.Trainer) -> None:
         if self.stop_requested:
             return
-        requested = self.stop_path.exists()
         if self._world > 1:
-            requested = bool(trainer.strategy.reduce_boolean_decision(requested, all=False))
+            # one reduction at agreed steps only; rank 0 looks at the file then (same step on every rank)
+            if (self._steps_done - 1) % STOP_SYNC_EVERY_STEPS:
+                return
+            seen = trainer.is_global_zero and self.stop_path.exists()
+            requested = bool(trainer.strategy.reduce_boolean_decision(seen, all=False))
+        else:
+            requested = self._stop_file_seen()
         if not requested:
             return
         self.stop_requested = True

@@ -10,10 +10,17 @@ Loading must not be the bottleneck on small images, so:
   augmentation it is a single tensor index, no per-image Python work;
 - batches stay ``uint8`` until they reach the device, where the module converts
   and normalises them (4x less to copy).
+
+For an exact resume the train order and every augmentation are functions of
+``(seed, epoch, index)`` (``sampling.py``), and under DDP each rank decodes
+only its own shard. A validation shard is padded to the same length on every
+rank with masked items (label ``-1``, ignored by the metrics), so all ranks
+run the same validation steps and none waits for another in a collective.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,18 +31,21 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..datasets.document import split_items  # re-exported: the engine's subsets come from here
 from ..errors import CorruptDataError, ValidationError
 from .augmentations import build_pipeline
 from .config import ExperimentConfig
+from .sampling import VAL_STREAM, EpochSampler, ResumableLoader, mix_seed, sample_seed, shard_positions
 
 IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
 #: Decode at reduced JPEG scale only when the source is at least this many times the target.
 DRAFT_FACTOR = 2
 MIB = 1024 * 1024
+#: The label of a padding item in a validation shard: never counted in any metric.
+PAD_LABEL = -1
 
 
 def normalization(channels: int) -> tuple[list[float], list[float]]:
@@ -66,8 +76,12 @@ def load_image(path: Path, image_size: Sequence[int], channels: int) -> torch.Te
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
-def decode_all(paths: Sequence[Path], image_size: Sequence[int], channels: int, threads: int | None = None) -> torch.Tensor:
-    """Decode every path into one ``uint8`` tensor ``[N, C, H, W]`` (threads overlap decoding)."""
+def decode_all(paths: Sequence[Path], image_size: Sequence[int], channels: int, threads: int | None = None,
+               on_progress: Callable[[], None] | None = None) -> torch.Tensor:
+    """Decode every path into one ``uint8`` tensor ``[N, C, H, W]`` (threads overlap decoding).
+
+    ``on_progress`` is called after each image (the engine's rate-limited heartbeat: a long decode is alive).
+    """
     out = torch.empty((len(paths), channels, int(image_size[0]), int(image_size[1])), dtype=torch.uint8)
     if not paths:
         return out
@@ -75,6 +89,8 @@ def decode_all(paths: Sequence[Path], image_size: Sequence[int], channels: int, 
 
     def fill(index: int) -> None:
         out[index] = load_image(paths[index], image_size, channels)
+        if on_progress is not None:
+            on_progress()
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(fill, range(len(paths))))
@@ -82,7 +98,14 @@ def decode_all(paths: Sequence[Path], image_size: Sequence[int], channels: int, 
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Labelled images of one subset; yields ``(uint8 images, int64 labels)`` batches via ``__getitems__``."""
+    """Labelled images of one subset; yields ``(uint8 images, int64 labels)`` batches via ``__getitems__``.
+
+    Keys are positions or the train sampler's ``(epoch, position)`` pairs. A
+    random transform runs on the CPU generator reseeded from ``(seed, epoch,
+    image)`` and put back afterwards, so an image's augmentation is the same
+    whatever process, worker or RNG stream draws it (exact resume). ``pad``
+    extra masked items (zero pixels, label ``PAD_LABEL``) even out DDP shards.
+    """
 
     def __init__(
         self,
@@ -92,46 +115,53 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         channels: int,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         cached: torch.Tensor | None = None,
+        seed: int = 0,
+        ids: Sequence[int] | None = None,
+        pad: int = 0,
     ) -> None:
         self.paths = [images_dir / name for name, _ in items]
-        self.labels = torch.tensor([label for _, label in items], dtype=torch.int64)
+        self.labels = torch.tensor([label for _, label in items] + [PAD_LABEL] * pad, dtype=torch.int64)
         self.image_size = tuple(image_size)
         self.channels = channels
         self.transform = transform
         self.cached = cached
+        self.seed = seed
+        #: each item's index in the whole subset (its augmentation seed does not depend on the DDP shard)
+        self.ids = list(ids) if ids is not None else list(range(len(items)))
+        self.pad = pad
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.paths) + self.pad
 
-    def _image(self, index: int) -> torch.Tensor:
-        image = self.cached[index] if self.cached is not None else load_image(self.paths[index], self.image_size, self.channels)
-        return self.transform(image) if self.transform is not None else image
+    def _pixels(self, index: int) -> torch.Tensor:
+        if index >= len(self.paths):
+            return torch.zeros((self.channels, *self.image_size), dtype=torch.uint8)
+        return self.cached[index] if self.cached is not None else load_image(self.paths[index], self.image_size, self.channels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._image(index), self.labels[index]
+    def _image(self, index: int, epoch: int = 0) -> torch.Tensor:
+        image = self._pixels(index)
+        if self.transform is None or index >= len(self.paths):
+            return image
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(sample_seed(self.seed, epoch, self.ids[index]))
+        try:
+            return self.transform(image)
+        finally:
+            generator.set_state(state)
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        return self._image(index, epoch), self.labels[index]
+
+    def __getitems__(self, keys: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = [key[1] if isinstance(key, tuple | list) else int(key) for key in keys]
         index = torch.as_tensor(indices, dtype=torch.int64)
-        if self.cached is not None and self.transform is None:
+        if self.cached is not None and self.transform is None and (not self.pad or max(indices, default=0) < len(self.paths)):
             return self.cached.index_select(0, index), self.labels.index_select(0, index)
-        return torch.stack([self._image(i) for i in indices]), self.labels.index_select(0, index)
-
-
-class ShardSampler(Sampler[int]):
-    """Every ``world``-th index from ``rank``, without padding: each image is validated exactly once under DDP.
-
-    (``DistributedSampler`` pads the last shard with repeated images, which
-    would count them twice in the validation metrics.)
-    """
-
-    def __init__(self, length: int, rank: int, world: int) -> None:
-        self.indices = list(range(rank, length, world))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
+        epochs = [key[0] if isinstance(key, tuple | list) else 0 for key in keys]
+        images = torch.stack([self._image(i, e) for i, e in zip(indices, epochs, strict=True)])
+        return images, self.labels.index_select(0, index)
 
 
 def collate_batch(batch: Any) -> Any:
@@ -149,8 +179,12 @@ def cache_bytes(num_images: int, image_size: Sequence[int], channels: int) -> in
 class ImageDataModule(L.LightningDataModule):
     """Train/val data of one split, as the config asks (size, channels, augmentations, cache, workers)."""
 
-    def __init__(self, images_dir: Path, dataset: dict[str, Any], config: ExperimentConfig, pin_memory: bool = False) -> None:
+    def __init__(self, images_dir: Path, dataset: dict[str, Any], config: ExperimentConfig, pin_memory: bool = False,
+                 rank: int = 0, world: int = 1, on_progress: Callable[[], None] | None = None) -> None:
         super().__init__()
+        #: this process's DDP rank and the number of ranks: it loads only its own shard
+        self.rank, self.world = rank, max(1, world)
+        self.on_progress = on_progress
         self.images_dir = Path(images_dir)
         self.config = config
         self.pin_memory = pin_memory
@@ -207,48 +241,51 @@ class ImageDataModule(L.LightningDataModule):
 
     # -- Lightning hooks -----------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        """Build this rank's train and val shards (decoding only those images when caching)."""
         if self.train_set is not None:
             return
         data = self.config.data
-        size, channels = data.image_size, data.channels
+        size, channels, seed = data.image_size, data.channels, self.config.training.seed
+        rank, world = self.rank, self.world
+        train_ids = shard_positions(len(self.train_items), rank, world, seed)
+        val_ids = list(range(rank, len(self.val_items), world))
+        val_pad = math.ceil(len(self.val_items) / world) - len(val_ids)
+        train_items = [self.train_items[i] for i in train_ids]
+        val_items = [self.val_items[i] for i in val_ids]
         train_cache = val_cache = None
         if self.should_cache():
-            train_cache = decode_all([self.images_dir / n for n, _ in self.train_items], size, channels)
-            val_cache = decode_all([self.images_dir / n for n, _ in self.val_items], size, channels)
+            train_cache = decode_all([self.images_dir / n for n, _ in train_items], size, channels,
+                                     on_progress=self.on_progress)
+            val_cache = decode_all([self.images_dir / n for n, _ in val_items], size, channels,
+                                   on_progress=self.on_progress)
             self.cache_used = True
         train_tf = build_pipeline(data.augmentations.train, size, "config.data.augmentations.train")
         val_tf = build_pipeline(data.augmentations.val, size, "config.data.augmentations.val")
-        self.train_set = ImageDataset(self.train_items, self.images_dir, size, channels, train_tf, train_cache)
-        self.val_set = ImageDataset(self.val_items, self.images_dir, size, channels, val_tf, val_cache)
+        self.train_set = ImageDataset(train_items, self.images_dir, size, channels, train_tf, train_cache,
+                                      seed=seed, ids=train_ids)
+        self.val_set = ImageDataset(val_items, self.images_dir, size, channels, val_tf, val_cache,
+                                    seed=mix_seed(VAL_STREAM, seed), ids=val_ids, pad=val_pad)
 
-    def _loader(self, dataset: ImageDataset | None, train: bool) -> DataLoader[Any]:
-        assert dataset is not None, "setup() must run first"
+    def _loader_options(self) -> dict[str, Any]:
         workers = self.resolved_num_workers()
-        rank, world = self._rank_and_world()
-        sampler: Sampler[int] | None = None
-        if world > 1:  # the Trainer is told not to swap samplers; these are ours
-            sampler = (DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                          seed=self.config.training.seed)
-                       if train else ShardSampler(len(dataset), rank, world))
-        return DataLoader(
-            dataset,
-            batch_size=self.config.data.batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=self.pin_memory,
-            collate_fn=collate_batch,
-        )
+        return {"batch_size": self.config.data.batch_size, "num_workers": workers, "persistent_workers": workers > 0,
+                "pin_memory": self.pin_memory, "collate_fn": collate_batch}
 
-    def _rank_and_world(self) -> tuple[int, int]:
+    def _check_rank(self) -> None:
         trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0, 1
-        return int(trainer.global_rank), int(trainer.world_size)
+        if trainer is not None and (int(trainer.global_rank), int(trainer.world_size)) != (self.rank, self.world):
+            raise RuntimeError(f"data sharded for rank {self.rank} of {self.world}, but the trainer is rank "
+                               f"{trainer.global_rank} of {trainer.world_size}")
 
-    def train_dataloader(self) -> DataLoader[Any]:
-        return self._loader(self.train_set, train=True)
+    def train_dataloader(self) -> ResumableLoader:
+        """This rank's shard in an order fixed by (seed, epoch); Lightning saves and restores its position."""
+        assert self.train_set is not None, "setup() must run first"
+        self._check_rank()
+        sampler = EpochSampler(len(self.train_set), mix_seed(self.config.training.seed, self.rank), shuffle=True)
+        return ResumableLoader(self.train_set, sampler, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader[Any]:
-        return self._loader(self.val_set, train=False)
+        """This rank's padded val shard, in order (the Trainer is told not to swap samplers)."""
+        assert self.val_set is not None, "setup() must run first"
+        self._check_rank()
+        return DataLoader(self.val_set, shuffle=False, **self._loader_options())

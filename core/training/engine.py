@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -46,6 +47,9 @@ from .run_files import (
     update_run,
 )
 
+if TYPE_CHECKING:
+    from .callbacks import HeartbeatPacer
+
 log = logging.getLogger(__name__)
 
 #: Set by ``modelyard train`` so DDP ranks re-running its command line train the same run folder.
@@ -55,8 +59,9 @@ _ERROR_MESSAGE_MAX = 2000
 _QUIET_WARNINGS = (
     r".*does not have many workers.*",
     r".*Checkpoint directory .* exists and is not empty.*",
-    r".*resuming from a checkpoint that ended before the epoch ended.*",
     r".*smaller than the logging interval.*",
+    # the module reduces its epoch sums across ranks itself before logging them
+    r".*when logging on epoch level in distributed setting.*",
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r".*overridden `on_after_batch_transfer` in `LightningModule`.*",
 )
@@ -65,6 +70,11 @@ _QUIET_WARNINGS = (
 def is_rank_zero() -> bool:
     """True in the process that owns the run files (the only one without DDP, rank 0 with it)."""
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def global_rank() -> int:
+    """This process's DDP rank as Lightning's launcher sets it (one machine: the local rank; 0 in the first process)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def ddp_child_run_dir() -> Path | None:
@@ -298,9 +308,11 @@ def train_run(
     if rank0 and record.get("status") not in ACTIVE_STATUSES:
         log.warning("run %s is %s, not pending or running; nothing to do", run_dir.name, record.get("status"))
         return str(record.get("status"))
-    from .callbacks import Heartbeat
+    from .callbacks import HeartbeatPacer
 
-    heartbeat = Heartbeat(run_dir).start() if rank0 else None
+    heartbeat = HeartbeatPacer(run_dir) if rank0 else None
+    if heartbeat is not None:
+        heartbeat.beat(force=True)  # alive before the (possibly long) imports, decoding and setup
     session_start = time.monotonic()
     state: dict[str, Any] = {}
     status, error = "failed", None
@@ -308,7 +320,8 @@ def train_run(
         if rank0:
             _mark_running(workspace, run_dir)
             events.append("status", {"status": "running", "resumed": resume})
-        status = _fit(workspace, run_dir, record, events if rank0 else None, resume, progress_bar, plugins, state, clock)
+        status = _fit(workspace, run_dir, record, events if rank0 else None, resume, progress_bar, plugins, state, clock,
+                      heartbeat)
     except BaseException as exc:  # the run must end with a recorded status whatever happened
         callback = state.get("callback")
         if callback is not None and callback.interrupted_by is not None:
@@ -321,8 +334,6 @@ def train_run(
             status, error = "failed", _error_of(exc)
             log.exception("run %s failed", run_dir.name)
     finally:
-        if heartbeat is not None:
-            heartbeat.stop()
         if rank0:
             _finish(workspace, run_dir, events, status, error, time.monotonic() - session_start)
     return status
@@ -338,6 +349,7 @@ def _fit(
     plugins: PluginHost | None,
     state: dict[str, Any],
     clock: Callable[[], float],
+    heartbeat: HeartbeatPacer | None = None,
 ) -> str:
     import lightning as L
     import torch
@@ -347,6 +359,7 @@ def _fit(
     from .callbacks import AtomicCheckpointIO, RunCheckpoint, RunFilesCallback
     from .data import ImageDataModule
     from .module import ClassificationModule
+    from .rng_state import RngStateCallback
 
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
@@ -358,8 +371,10 @@ def _fit(
     plan = hardware_plan(config)
     L.seed_everything(config.training.seed, workers=True, verbose=False)
 
-    datamodule = ImageDataModule(workspace.images_dir(project_id), dataset, config, pin_memory=plan.accelerator == "gpu")
-    datamodule.setup("fit")
+    datamodule = ImageDataModule(workspace.images_dir(project_id), dataset, config, pin_memory=plan.accelerator == "gpu",
+                                 rank=global_rank() if plan.ddp else 0, world=plan.world_size,
+                                 on_progress=heartbeat.beat if heartbeat is not None else None)
+    datamodule.setup("fit")  # this rank's shard only
     host = plugins or default_plugin_host()
     model_cfg = config.model
     net = build_model(
@@ -383,6 +398,7 @@ def _fit(
         std=datamodule.std,
         class_weights=class_weights,
     )
+    module.batches_per_epoch = math.ceil(len(datamodule.train_set) / config.data.batch_size)
     ckpt_path, epochs_done = _resume_point(run_dir, events) if resume else (None, 0)
     if ckpt_path is not None and epochs_done >= config.training.max_epochs:
         raise CheckpointError(
@@ -392,7 +408,7 @@ def _fit(
     monitor = monitor_of(config)
     checkpoint = RunCheckpoint(run_dir / CHECKPOINTS, monitor, monitor_mode(monitor))
     callback = RunFilesCallback(workspace, run_dir, events or EventLog(workspace, run_dir), checkpoint,
-                                start_epoch=epochs_done, clock=clock)
+                                start_epoch=epochs_done, clock=clock, heartbeat=heartbeat)
     state["callback"] = callback
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -403,7 +419,7 @@ def _fit(
         precision=plan.precision,  # type: ignore[arg-type]
         max_epochs=config.training.max_epochs,
         accumulate_grad_batches=config.training.batch_multiplier,
-        callbacks=[callback, checkpoint, *_lightning_callbacks(config)],
+        callbacks=[RngStateCallback(), callback, checkpoint, *_lightning_callbacks(config)],
         plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_checkpointing=True,

@@ -60,8 +60,66 @@ def lr_factor_fn(scheduler: dict[str, Any], total_steps: int, steps_per_epoch: i
     return factor
 
 
+def _anneal_start(scheduler: dict[str, Any], first_total: int, steps_per_epoch: int) -> int:
+    """The step the annealing part of a schedule begins at in its first plan (after warm-up or onecycle's rise)."""
+    total = max(1, first_total)
+    warmup = min(int(scheduler.get("warmup_epochs", 0)) * max(1, steps_per_epoch), total - 1)
+    if scheduler.get("name") == "onecycle" and warmup <= 0:
+        return max(1, int(ONECYCLE_DEFAULT_PCT * total))
+    return warmup
+
+
+def planned_factor_fn(scheduler: dict[str, Any], first_total: int, steps_per_epoch: int,
+                      replans: list[tuple[int, int]]) -> Callable[[int], float]:
+    """``lr_factor_fn`` of the first plan, re-planned at each ``(at_step, new_total)`` of a run extension.
+
+    From ``max(at_step, end of warm-up)`` on, ``cosine`` and ``onecycle`` anneal
+    from the factor the previous plan had there to their end value at the new
+    total, so the learning rate never jumps; earlier steps keep the previous
+    plan (a warm-up is finished, not repeated). Epoch-based schedules (``step``,
+    ``multistep``, ``none``) do not depend on the total and are unchanged.
+    """
+    factor = lr_factor_fn(scheduler, first_total, steps_per_epoch)
+    name = scheduler.get("name", "none")
+    if name not in ("cosine", "onecycle"):
+        return factor
+    end = 0.0 if name == "cosine" else 1.0 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
+    last = 0 if name == "cosine" else 1  # cosine reaches its end at step == total, onecycle at total - 1
+    warm = _anneal_start(scheduler, first_total, steps_per_epoch)
+    for at_step, new_total in replans:
+        factor = _replanned(factor, max(at_step, warm), new_total - last, end)
+    return factor
+
+
+def _replanned(previous: Callable[[int], float], start: int, end_step: int, end: float) -> Callable[[int], float]:
+    begin = previous(start)
+    span = max(1, end_step - start)
+
+    def factor(step: int) -> float:
+        if step < start:
+            return previous(step)
+        t = min(1.0, (step - start) / span)
+        return end + (begin - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor
+
+
 class ClassificationModule(L.LightningModule):
-    """Trains ``net`` (logits ``[batch, num_classes]``) on normalised images."""
+    """Trains ``net`` (logits ``[batch, num_classes]``) on normalised images.
+
+    Epoch metrics are plain sums kept on the device (no per-step sync or
+    ``self.log``); they ride in every checkpoint (``on_save_checkpoint``), so
+    the epoch a resume continues still reports every batch of it.
+
+    Extending a run (a resume with a larger ``max_epochs``) re-plans the
+    learning-rate schedule instead of jumping: from the step the checkpoint was
+    written at, ``cosine`` and ``onecycle`` anneal from the current learning rate
+    to their end value over the new remaining steps; a warm-up (or onecycle's
+    rise) still in progress finishes as first planned and is never repeated;
+    ``step``, ``multistep`` and ``none`` depend on the epoch only and carry on.
+    The plan (total steps and every re-plan) is stored in the checkpoint, so a
+    run extended twice continues from its actual curve.
+    """
 
     def __init__(
         self,
@@ -87,11 +145,20 @@ class ClassificationModule(L.LightningModule):
         self.register_buffer("class_weight", weights, persistent=False)
         loss = config["training"]["loss"]
         self.label_smoothing = float(loss.get("label_smoothing", 0.0))
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_f1 = MulticlassF1Score(num_classes, average="macro", validate_args=False)
-        self._train_loss_sum: torch.Tensor | None = None
+        #: this epoch's train sums on this rank: [loss * images, correct], plus the image count
+        self._train_sums: torch.Tensor | None = None
         self._train_seen = 0
+        #: this validation's sums on this rank: [weighted loss, weight]
+        self._val_sums: torch.Tensor | None = None
+        #: the schedule plan: total optimizer steps first planned, then (at_step, new_total) per extension
+        self._planned_total: int | None = None
+        self._replans: list[tuple[int, int]] = []
+        self._resumed_step: int | None = None
+        self._planned_epochs: int | None = None
+        #: train batches per epoch on this rank (set by the engine; see ``_stepping_batches``)
+        self.batches_per_epoch: int | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -105,42 +172,117 @@ class ClassificationModule(L.LightningModule):
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, weight=self.class_weight, label_smoothing=self.label_smoothing)
 
+    # -- training ----------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self.net(images)
         loss = self._loss(logits, labels)
-        self.train_acc.update(logits.detach().argmax(dim=1), labels)
         # Summed here and logged once per epoch: Lightning's per-step ``self.log`` costs ~2 % of a small model's step.
-        weighted = loss.detach() * labels.shape[0]
-        self._train_loss_sum = weighted if self._train_loss_sum is None else self._train_loss_sum.add_(weighted)
+        with torch.no_grad():
+            step = torch.stack([loss.detach().float() * labels.shape[0],
+                                (logits.detach().argmax(dim=1) == labels).sum().float()])
+            self._train_sums = step if self._train_sums is None else self._train_sums.add_(step)
         self._train_seen += int(labels.shape[0])
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self._train_loss_sum, self._train_seen = None, 0
-        self.train_acc.reset()
+        self._train_sums, self._train_seen = None, 0
 
     def on_train_epoch_end(self) -> None:
-        """``train/loss`` (mean over every rank's images) and ``train/acc`` of the epoch, for the epoch's record."""
-        loss_sum = self._train_loss_sum if self._train_loss_sum is not None else torch.zeros((), device=self.device)
-        totals = torch.stack([loss_sum.float(), torch.tensor(float(self._train_seen), device=loss_sum.device)])
+        """``train/loss`` and ``train/acc`` over every rank's images of the epoch (one reduction per epoch)."""
+        sums = self._train_sums if self._train_sums is not None else torch.zeros(2, device=self.device)
+        totals = torch.cat([sums.float(), torch.tensor([float(self._train_seen)], device=sums.device)])
         if self.trainer.world_size > 1:
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        if float(totals[1]) > 0:
-            self.log("train/loss", totals[0] / totals[1])
-            self.log("train/acc", self.train_acc.compute())  # torchmetrics syncs the ranks itself
-        self.train_acc.reset()
+        if float(totals[2]) > 0:
+            self.log("train/loss", totals[0] / totals[2])
+            self.log("train/acc", totals[1] / totals[2])
+
+    # -- validation ------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = None
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.net(images)
-        loss = self._loss(logits, labels)
+        keep = labels >= 0  # padding items of a DDP shard count nowhere
+        logits, labels = logits[keep], labels[keep]
+        per_image = F.cross_entropy(logits, labels, weight=self.class_weight, label_smoothing=self.label_smoothing,
+                                    reduction="none")
+        weight = self.class_weight[labels] if self.class_weight is not None else torch.ones_like(per_image)
+        step = torch.stack([per_image.float().sum(), weight.float().sum()])
+        self._val_sums = step if self._val_sums is None else self._val_sums.add_(step)
         preds = logits.argmax(dim=1)
         self.val_acc.update(preds, labels)
         self.val_f1.update(preds, labels)
-        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=labels.shape[0], sync_dist=True)
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True)
-        self.log("val/f1", self.val_f1, on_step=False, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """``val/loss`` (weighted mean over every image of every rank), ``val/acc`` and ``val/f1``."""
+        sums = self._val_sums if self._val_sums is not None else torch.zeros(2, device=self.device)
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        if float(sums[1]) > 0:
+            self.log("val/loss", sums[0] / sums[1])
+        self.log("val/acc", self.val_acc.compute())  # torchmetrics syncs the ranks itself
+        self.log("val/f1", self.val_f1.compute())
+        self.val_acc.reset()
+        self.val_f1.reset()
+
+    # -- checkpoint state -------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Every rank's epoch sums and the schedule plan, as plain data (``weights_only=True`` loads them).
+
+        Every rank saves together (Lightning calls this on all of them), so the
+        sums are gathered: each rank gets its own back on resume.
+        """
+        sums = self._train_sums if self._train_sums is not None else torch.zeros(2, device=self.device)
+        local = torch.cat([sums.detach().float(), torch.tensor([float(self._train_seen)], device=sums.device)])
+        if self.trainer.world_size > 1:
+            per_rank = self.trainer.strategy.all_gather(local).reshape(-1, 3).cpu().tolist()
+        else:
+            per_rank = [local.cpu().tolist()]
+        checkpoint["modelyard"] = {
+            "train_sums": per_rank,  # [loss * images, correct, images] per rank of this epoch so far
+            "planned_total": self._planned_total,
+            "replans": [list(r) for r in self._replans],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("modelyard") or {}
+        per_rank = state.get("train_sums") or []
+        rank = int(self.global_rank)
+        if rank < len(per_rank) and per_rank[rank][2] > 0:
+            loss, correct, seen = per_rank[rank]
+            self._train_sums, self._train_seen = torch.tensor([loss, correct], dtype=torch.float32), int(seen)
+        else:
+            self._train_sums, self._train_seen = None, 0
+        planned = state.get("planned_total")
+        self._planned_total = int(planned) if planned is not None else None
+        # a checkpoint from before plans were stored: its own config says how many epochs were planned
+        old_config = (checkpoint.get("hyper_parameters") or {}).get("config") or {}
+        self._planned_epochs = int((old_config.get("training") or {}).get("max_epochs") or 0) or None
+        self._replans = [(int(a), int(b)) for a, b in state.get("replans") or []]
+        schedulers = checkpoint.get("lr_schedulers") or []
+        self._resumed_step = int(schedulers[0].get("last_epoch", 0)) if schedulers else None
+
+    def on_fit_start(self) -> None:
+        if self._train_sums is not None:
+            self._train_sums = self._train_sums.to(self.device)
+
+    # -- optimisation ------------------------------------------------------------------------
+    def _stepping_batches(self) -> int:
+        """Optimizer steps of the whole fit.
+
+        From ``batches_per_epoch`` when the engine set it: Lightning's
+        ``estimated_stepping_batches`` builds the train loader before a
+        checkpoint's loops are restored, and that loader then never gets its
+        saved position back (the resumed epoch would restart at its first batch).
+        """
+        trainer = self.trainer
+        if self.batches_per_epoch is None:
+            return int(trainer.estimated_stepping_batches)
+        per_epoch = math.ceil(self.batches_per_epoch / max(1, int(trainer.accumulate_grad_batches)))
+        return per_epoch * max(1, int(trainer.max_epochs or 1))
 
     def configure_optimizers(self) -> Any:
         training = self.hparams["config"]["training"]
@@ -157,7 +299,13 @@ class ClassificationModule(L.LightningModule):
         scheduler = training["scheduler"]
         if scheduler["name"] == "none" and not scheduler.get("warmup_epochs"):
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self._stepping_batches()
         per_epoch = max(1, total // max(1, int(self.trainer.max_epochs or 1)))
-        lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(scheduler, total, per_epoch))
+        if self._planned_total is None:
+            self._planned_total = per_epoch * self._planned_epochs if self._planned_epochs else total
+        current = self._replans[-1][1] if self._replans else self._planned_total
+        if total != current and self._resumed_step is not None:
+            self._replans.append((self._resumed_step, total))
+        factor = planned_factor_fn(scheduler, self._planned_total, per_epoch, self._replans)
+        lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lambda_lr, "interval": "step", "frequency": 1}}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelyard.core.training.callbacks import AtomicCheckpointIO, Heartbeat, best_record
+from modelyard.core.training.callbacks import AtomicCheckpointIO, HeartbeatPacer, best_record
 from modelyard.core.training.run_files import heartbeat_age_s
 from tests.helpers.evil import write_evil_pickle
 
@@ -42,15 +42,24 @@ def test_loading_never_runs_pickled_code(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_heartbeat_keeps_the_file_fresh_until_stopped(tmp_path: Path) -> None:
-    beat = Heartbeat(tmp_path, interval_s=0.05).start()
-    try:
-        time.sleep(0.3)
-        assert heartbeat_age_s(tmp_path) is not None and heartbeat_age_s(tmp_path) < 0.2
-    finally:
-        beat.stop()
-    time.sleep(0.2)
-    assert heartbeat_age_s(tmp_path) >= 0.15
+def test_heartbeat_is_written_when_called_at_most_once_per_interval(tmp_path: Path) -> None:
+    now = [100.0]
+    beat = HeartbeatPacer(tmp_path, interval_s=2.0, clock=lambda: now[0])
+    written = [beat.beat()]
+    now[0] += 1.9
+    written.append(beat.beat())  # too soon
+    now[0] += 0.2
+    written.append(beat.beat())
+    written.append(beat.beat(force=True))
+    assert written == [True, False, True, True]
+    assert heartbeat_age_s(tmp_path) is not None and heartbeat_age_s(tmp_path) < 1.0
+
+
+def test_heartbeat_goes_stale_when_nothing_calls_it(tmp_path: Path) -> None:
+    beat = HeartbeatPacer(tmp_path, interval_s=0.05)
+    beat.beat()
+    time.sleep(0.3)  # no thread keeps it fresh: a stuck worker looks stuck
+    assert heartbeat_age_s(tmp_path) >= 0.25
 
 
 def test_best_record_follows_the_monitor_direction() -> None:
