@@ -87,16 +87,49 @@ def _bind(job: object) -> str | None:
 
 
 def prepare_warm() -> None:
-    """Import what every job kind needs (the seconds a cold worker spends before its first step)."""
+    """Import what every job kind needs, then rehearse once (the seconds a cold worker spends before its first step)."""
     from ..plugin_manager import default_plugin_host
 
     default_plugin_host().architectures  # loads the plugins, and with them torch and torchvision
     for kind in KINDS.values():
         kind.worker_function()
     import lightning  # noqa: F401
+    import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
+    import onnxslim  # noqa: F401
 
     from ..training import engine  # noqa: F401
+
+    _rehearse()
+
+
+def _rehearse() -> None:
+    """Run a tiny network forward, through an ONNX export and onnxruntime once.
+
+    The first call of each is far slower than the next (kernel selection,
+    exporter and session set-up: ~2 s together); a warm worker pays that
+    while it waits rather than in the job. Nothing is written anywhere.
+    """
+    import io
+    import warnings
+
+    import onnxruntime
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 2)).eval()
+    example = torch.zeros(2, 3, 16, 16)
+    buffer = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net(example)
+            torch.onnx.export(net, (example,), buffer, dynamo=False, input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+        session.run(None, {"input": example.numpy()})
+    except Exception as exc:  # a rehearsal only saves time; the job itself reports real errors
+        log.warning("warm-up rehearsal failed (jobs still run, a little slower): %s", exc)
 
 
 def wait_for_assignment(workspace: Workspace) -> int:
