@@ -164,7 +164,7 @@ def bench_jobs(workdir: Path, images: int = 5000, repeats: int = 3, epochs: int 
         try:
             ids = prepare_project(server, data, epochs) if mode == "warm" else ids
             values: dict[str, list[float]] = {"eval_start": [], "eval_wall": [], "export_start": [], "export_wall": []}
-            used = 0  # warm workers consumed so far: the next job waits for ready worker number used + 1
+            used = 1 if warm else 0  # warm workers consumed so far (the training run took the first one)
             for _ in range(repeats):
                 for kind, key in (("evaluation", "eval"), ("export", "export")):
                     if warm:
