@@ -1,6 +1,6 @@
 """``python -m modelyard`` runs the same CLI as the ``modelyard`` command."""
 
-from modelyard.api.cli import main
+from modelyard.cli import main
 
 if __name__ == "__main__":
     main()

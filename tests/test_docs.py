@@ -23,7 +23,7 @@ import msgspec
 import pytest
 import yaml
 
-from modelyard.api.cli import main as cli_main
+from modelyard.cli import main as cli_main
 from modelyard.api.docgen import openapi_document, operations, render
 from modelyard.core.pipeline.schema import Pipeline
 from modelyard.core.training.config import ExperimentConfig

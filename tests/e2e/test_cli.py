@@ -20,7 +20,7 @@ import onnxruntime
 import pytest
 from click.testing import CliRunner, Result
 
-from modelyard.api.cli import main
+from modelyard.cli import main
 from modelyard.core.sample_data import generate_shapes
 from modelyard.core.services import Services
 from tests.conftest import TrainedRun
@@ -74,7 +74,7 @@ def test_projects_create_list_and_delete(ws: str) -> None:
 
 
 def test_commands_that_need_no_plugin_start_without_importing_torch(tmp_path: Path) -> None:
-    code = ("import sys; from modelyard.api.cli import main\n"
+    code = ("import sys; from modelyard.cli import main\n"
             "try:\n    main(['projects', 'list', '--workspace', sys.argv[1], '--json'])\n"
             "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
             "print(sorted(m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules))")

@@ -11,7 +11,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from modelyard.api import cli
+from modelyard import cli
 from modelyard.core.jsonio import read_json
 from modelyard.core.services import Services
 from tests.helpers.datasets import create_project_with_dataset

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import modelyard
-from modelyard.api import cli
+from modelyard import cli
 
 BIN = Path(sys.executable).parent
 MODELYARD = BIN / "modelyard"

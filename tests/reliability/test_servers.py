@@ -14,7 +14,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from modelyard.api import cli
+from modelyard import cli
 from tests.e2e.test_serve import MODELYARD, Server, _clean_env, free_port, start_server, stop_server
 
 TOKEN = "reliability-token-0123456789abcdef"

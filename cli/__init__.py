@@ -142,7 +142,7 @@ def train(config_file: Path, project_id: str, workspace: Path | None, experiment
     from modelyard.core.training.runs_create import create_run_folder
     from modelyard.core.workspace import Workspace
 
-    from .cli_common import progress_printer, submitted_note
+    from .common import progress_printer, submitted_note
 
     settings = Settings.from_env(**({"workspace": workspace} if workspace is not None else {}))
     if workspace is None and not os.environ.get("MODELYARD_WORKSPACE"):
@@ -182,11 +182,11 @@ def train(config_file: Path, project_id: str, workspace: Path | None, experiment
 
 
 # -- scripting commands (one module per resource; they build the API's services) ----------
-from .cli_data import dataset, sample_data, split  # noqa: E402
-from .cli_jobs import evaluate, export  # noqa: E402
-from .cli_pipeline import run  # noqa: E402
-from .cli_projects import projects  # noqa: E402
-from .cli_system import devices, plugins  # noqa: E402
+from .data import dataset, sample_data, split  # noqa: E402
+from .jobs import evaluate, export  # noqa: E402
+from .pipeline import run  # noqa: E402
+from .projects import projects  # noqa: E402
+from .system import devices, plugins  # noqa: E402
 
 for _command in (projects, dataset, split, evaluate, export, plugins, devices, sample_data, run):
     main.add_command(_command)

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from .cli_common import build_cli_services, domain_errors, fail, json_option, progress_printer, workspace_option
-from .cli_jobs import per_class_table, verification_text
+from .common import build_cli_services, domain_errors, fail, json_option, progress_printer, workspace_option
+from .jobs import per_class_table, verification_text
 
 
 class ClickReporter:

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .cli_common import domain_errors, emit, json_option, table
+from .common import domain_errors, emit, json_option, table
 
 
 @click.command()

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import yaml
 
-from .cli_common import (
+from .common import (
     build_cli_services,
     domain_errors,
     emit,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .cli_common import build_cli_services, domain_errors, emit, json_option, resolve_project, table, workspace_option
+from .common import build_cli_services, domain_errors, emit, json_option, resolve_project, table, workspace_option
 
 
 @click.group()
