@@ -212,9 +212,10 @@ class ClassificationModule(L.LightningModule):
         weight = self.class_weight[labels] if self.class_weight is not None else torch.ones_like(per_image)
         step = torch.stack([per_image.float().sum(), weight.float().sum()])
         self._val_sums = step if self._val_sums is None else self._val_sums.add_(step)
-        preds = logits.argmax(dim=1)
-        self.val_acc.update(preds, labels)
-        self.val_f1.update(preds, labels)
+        if labels.numel():  # torchmetrics cannot take an empty batch (a shard's padding only)
+            preds = logits.argmax(dim=1)
+            self.val_acc.update(preds, labels)
+            self.val_f1.update(preds, labels)
 
     def on_validation_epoch_end(self) -> None:
         """``val/loss`` (weighted mean over every image of every rank), ``val/acc`` and ``val/f1``."""
