@@ -138,7 +138,8 @@ def bench_train_overhead(arch: str, image_px: int, batch: int = 64, n_images: in
         "model": {"architecture": arch},
         "data": {"image_size": [image_px, image_px], "batch_size": batch, "cache": "memory", "num_workers": "auto"},
         "training": {"max_epochs": epochs, "early_stopping": None, "precision": "32"},
-        "hardware": {"devices": ["cpu"]},
+        # the engine pins its threads (hardware.cpu_threads, default 1): give it the plain loop's count
+        "hardware": {"devices": ["cpu"], "cpu_threads": torch.get_num_threads()},
     }
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         services, project_id = _project(Path(tmp), image_px, n_images)

@@ -37,6 +37,8 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "step", "multistep", "onecycle")
 PRECISIONS: tuple[str, ...] = ("auto", "32", "16-mixed", "bf16-mixed")
 _DEVICE_RE = re.compile(r"^(cpu|gpu:[0-9]{1,3})$")
+#: ``hardware.cpu_threads`` when a config leaves it out: CPU results then do not depend on the machine's cores.
+DEFAULT_CPU_THREADS = 1
 
 
 class Augmentation(msgspec.Struct, forbid_unknown_fields=True):
@@ -126,6 +128,9 @@ class HardwareConfig(msgspec.Struct, forbid_unknown_fields=True):
     strategy: Literal["auto", "ddp"] = "auto"
     #: CPU only: more than 1 runs DDP over that many processes (gloo backend).
     num_processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    #: torch intra-op threads of each training process. A fixed number (default 1), not the machine's core
+    #: count, so the same file gives the same metrics on any machine; ``auto`` leaves torch's default.
+    cpu_threads: Literal["auto"] | Annotated[int, msgspec.Meta(ge=1, le=256)] = DEFAULT_CPU_THREADS
 
 
 class ExperimentConfig(msgspec.Struct, forbid_unknown_fields=True):

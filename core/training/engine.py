@@ -360,6 +360,7 @@ def _fit(
     from .data import ImageDataModule
     from .module import ClassificationModule
     from .rng_state import RngStateCallback
+    from .threads import pinned_threads, runtime_record
 
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
@@ -410,46 +411,52 @@ def _fit(
     callback = RunFilesCallback(workspace, run_dir, events or EventLog(workspace, run_dir), checkpoint,
                                 start_epoch=epochs_done, clock=clock, heartbeat=heartbeat)
     state["callback"] = callback
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
-    trainer = L.Trainer(
-        accelerator=plan.accelerator,
-        devices=plan.devices,
-        strategy=_strategy(plan),
-        precision=plan.precision,  # type: ignore[arg-type]
-        max_epochs=config.training.max_epochs,
-        accumulate_grad_batches=config.training.batch_multiplier,
-        callbacks=[RngStateCallback(), callback, checkpoint, *_lightning_callbacks(config)],
-        plugins=[AtomicCheckpointIO()],
-        logger=False,
-        enable_checkpointing=True,
-        enable_progress_bar=progress_bar,
-        enable_model_summary=progress_bar,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # the DataModule shards itself (no padded, double-counted val images)
-        deterministic="warn" if plan.accelerator == "cpu" else False,
-        benchmark=plan.accelerator == "gpu",
-        default_root_dir=run_dir,
-    )
-    if plan.accelerator == "gpu":
-        torch.set_float32_matmul_precision("high")
-    if events is not None:
-        if not (run_dir / REPRODUCIBILITY_JSON).exists():
-            atomic_write_json(run_dir / REPRODUCIBILITY_JSON, reproducibility_record(config, dataset, plan, datamodule))
-        events.append("log", {"level": "info", "message": (
-            f"training {model_cfg.architecture} on {', '.join(plan.device_ids)} ({plan.precision}, "
-            f"{plan.world_size} process(es)): {len(datamodule.train_items)} train / {len(datamodule.val_items)} val images, "
-            f"{config.training.max_epochs} epoch(s)")})
-    # Deterministic mode also fills every new tensor's memory with NaN (a debugging aid for reads of
-    # uninitialised memory): ~5 % of a CPU step, and nothing to do with reproducible results.
-    fill_before = torch_deterministic.fill_uninitialized_memory
-    torch_deterministic.fill_uninitialized_memory = False
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    finally:  # Lightning sets process-wide determinism flags; leave the process as it was
-        torch.use_deterministic_algorithms(deterministic_before, warn_only=warn_only_before)
-        torch_deterministic.fill_uninitialized_memory = fill_before
-        callback.close()
+    flags_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                    torch_deterministic.fill_uninitialized_memory, torch.backends.cudnn.deterministic,
+                    torch.backends.cudnn.benchmark)
+    # entered before the Trainer is built: Lightning's DDP launcher reads OMP_NUM_THREADS
+    with pinned_threads(config.hardware.cpu_threads):
+        try:
+            trainer = L.Trainer(
+                accelerator=plan.accelerator,
+                devices=plan.devices,
+                strategy=_strategy(plan),
+                precision=plan.precision,  # type: ignore[arg-type]
+                max_epochs=config.training.max_epochs,
+                accumulate_grad_batches=config.training.batch_multiplier,
+                callbacks=[RngStateCallback(), callback, checkpoint, *_lightning_callbacks(config)],
+                plugins=[AtomicCheckpointIO()],
+                logger=False,
+                enable_checkpointing=True,
+                enable_progress_bar=progress_bar,
+                enable_model_summary=progress_bar,
+                num_sanity_val_steps=0,
+                use_distributed_sampler=False,  # the DataModule shards itself (no padded, double-counted val images)
+                deterministic="warn" if plan.accelerator == "cpu" else False,
+                benchmark=plan.accelerator == "gpu",
+                default_root_dir=run_dir,
+            )
+            if plan.accelerator == "gpu":
+                torch.set_float32_matmul_precision("high")
+            # Deterministic mode also fills every new tensor's memory with NaN (a debugging aid for reads of
+            # uninitialised memory): ~5 % of a CPU step, and nothing to do with reproducible results.
+            torch_deterministic.fill_uninitialized_memory = False
+            if events is not None:
+                if not (run_dir / REPRODUCIBILITY_JSON).exists():
+                    record_facts = {**reproducibility_record(config, dataset, plan, datamodule),
+                                    **runtime_record(config.hardware.cpu_threads)}
+                    atomic_write_json(run_dir / REPRODUCIBILITY_JSON, record_facts)
+                events.append("log", {"level": "info", "message": (
+                    f"training {model_cfg.architecture} on {', '.join(plan.device_ids)} ({plan.precision}, "
+                    f"{plan.world_size} process(es), {torch.get_num_threads()} CPU thread(s)): "
+                    f"{len(datamodule.train_items)} train / {len(datamodule.val_items)} val images, "
+                    f"{config.training.max_epochs} epoch(s)")})
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        finally:  # Lightning sets process-wide determinism flags, we set threads; leave the process as it was
+            torch.use_deterministic_algorithms(flags_before[0], warn_only=flags_before[1])
+            torch_deterministic.fill_uninitialized_memory = flags_before[2]
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags_before[3], flags_before[4]
+            callback.close()
     if callback.stop_requested or callback.interrupted_by is not None:
         return "stopped"
     if trainer.interrupted:
