@@ -384,7 +384,8 @@ def _check_hardware(config: ExperimentConfig, available: list[str] | None) -> No
         )
     if config.training.precision == "16-mixed" and ids == ["cpu"]:
         raise ValidationError(
-            "16-mixed needs a GPU; on the CPU use 32 or bf16-mixed", field="config.training.precision"
+            "16-mixed needs a GPU (Lightning has no fp16 mixed precision on the CPU and would silently use bf16); "
+            "on the CPU use 32 or bf16-mixed", field="config.training.precision"
         )
 
 

@@ -23,7 +23,7 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,7 +99,7 @@ def load_run_config(run_dir: Path) -> ExperimentConfig:
 
 @dataclass(frozen=True)
 class HardwarePlan:
-    """How Lightning is asked to run: accelerator, device indices or count, strategy and precision."""
+    """How Lightning is asked to run: accelerator, device indices or count, strategy and precision (and why)."""
 
     accelerator: str
     devices: int | list[int]
@@ -107,28 +107,56 @@ class HardwarePlan:
     ddp: bool
     precision: str
     device_ids: tuple[str, ...]
+    precision_reason: str = ""
 
 
-def resolve_precision(requested: str, accelerator: str) -> str:
-    """``auto``: bf16-mixed on GPUs that support it (else 16-mixed), full 32-bit on the CPU."""
-    if requested == "auto":
-        if accelerator == "cpu":
-            return "32-true"
+#: The compute capability from which a GPU has bf16 in hardware (Ampere); older ones only emulate it.
+BF16_NATIVE_CAPABILITY = (8, 0)
+
+
+def choose_precision(requested: str, accelerator: str, device_indices: Sequence[int] = ()) -> tuple[str, str]:
+    """Lightning's precision for ``requested`` on these devices, and why (recorded in run.json).
+
+    ``auto``: 32-bit on the CPU; on GPUs bf16-mixed only when *every* configured
+    GPU has native bf16 (compute capability 8.0 or more), else 16-mixed.
+    ``torch.cuda.is_bf16_supported()`` is not asked: it counts emulated bf16,
+    which is slower than fp16, and looks at the current device only.
+    """
+    if requested != "auto":
+        return ("32-true" if requested == "32" else requested), "asked for in the config"
+    if accelerator == "cpu":
+        return "32-true", "CPU: mixed precision brings no speed-up there, full 32-bit is used"
+    import torch
+
+    for index in device_indices:
+        major, minor = torch.cuda.get_device_capability(index)
+        if (major, minor) < BF16_NATIVE_CAPABILITY:
+            return "16-mixed", f"cuda:{index} (compute {major}.{minor}) has no native bf16"
+    names = ", ".join(f"cuda:{i}" for i in device_indices)
+    return "bf16-mixed", f"every configured GPU ({names}) has native bf16 (compute 8.0+)"
+
+
+def resolve_precision(requested: str, accelerator: str, device_indices: Sequence[int] = ()) -> str:
+    """Lightning's precision string for ``requested`` (see ``choose_precision``)."""
+    if requested == "auto" and accelerator != "cpu" and not device_indices:
         import torch
 
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true" if requested == "32" else requested
+        device_indices = [torch.cuda.current_device()]
+    return choose_precision(requested, accelerator, device_indices)[0]
 
 
 def hardware_plan(config: ExperimentConfig) -> HardwarePlan:
     hardware = config.hardware
     ids = tuple(hardware.devices)
+    requested = config.training.precision
     if ids == ("cpu",):
         world = hardware.num_processes
-        return HardwarePlan("cpu", world, world, world > 1, resolve_precision(config.training.precision, "cpu"), ids)
+        precision, reason = choose_precision(requested, "cpu")
+        return HardwarePlan("cpu", world, world, world > 1, precision, ids, reason)
     indices = [int(device.split(":", 1)[1]) for device in ids]
     ddp = len(indices) > 1 or hardware.strategy == "ddp"
-    return HardwarePlan("gpu", indices, len(indices), ddp, resolve_precision(config.training.precision, "gpu"), ids)
+    precision, reason = choose_precision(requested, "gpu", indices)
+    return HardwarePlan("gpu", indices, len(indices), ddp, precision, ids, reason)
 
 
 def _strategy(plan: HardwarePlan) -> Any:
@@ -191,6 +219,7 @@ def reproducibility_record(config: ExperimentConfig, dataset: dict[str, Any], pl
         "split_hash": split_hash(dataset, config.split_index),
         "seed": config.training.seed,
         "precision": plan.precision,
+        "precision_reason": plan.precision_reason,
         "accelerator": plan.accelerator,
         "devices": list(plan.device_ids),
         "world_size": plan.world_size,
@@ -370,6 +399,9 @@ def _fit(
     config = load_run_config(run_dir)
     dataset = read_json(workspace.dataset_json(project_id))
     plan = hardware_plan(config)
+    if events is not None:  # what was chosen and why, visible in GET run before the first epoch
+        choice = {"requested": config.training.precision, "precision": plan.precision, "reason": plan.precision_reason}
+        update_run(workspace, run_dir, lambda record: record.__setitem__("precision", choice))
     L.seed_everything(config.training.seed, workers=True, verbose=False)
 
     datamodule = ImageDataModule(workspace.images_dir(project_id), dataset, config, pin_memory=plan.accelerator == "gpu",
