@@ -22,6 +22,7 @@ from .evaluations import EvaluationController
 from .experiments import ExperimentController
 from .exports import ExportController
 from .hostcheck import HostPolicy, host_check_middleware
+from .json_body import json_body_middleware
 from .openapi import StrictStructSchemaPlugin
 from .plugins import ExportFormatController, ModelController, PluginController
 from .projects import ProjectController
@@ -44,7 +45,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[job_queue_lifespan],  # recover jobs at start, run the job queue while serving
-        middleware=[host_check_middleware(policy), *token_auth_middlewares(settings.api_token)],
+        middleware=[host_check_middleware(policy), *token_auth_middlewares(settings.api_token), json_body_middleware],
         request_max_body_size=settings.max_request_bytes,
         plugins=[StrictStructSchemaPlugin()],  # additionalProperties: false where unknown fields are refused
         before_send=[complete_allow_header],  # Allow on OPTIONS lists every method of the path

@@ -5,7 +5,7 @@ Handlers return ``Ok[T]`` so the OpenAPI document shows the real payload type.
 
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -51,3 +51,11 @@ class Deleted(msgspec.Struct):
 
 def ok(data: T) -> Ok[T]:
     return Ok(data=data)
+
+
+async def send_error(send: Any, status: int, code: str, message: str, details: dict[str, object] | None = None) -> None:
+    """Answer with the error envelope from plain ASGI middleware (before any handler runs)."""
+    body = msgspec.json.encode(ErrorEnvelope(ErrorBody(code, message, details or {})))
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
