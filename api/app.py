@@ -7,7 +7,6 @@ import logging
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import RapidocRenderPlugin, SwaggerRenderPlugin
 
 import modelyard
 from modelyard.core.services import Services, build_services
@@ -17,6 +16,7 @@ from .allow import complete_allow_header
 from .auth import openapi_security_options, token_auth_middlewares
 from .datasets import DatasetController
 from .deps import provide_services
+from .docs_pages import docs_assets_handler, docs_render_plugins, docs_security_headers
 from .errors import EXCEPTION_HANDLERS
 from .evaluations import EvaluationController
 from .experiments import ExperimentController
@@ -41,20 +41,20 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     services.plugins.ensure_loaded()  # a broken plugin is reported at start, and the first request is not slow
     policy = HostPolicy(settings.host, settings.allowed_hosts)
     app = Litestar(
-        route_handlers=CONTROLLERS,
+        route_handlers=[*CONTROLLERS, docs_assets_handler()],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[job_queue_lifespan],  # recover jobs at start, run the job queue while serving
         middleware=[host_check_middleware(policy), *token_auth_middlewares(settings.api_token), json_body_middleware],
         request_max_body_size=settings.max_request_bytes,
         plugins=[StrictStructSchemaPlugin()],  # additionalProperties: false where unknown fields are refused
-        before_send=[complete_allow_header],  # Allow on OPTIONS lists every method of the path
+        before_send=[complete_allow_header, docs_security_headers],  # full Allow on OPTIONS; CSP on the docs pages
         openapi_config=OpenAPIConfig(
             title="modelyard",
             version=modelyard.__version__,
             description="Train, evaluate and export image models on your own hardware.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(), RapidocRenderPlugin()],
+            render_plugins=docs_render_plugins(),  # assets served from the package, not a CDN
             **openapi_security_options(settings.api_token),
         ),
         debug=False,
