@@ -92,10 +92,10 @@ class EvaluationMetrics(msgspec.Struct, omit_defaults=True):
     weighted: Averages
     per_class: dict[str, ClassMetrics]
     confusion_matrix: ConfusionMatrix
-    #: one-vs-rest PR and ROC curves per class, at most 200 points each
-    curves: dict[str, ClassCurves]
     #: only with more than 5 classes
     top5_accuracy: float | None = None
+    #: one-vs-rest PR and ROC curves per class, at most 200 points each; only with ``?include=curves``
+    curves: dict[str, ClassCurves] | None = None
 
 
 class Evaluation(msgspec.Struct):
@@ -215,8 +215,16 @@ class EvaluationController(Controller):
 
     @get("/{project_id:str}/{eval_id:str}", operation_id="GetEvaluation", summary="Get evaluation status + results",
          sync_to_thread=True, responses=error_responses(404, 409, 422))
-    def get_evaluation(self, services: ServicesDep, project_id: ProjectId, eval_id: EvalId) -> Ok[Evaluation]:
-        return ok(_evaluation(services.evaluations.get(project_id, eval_id)))
+    def get_evaluation(
+        self, services: ServicesDep, project_id: ProjectId, eval_id: EvalId,
+        include: Annotated[Literal["curves"] | None, QueryParameter(
+            description="`curves` adds the per-class PR and ROC curves (up to 200 points each) to `metrics`; "
+                        "left out by default to keep the answer readable")] = None,
+    ) -> Ok[Evaluation]:
+        record = services.evaluations.get(project_id, eval_id)
+        if include != "curves" and isinstance(record.get("metrics"), dict):
+            record = {**record, "metrics": {k: v for k, v in record["metrics"].items() if k != "curves"}}
+        return ok(_evaluation(record))
 
     @delete("/{project_id:str}/{eval_id:str}", operation_id="DeleteEvaluation", summary="Delete evaluation",
             description="Stops the worker of a pending or running evaluation, then removes it.",

@@ -42,7 +42,12 @@ def test_evaluation_runs_in_a_worker_process_and_serves_metrics_and_results(clie
     assert done["status"] == "completed", done["error"]
     assert done["progress"] == {"done": 6, "total": 6}
     metrics = done["metrics"]
-    assert set(metrics) >= {"accuracy", "loss", "macro", "weighted", "per_class", "confusion_matrix", "curves"}
+    assert set(metrics) >= {"accuracy", "loss", "macro", "weighted", "per_class", "confusion_matrix"}
+    assert "curves" not in metrics  # readable by default: the curve points only when asked for
+    with_curves = client.get(f"/api/evaluation/{project}/{created['id']}", params={"include": "curves"}).json()["data"]
+    assert set(with_curves["metrics"]["curves"]) == set(metrics["per_class"])
+    assert {k: v for k, v in with_curves["metrics"].items() if k != "curves"} == metrics
+    assert client.get(f"/api/evaluation/{project}/{created['id']}", params={"include": "everything"}).status_code == 422
     assert sum(c["support"] for c in metrics["per_class"].values()) == 6
     assert (workspace_dir / "projects" / project / "evaluations" / created["id"] / "evaluation.log").is_file()
 
