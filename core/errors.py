@@ -110,23 +110,42 @@ class PluginError(ModelyardError):
     code = "PLUGIN_ERROR"
 
 
+def did_you_mean(name: str, available: list[str], limit: int = 3) -> list[str]:
+    """The known names closest to a mistyped one, closest first, ties in ``available`` order (case-insensitive)."""
+    import difflib
+
+    scored = [(difflib.SequenceMatcher(None, name.lower(), known.lower()).ratio(), index, known)
+              for index, known in enumerate(available)]
+    return [known for score, _, known in sorted(scored, key=lambda item: (-item[0], item[1])) if score >= 0.6][:limit]
+
+
 class UnknownNameError(ValidationError):
-    """A name that no registry knows; lists the names that would work.
+    """A name nothing knows; suggests the closest known names and lists all that would work.
 
     The wire code stays ``VALIDATION_ERROR`` (the API contract has no other);
-    ``details.available`` tells the client what would have worked.
+    ``details.suggestions`` and ``details.available`` tell the client what would have worked.
     """
 
     kind = "name"
 
     def __init__(self, name: str, available: list[str], field: str | None = None) -> None:
         shown = ", ".join(available[:50]) + (" ..." if len(available) > 50 else "")
+        suggestions = did_you_mean(name, available)
+        hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
         super().__init__(
-            f"Unknown {self.kind} '{name}'. Available: {shown or '(none)'}",
+            f"Unknown {self.kind} '{name}'.{hint} Available: {shown or '(none)'}",
             field=field,
-            details={"name": name, "available": available},
+            details={"name": name, "suggestions": suggestions, "available": available},
         )
         self.name = name
+
+
+class UnknownAugmentationError(UnknownNameError):
+    kind = "augmentation"
+
+
+class UnknownClassError(UnknownNameError):
+    kind = "class"
 
 
 class UnknownArchitectureError(UnknownNameError):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ValidationError
+from ..errors import UnknownClassError, ValidationError
 from .results import ResultsTable
 
 SortBy = Literal["filename", "confidence", "error"]
@@ -79,9 +79,7 @@ class ResultsIndex:
         if name is None:
             return None
         if name not in self._class_ids:
-            raise ValidationError(
-                f"{field}: unknown class '{name}'", field=field, details={"available": list(self.table.classes)}
-            )
+            raise UnknownClassError(name, list(self.table.classes), field=field)
         return self._class_ids[name]
 
     def _selection(self, sort_by: str, direction: str, correct: bool | None, gt: int | None, pred: int | None) -> np.ndarray:

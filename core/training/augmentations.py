@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ValidationError
+from ..errors import UnknownAugmentationError, ValidationError
 
 if TYPE_CHECKING:
     import torch
@@ -122,11 +122,7 @@ def build_transform(spec: Augmentation, image_size: Sequence[int], field: str) -
     from torchvision.transforms import v2
 
     if spec.name not in ALLOWED:
-        raise ValidationError(
-            f"Unknown augmentation '{spec.name}'. Available: {', '.join(ALLOWED)}",
-            field=f"{field}.name",
-            details={"name": spec.name, "available": list(ALLOWED)},
-        )
+        raise UnknownAugmentationError(spec.name, list(ALLOWED), field=f"{field}.name")
     params_field = f"{field}.params"
     kwargs = _prepare_params(spec.name, spec.params, image_size, params_field)
     try:

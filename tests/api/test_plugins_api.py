@@ -96,7 +96,9 @@ def test_get_one_model_by_name(client) -> None:  # type: ignore[no-untyped-def]
 def test_unknown_architecture_is_a_404_listing_the_available_names(client) -> None:  # type: ignore[no-untyped-def]
     # 404, not 422: the name addresses a resource (found by schema fuzzing, tests/reliability/test_schema_fuzz.py)
     error = assert_error(client.get("/api/training/models/resnet9000"), 404, "NOT_FOUND")
-    assert error["message"].startswith("Unknown architecture 'resnet9000'. Available: alexnet, convnext_base")
+    assert error["message"].startswith("Unknown architecture 'resnet9000'. Did you mean 'resnet50' or ")
+    assert "? Available: alexnet, convnext_base" in error["message"]
+    assert error["details"]["suggestions"][0] == "resnet50"
     assert error["details"]["field"] == "name"
     assert error["details"]["name"] == "resnet9000"
     assert {"simple_cnn", "resnet18"} <= set(error["details"]["available"])

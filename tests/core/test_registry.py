@@ -73,8 +73,9 @@ def test_unknown_architecture_is_a_validation_error_listing_what_exists() -> Non
         registry.get("c_net", field="model.architecture")
     error = caught.value
     assert isinstance(error, ValidationError) and error.code == "VALIDATION_ERROR"
-    assert error.message == "Unknown architecture 'c_net'. Available: a_net, b_net"
-    assert error.details == {"field": "model.architecture", "name": "c_net", "available": ["a_net", "b_net"]}
+    assert error.message == "Unknown architecture 'c_net'. Did you mean 'a_net' or 'b_net'? Available: a_net, b_net"
+    assert error.details == {"field": "model.architecture", "name": "c_net", "suggestions": ["a_net", "b_net"],
+                             "available": ["a_net", "b_net"]}
 
 
 @pytest.mark.parametrize(
