@@ -1,6 +1,7 @@
 """Flat, unique, safe file names for ``dataset/images/``.
 
-``cat/0001.jpg`` becomes ``cat_0001.jpg``. Names are built from letters,
+``cat/0001.jpg`` becomes ``cat_0001.jpg`` (and ``cat/cat_0001.jpg`` too: a folder
+name the file name already starts with is not repeated). Names are built from letters,
 digits, ``_``, ``-`` and ``.`` only, never start with a dot, stay well under
 the file-system limit, and are unique ignoring case (so a dataset copied to a
 case-insensitive disk keeps every file). The original path is kept in
@@ -29,11 +30,21 @@ def flat_name(source_path: str, fmt: str) -> str:
     suffix = PurePosixPath(parts[-1]).suffix.lower() if parts else ""
     if parts:
         parts[-1] = PurePosixPath(parts[-1]).stem
-    stem = _UNSAFE.sub("_", "_".join(parts)).lstrip("._-")
+    stem = _UNSAFE.sub("_", "_".join(_without_repeats(parts))).lstrip("._-")
     while len(stem.encode("utf-8")) > MAX_STEM_BYTES:
         stem = stem[:-1]
     extension = suffix if suffix in EXTENSIONS[fmt] else EXTENSIONS[fmt][0]
     return (stem or "image") + extension
+
+
+def _without_repeats(parts: list[str]) -> list[str]:
+    """Drop a folder whose name the next part already starts with: ``circle/circle_0000`` -> ``circle_0000``."""
+    kept = []
+    for folder, following in zip(parts, parts[1:], strict=False):
+        if following.casefold() != folder.casefold() and not following.casefold().startswith(
+                tuple(folder.casefold() + sep for sep in "_-. ")):
+            kept.append(folder)
+    return [*kept, *parts[-1:]]
 
 
 def unique_name(candidate: str, taken: set[str]) -> str:

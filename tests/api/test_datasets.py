@@ -111,7 +111,7 @@ def names(response) -> list[str]:
 
 def test_list_items_carry_the_documented_fields(client, imported: str) -> None:
     item = client.get(f"/api/datasets/{imported}/images", params={"page_size": 1}).json()["data"]["items"][0]
-    assert item == {"filename": "circle_circle_0000.png", "class_name": "circle", "width": 16, "height": 16,
+    assert item == {"filename": "circle_0000.png", "class_name": "circle", "width": 16, "height": 16,
                     "size": item["size"], "format": "png", "source_path": "circle/circle_0000.png", "split": []}
 
 
@@ -147,8 +147,8 @@ def test_sorting_by_filename_class_and_size(client, imported: str) -> None:
 
 def test_filter_by_class_and_search(client, imported: str) -> None:
     stars = names(client.get(f"/api/datasets/{imported}/images", params={"filter_class": "star"}))
-    assert stars == ["star_star_0000.png", "star_star_0001.png", "star_star_0002.png"]
-    assert names(client.get(f"/api/datasets/{imported}/images", params={"search": "SQUARE_0001"})) == ["square_square_0001.png"]
+    assert stars == ["star_0000.png", "star_0001.png", "star_0002.png"]
+    assert names(client.get(f"/api/datasets/{imported}/images", params={"search": "SQUARE_0001"})) == ["square_0001.png"]
     assert names(client.get(f"/api/datasets/{imported}/images", params={"filter_class": "star", "search": "square"})) == []
     assert names(client.get(f"/api/datasets/{imported}/images", params={"filter_class": "unicorn"})) == []
 
@@ -166,15 +166,15 @@ def test_filter_by_split_subset(client, imported: str) -> None:
 # -- files ----------------------------------------------------------------------
 
 def test_image_is_served_with_type_nosniff_and_etag(client, imported: str, shapes: Path) -> None:
-    response = client.get(f"/api/datasets/{imported}/images/circle_circle_0001.png")
+    response = client.get(f"/api/datasets/{imported}/images/circle_0001.png")
     assert response.status_code == 200
     assert response.content == (shapes / "circle" / "circle_0001.png").read_bytes()
     assert response.headers["content-type"] == "image/png"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["cache-control"].startswith("private, max-age=")
-    info = client.get(f"/api/datasets/{imported}/images/circle_circle_0001.png/info").json()["data"]
+    info = client.get(f"/api/datasets/{imported}/images/circle_0001.png/info").json()["data"]
     assert response.headers["etag"] == f'"{info["sha256"]}"'
-    again = client.get(f"/api/datasets/{imported}/images/circle_circle_0001.png",
+    again = client.get(f"/api/datasets/{imported}/images/circle_0001.png",
                        headers={"If-None-Match": response.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
 
@@ -186,20 +186,20 @@ def test_jpeg_is_served_as_image_jpeg(client, project_id: str, import_root: Path
 
 
 def test_thumbnail_is_a_jpeg_with_its_own_etag(client, imported: str) -> None:
-    response = client.get(f"/api/datasets/{imported}/thumbnails/star_star_0002.png")
+    response = client.get(f"/api/datasets/{imported}/thumbnails/star_0002.png")
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/jpeg"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["etag"].endswith('-thumb256"')
     with Image.open(io.BytesIO(response.content)) as thumb:
         assert thumb.format == "JPEG" and thumb.size == (16, 16)
-    again = client.get(f"/api/datasets/{imported}/thumbnails/star_star_0002.png",
+    again = client.get(f"/api/datasets/{imported}/thumbnails/star_0002.png",
                        headers={"If-None-Match": f'W/"x", {response.headers["etag"]}'})
     assert again.status_code == 304
 
 
 def test_info_returns_the_record_with_annotations(client, imported: str) -> None:
-    data = client.get(f"/api/datasets/{imported}/images/triangle_triangle_0000.png/info").json()["data"]
+    data = client.get(f"/api/datasets/{imported}/images/triangle_0000.png/info").json()["data"]
     assert data["annotations"] == [{"type": "label", "class_id": 3, "class_name": "triangle"}]
     assert data["source_path"] == "triangle/triangle_0000.png" and len(data["sha256"]) == 64
 
@@ -212,14 +212,14 @@ def test_unknown_image_is_404(client, imported: str) -> None:
 # -- clear ------------------------------------------------------------------------
 
 def test_delete_clears_images_thumbnails_and_dataset_json(client, imported: str, workspace_dir: Path) -> None:
-    client.get(f"/api/datasets/{imported}/thumbnails/star_star_0002.png")
+    client.get(f"/api/datasets/{imported}/thumbnails/star_0002.png")
     dataset_dir = workspace_dir / "projects" / imported / "dataset"
     assert (dataset_dir / ".thumbs").is_dir() and (dataset_dir / "dataset.json").is_file()
     response = client.delete(f"/api/datasets/{imported}")
     assert response.status_code == 200 and response.json()["data"] == {"id": imported, "deleted": True}
     assert not dataset_dir.exists()
     assert client.get(f"/api/datasets/{imported}").json()["data"]["num_images"] == 0
-    assert_error(client.get(f"/api/datasets/{imported}/images/star_star_0002.png"), 404, "NOT_FOUND")
+    assert_error(client.get(f"/api/datasets/{imported}/images/star_0002.png"), 404, "NOT_FOUND")
 
 
 @pytest.fixture

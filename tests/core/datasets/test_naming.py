@@ -46,3 +46,10 @@ def test_checking_many_names_at_once_agrees_with_one_by_one() -> None:
     assert not all_safe_names(["a.png", "ok\n..\nfine"])  # a newline must not split one name into safe lines
     assert not all_safe_names(["a.png", "../x"])
     assert not all_safe_names(["x" * 161])
+
+
+def test_a_folder_name_the_file_name_already_starts_with_is_not_repeated() -> None:
+    assert flat_name("circle/circle_0000.png", "png") == "circle_0000.png"
+    assert flat_name("train/cat/cat-7.jpg", "jpeg") == "train_cat-7.jpg"
+    assert flat_name("Cat/cat.png", "png") == "cat.png"
+    assert flat_name("cat/category.png", "png") == "cat_category.png"  # a longer word is not a repeat

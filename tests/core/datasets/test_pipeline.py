@@ -162,7 +162,7 @@ def test_merge_import_adds_classes_and_rewrites_class_ids(services: Services, pr
 def test_replace_import_discards_previous_images_and_thumbnails(services: Services, project: str, import_root: Path) -> None:
     shapes_folder(import_root / "one", per_class=2, shapes=("circle",))
     services.datasets.import_local(project, str(import_root / "one"))
-    services.datasets.thumbnail(project, "circle_circle_0000.png")
+    services.datasets.thumbnail(project, "circle_0000.png")
     assert files_under(services.workspace.thumbs_dir(project))
     write(import_root / "two" / "dog" / "d.png", image_bytes(colour=11))
     summary = services.datasets.import_local(project, str(import_root / "two"), replace=True)
