@@ -4,14 +4,47 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 import modelyard
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class ModelyardGroup(click.Group):
+    """Every failure prints ``error: <message>`` on stderr: usage errors (exit 2) as well as domain errors (exit 1).
+
+    Click's own format (``Error: ...`` after the usage line) differed from the
+    commands' ``error: ...``, so scripts had to match two shapes.
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            if exc.ctx is not None:
+                click.echo(exc.ctx.get_usage(), err=True)
+                click.echo(f"Try '{exc.ctx.command_path} {exc.ctx.help_option_names[0]}' for help.", err=True)
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # an Exit raised by a command comes back as its code
+
+
+@click.group(cls=ModelyardGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(modelyard.__version__, "--version", prog_name="modelyard")
 def main() -> None:
     """modelyard: train, evaluate and export image models on your own hardware.
@@ -114,7 +147,7 @@ TRAIN_EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3}
 
 @main.command()
 @click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--project", "project_id", required=True, help="Project id (proj-...) whose dataset to train on.")
+@click.option("--project", "project_ref", required=True, help="Project (id or name) whose dataset to train on.")
 @click.option(
     "--workspace",
     type=click.Path(file_okay=False, path_type=Path),
@@ -122,7 +155,7 @@ TRAIN_EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 3}
     help="Workspace folder [env MODELYARD_WORKSPACE; default ./workspace].",
 )
 @click.option("--experiment-name", default=None, help="Experiment to create or reuse [default: the config file's name].")
-def train(config_file: Path, project_id: str, workspace: Path | None, experiment_name: str | None) -> None:
+def train(config_file: Path, project_ref: str, workspace: Path | None, experiment_name: str | None) -> None:
     """Train CONFIG.yaml on a project's dataset.
 
     Creates (or reuses, by name) the experiment and freezes the config into a
@@ -132,17 +165,15 @@ def train(config_file: Path, project_id: str, workspace: Path | None, experiment
     through the API. Exit code: 0 completed, 1 failed, 3 stopped.
     """
     from modelyard.core.errors import ModelyardError
-    from modelyard.core.plugin_manager import default_plugin_host
+    from modelyard.core.jobs.foreground import train_or_follow
     from modelyard.core.settings import Settings
     from modelyard.core.training.config import load_config_file
     from modelyard.core.training.engine import ddp_child_run_dir, train_run
-    from modelyard.core.training.experiments import ExperimentService
-    from modelyard.core.jobs.foreground import train_or_follow
     from modelyard.core.training.run_files import read_run
     from modelyard.core.training.runs_create import create_run_folder
     from modelyard.core.workspace import Workspace
 
-    from .common import progress_printer, submitted_note
+    from .common import build_cli_services, describe_error, fail, progress_printer, resolve_project, submitted_note
 
     settings = Settings.from_env(**({"workspace": workspace} if workspace is not None else {}))
     if workspace is None and not os.environ.get("MODELYARD_WORKSPACE"):
@@ -150,9 +181,11 @@ def train(config_file: Path, project_id: str, workspace: Path | None, experiment
     store = Workspace(settings.workspace)  # no prepare(): a server may be using this workspace right now
     if (child_run := ddp_child_run_dir()) is not None:  # an extra DDP rank re-running this command line
         raise SystemExit(TRAIN_EXIT_CODES.get(train_run(store, child_run), 1))
-    experiments = ExperimentService(store, default_plugin_host(), settings)
+    services = build_cli_services(settings.workspace)
+    experiments = services.experiments
     name = experiment_name or config_file.stem
     try:
+        project_id = resolve_project(services, project_ref)
         partial = load_config_file(config_file)
         existing = experiments.find_by_name(project_id, name)
         if existing is None:
@@ -162,10 +195,9 @@ def train(config_file: Path, project_id: str, workspace: Path | None, experiment
         run_config = experiments.run_config(project_id, experiment["id"])
         run_dir = create_run_folder(store, project_id, experiment["id"], run_config)
     except ModelyardError as exc:
-        field = exc.details.get("field")
-        raise click.ClickException(f"{field}: {exc.message}" if field and field not in exc.message else exc.message) from None
+        fail(describe_error(exc))
     click.echo(f"experiment {experiment['id']} ({name}), run {run_dir.name}: {run_dir}", err=True)
-    status = train_or_follow(store, run_dir, default_plugin_host(), on_progress=progress_printer("training"),
+    status = train_or_follow(store, run_dir, services.plugins, on_progress=progress_printer("training"),
                              on_submitted=submitted_note())
     record = read_run(run_dir)
     click.echo(f"run {run_dir.name}: {status}")

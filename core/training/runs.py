@@ -76,9 +76,6 @@ class RunService:
         """Freeze the experiment's config into a new pending run and queue it."""
         self.workspace.existing_project_dir(project_id)
         config = self.experiments.run_config(project_id, experiment_id)
-        if not self.workspace.dataset_json(project_id).is_file():
-            raise ValidationError("The project has no dataset yet: import images and create a split first",
-                                  field="dataset")
         run_dir = create_run_folder(self.workspace, project_id, experiment_id, config)
         self.queue.wake()
         return read_run(run_dir)

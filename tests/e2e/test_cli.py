@@ -108,6 +108,24 @@ def test_usage_errors_exit_2() -> None:
     assert cli("split", "create", "P", "--name", "s").exit_code == 2  # --train is required
 
 
+@pytest.mark.parametrize("args", [("no-such-command",), ("projects", "create"), ("train",),
+                                  ("export", "P", "--run", "run-00000000", "--option", "no-equals-sign")])
+def test_usage_errors_print_error_the_same_way_as_domain_errors(args: tuple[str, ...]) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.splitlines()[-1].startswith("error: "), result.stderr
+    assert "Error:" not in result.stderr  # not click's own format beside ours
+
+
+def test_train_takes_the_project_by_name_and_refuses_a_project_without_data(ws: str) -> None:
+    cli("projects", "create", "My shapes", "--workspace", ws)
+    config = Path(__file__).parents[2] / "configs" / "cpu-quick.yaml"
+    assert_fails(cli("train", str(config), "--project", "My shapes", "--workspace", ws), 1,
+                 "The project has no dataset yet")
+    assert_fails(cli("train", str(config), "--project", "Not mine", "--workspace", ws), 1, "not found")
+    assert not list(Path(ws).glob("projects/*/experiments/*/runs/*"))  # no run that could only fail
+
+
 # -- datasets and splits ------------------------------------------------------------------------
 
 
