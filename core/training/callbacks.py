@@ -20,6 +20,8 @@ Per-step work is a few clock reads and counters: the stop file is looked at
 no more than every ``STOP_CHECK_INTERVAL_S``, and under DDP the ranks agree on
 it with one reduction every ``STOP_SYNC_EVERY_STEPS`` steps (same step numbers
 on every rank, so all stop after the same step and none waits for another).
+With gradient accumulation a stop waits for the next optimizer step, so no
+partly accumulated gradient is lost and the resume stays exact.
 """
 
 from __future__ import annotations
@@ -254,6 +256,7 @@ class RunFilesCallback(L.Callback):
         self._epoch_images = 0
         self._last_batch_end = 0.0
         self._steps_done = 0
+        self._optimizer_steps = 0  # batches of this fit after which the optimizer stepped (stop checks happen there)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelyard-progress")
         self._pending: Future[None] | None = None
 
@@ -302,7 +305,10 @@ class RunFilesCallback(L.Callback):
         images = int(labels.shape[0]) if isinstance(labels, torch.Tensor) else 0
         self._images_since += images
         self._epoch_images += images
-        self._check_stop(trainer)
+        if (batch_idx + 1) % max(1, int(trainer.accumulate_grad_batches)) == 0 or self.checkpoint.after_last_step(trainer):
+            # only where the optimizer just stepped: a stop mid-accumulation would lose the summed gradients
+            self._optimizer_steps += 1
+            self._check_stop(trainer)
         self._beat()
         now = self._last_batch_end = self.clock()
         first = self._steps_done == 1  # tells a client steps_per_epoch at once
@@ -361,7 +367,7 @@ class RunFilesCallback(L.Callback):
             return
         if self._world > 1:
             # one reduction at agreed steps only; rank 0 looks at the file then (same step on every rank)
-            if (self._steps_done - 1) % STOP_SYNC_EVERY_STEPS:
+            if (self._optimizer_steps - 1) % STOP_SYNC_EVERY_STEPS:
                 return
             seen = trainer.is_global_zero and self.stop_path.exists()
             requested = bool(trainer.strategy.reduce_boolean_decision(seen, all=False))

@@ -235,3 +235,33 @@ def test_a_ddp_run_stopped_mid_epoch_resumes_each_ranks_shard_exactly(services: 
     assert PARTIAL_EPOCH_WARNING not in result.stdout + result.stderr
     assert _records(run_dir) == _records(straight)
     assert max_abs_diff(_weights(run_dir), _weights(straight)) <= 1e-6
+
+
+def test_a_stop_during_gradient_accumulation_waits_for_the_optimizer_step_and_resumes_exactly(
+        services: Any, project: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # batch_multiplier 2: 4 batches per epoch, 2 optimizer steps. The stop arrives after the first batch of
+    # epoch 2 (half an optimizer step accumulated); it is honoured after the second, so no gradient is dropped.
+    config = {**AUGMENTED, "training": {**AUGMENTED["training"], "batch_multiplier": 2}}
+    straight = _run_folder(services, project, config)
+    assert train_run(services.workspace, straight) == "completed"
+    run_dir = _run_folder(services, project, config)
+    monkeypatch.setattr(callbacks_module, "STOP_CHECK_INTERVAL_S", 0.0)
+    original = RunFilesCallback.on_train_batch_end
+
+    def on_train_batch_end(self: RunFilesCallback, trainer: Any, module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.current_epoch == 1 and batch_idx == 0:
+            (self.run_dir / "stop.request").write_text("{}")
+        original(self, trainer, module, outputs, batch, batch_idx)
+
+    monkeypatch.setattr(RunFilesCallback, "on_train_batch_end", on_train_batch_end)
+    assert train_run(services.workspace, run_dir) == "stopped"
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 3 and saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches": 2}]  # epoch 2 (0-based 1): stopped after its first optimizer step, batch 2 of 4
+    monkeypatch.undo()
+
+    _resume(services, project, run_dir)
+
+    assert _records(run_dir) == _records(straight)
+    assert max_abs_diff(_weights(run_dir), _weights(straight)) <= 1e-6
