@@ -288,15 +288,21 @@ class RunFilesCallback(L.Callback):
     # -- Lightning hooks -----------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._world = max(1, int(trainer.world_size))
+        self._beat()  # the ranks have met and the model is set up
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.steps_per_epoch = int(trainer.num_training_batches) if trainer.num_training_batches != float("inf") else 0
         self.total_epochs = int(trainer.max_epochs or 0)
         self._fit_started = self._last_progress = self._epoch_started = self.clock()
+        self._beat()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_started = self.clock()
         self._epoch_images = 0
+        self._beat()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._beat()  # a batch arrived (the first one may have waited for loader workers to start)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

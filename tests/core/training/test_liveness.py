@@ -83,7 +83,7 @@ def test_cache_decoding_beats_the_heartbeat_before_training_starts(services: Any
     facts = read_json(run_dir / "reproducibility.json")
     decoded = facts["num_train_images"] + facts["num_val_images"]
     assert facts["data_cache"] == "memory"
-    assert started == [1 + decoded]  # then once per decoded image (rate-limited inside), all before training
+    assert len(started) == 1 and started[0] >= 1 + decoded  # then once per decoded image (rate-limited inside)
 
 
 def test_the_stop_file_is_looked_at_on_a_clock_not_every_step(services: Any, monkeypatch: pytest.MonkeyPatch) -> None:
