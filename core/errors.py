@@ -168,10 +168,15 @@ class CheckpointError(ConflictError):
     """A run's checkpoint cannot be loaded safely (torn, foreign, or not a Lightning checkpoint)."""
 
 
-class CheckpointNotFoundError(NotFoundError):
-    """A run has no ``best``/``last`` checkpoint file of that name (yet)."""
+class CheckpointNotFoundError(ConflictError):
+    """A run has no ``best``/``last`` checkpoint file of that name (yet).
 
-    resource = "checkpoint"
+    A 409, not a 404: the run exists and the request is well formed; the run's
+    state (it never finished an epoch, or was stopped before) forbids it (DESIGN section 2).
+    """
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, {"resource": "checkpoint", **(details or {})})
 
 
 class JobClaimedError(ConflictError):

@@ -44,7 +44,7 @@ class SplitService:
             if name in doc["split_names"]:
                 raise ConflictError(f"A split named '{name}' already exists", {"name": name})
             if not doc["images"]:
-                raise ValidationError("The dataset has no images to split; import some first", field="name")
+                raise ConflictError("The dataset has no images to split; import some first", {"project_id": project_id})
             items = [(image["filename"], class_name(image)) for image in doc["images"]]
             result = assign(items, ratios, seed, stratified)
             for image, subset in zip(doc["images"], result.subsets, strict=True):

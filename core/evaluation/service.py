@@ -132,10 +132,9 @@ class EvaluationService:
         split_name = check_split(dataset, split_index)
         total = sum(len(split_items(dataset, split_index, subset)) for subset in subsets)
         if total == 0:
-            raise ValidationError(
+            raise ConflictError(  # the request is well formed; the dataset's state refuses it
                 f"split '{split_name}' has no labelled images in {' + '.join(subsets)}",
-                field="split_subset",
-                details={"split_index": split_index, "split_subset": split_subset},
+                {"field": "split_subset", "split_index": split_index, "split_subset": split_subset},
             )
         if not 1 <= batch_size <= 4096:
             raise ValidationError("batch_size must be between 1 and 4096", field="batch_size")

@@ -61,7 +61,7 @@ def find_run(workspace: Workspace, project_id: str, experiment_id: str, run_id: 
 
 
 def existing_checkpoint(ref: RunRef, checkpoint: str) -> Path:
-    """The checkpoint file ``best``/``last`` of the run, or a 404 saying which one is missing."""
+    """The checkpoint file ``best``/``last`` of the run, or a 409 saying which one is missing."""
     if checkpoint not in CHECKPOINT_NAMES:
         raise ValidationError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}", field="checkpoint")
     path = ref.checkpoint_path(checkpoint)

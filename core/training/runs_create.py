@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ExperimentNotFoundError, ValidationError
+from ..errors import ConflictError, ExperimentNotFoundError
 from ..ids import new_id
 from ..jsonio import atomic_write_bytes
 from ..workspace import Workspace
@@ -22,13 +22,13 @@ EXPERIMENT_JSON = "experiment.json"
 def create_run_folder(workspace: Workspace, project_id: str, experiment_id: str, config: ExperimentConfig) -> Path:
     """Freeze ``config`` into a new pending run of the experiment and return the run folder.
 
-    Refused (``ValidationError``) while the project has no dataset: such a run could only fail.
+    Refused (``ConflictError``) while the project has no dataset: such a run could only fail.
     """
     with workspace.project_lock(project_id):
         workspace.existing_project_dir(project_id)
         if not workspace.dataset_json(project_id).is_file():
-            raise ValidationError("The project has no dataset yet: import images and create a split first",
-                                  field="dataset")
+            raise ConflictError("The project has no dataset yet: import images and create a split first",
+                                {"project_id": project_id})
         folder = runs_dir(workspace, project_id, experiment_id)
         if not (folder.parent / EXPERIMENT_JSON).is_file():
             raise ExperimentNotFoundError(f"Experiment {experiment_id} not found", {"experiment_id": experiment_id})

@@ -114,10 +114,11 @@ def test_unknown_experiment_run_or_split_is_not_found(client, trained_run, overr
     assert error["details"]["resource"] == resource
 
 
-def test_missing_checkpoint_file_is_not_found(client, trained_run) -> None:
+def test_a_run_without_that_checkpoint_is_a_conflict(client, trained_run) -> None:
+    """The run exists and the request is well formed: the run's state refuses it (DESIGN section 2)."""
     (trained_run.run_dir / "checkpoints" / "last.ckpt").unlink()
     error = assert_error(client.post(f"/api/evaluation/{trained_run.project_id}", json=_body(trained_run, checkpoint="last")),
-                         404, "NOT_FOUND")
+                         409, "CONFLICT")
     assert error["details"]["resource"] == "checkpoint"
 
 

@@ -123,9 +123,9 @@ def test_unknown_experiment_or_run_is_not_found(client, trained_run, overrides, 
     assert error["details"]["resource"] == resource
 
 
-def test_missing_checkpoint_is_404_and_unknown_checkpoint_name_is_422(client, trained_run) -> None:
+def test_missing_checkpoint_is_409_and_unknown_checkpoint_name_is_422(client, trained_run) -> None:
     (trained_run.run_dir / "checkpoints" / "best.ckpt").unlink()
-    error = assert_error(client.post(f"/api/export/{trained_run.project_id}", json=_body(trained_run)), 404, "NOT_FOUND")
+    error = assert_error(client.post(f"/api/export/{trained_run.project_id}", json=_body(trained_run)), 409, "CONFLICT")
     assert error["details"]["resource"] == "checkpoint"
     assert_error(client.post(f"/api/export/{trained_run.project_id}", json=_body(trained_run, checkpoint="epoch3")),
                  422, "VALIDATION_ERROR")

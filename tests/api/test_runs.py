@@ -91,11 +91,10 @@ def test_starting_a_run_of_a_missing_experiment_is_not_found(client, experiment)
     assert_error(client.post(f"{TRAINING}/proj-00000000/experiments/exp-00000000/run"), 404, "NOT_FOUND")
 
 
-def test_starting_a_run_in_a_project_without_dataset_is_a_validation_error(client, services, project_id) -> None:
+def test_starting_a_run_in_a_project_without_dataset_is_a_conflict(client, services, project_id) -> None:
     experiment = services.experiments.create(project_id, "no data", config=TINY_TRAINING_CONFIG)
-    error = assert_error(client.post(f"{TRAINING}/{project_id}/experiments/{experiment['id']}/run"), 422,
-                         "VALIDATION_ERROR")
-    assert error["details"]["field"] == "dataset"
+    error = assert_error(client.post(f"{TRAINING}/{project_id}/experiments/{experiment['id']}/run"), 409, "CONFLICT")
+    assert "no dataset" in error["message"] and error["details"]["project_id"] == project_id
 
 
 def test_get_run_shows_a_queued_run_with_its_place_in_the_queue(client, services, project_id) -> None:

@@ -133,7 +133,7 @@ def test_invalid_preview_parameters_are_422(client, imported: str) -> None:
 
 
 def test_split_of_an_empty_dataset_is_refused_but_preview_is_empty(client, project_id: str) -> None:
-    assert_error(create(client, project_id), 422, "VALIDATION_ERROR")
+    assert_error(create(client, project_id), 409, "CONFLICT")  # well formed; the dataset's state refuses it
     preview = client.get(f"/api/splits/{project_id}/preview").json()["data"]
     assert preview["stats"] == {"train": 0, "val": 0, "test": 0, "none": 0}
     assert client.get(f"/api/splits/{project_id}").json()["data"] == []

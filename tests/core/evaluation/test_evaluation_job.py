@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from modelyard.core.errors import CheckpointNotFoundError, SplitNotFoundError, ValidationError
+from modelyard.core.errors import CheckpointNotFoundError, ConflictError, SplitNotFoundError, ValidationError
 from modelyard.core.evaluation.index import ResultsQuery
 from modelyard.core.evaluation.results import RESULTS_FILE, ResultsTable
 from modelyard.core.evaluation.service import EvaluationService
@@ -125,10 +125,10 @@ def test_a_subset_without_labelled_images_is_refused(services, evaluations, trai
         if image["split"][0] == "test":
             image["split"] = ["none"]
     atomic_write_json(path, dataset)
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(ConflictError) as info:
         evaluations.create(trained_run.project_id, experiment_id=trained_run.experiment_id,
                            run_id=trained_run.run_id, split_subset="test")
-    assert info.value.field == "split_subset"
+    assert info.value.details["field"] == "split_subset"
 
 
 def test_evaluation_whose_worker_died_is_marked_failed(services, evaluations, trained_run) -> None:
