@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 WORKSPACE ?= ./workspace
+IMPORT_ROOT ?=
 PYTEST_ARGS ?=
 
 .PHONY: serve test install demo bench bench-quick fuzz load clean
@@ -20,8 +21,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-serve: $(STAMP)
-	$(BIN)/modelyard serve --host $(HOST) --port $(PORT) --workspace $(WORKSPACE)
+serve: $(STAMP)  # IMPORT_ROOT=DIR allows local imports from DIR (the curl tour in README.md)
+	$(BIN)/modelyard serve --host $(HOST) --port $(PORT) --workspace $(WORKSPACE) $(if $(IMPORT_ROOT),--import-root $(IMPORT_ROOT))
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

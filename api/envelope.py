@@ -12,6 +12,10 @@ import msgspec
 T = TypeVar("T")
 
 
+#: The longest ``?wait=`` a job's GET accepts (the server may end a wait sooner: ``Settings.max_wait_s``).
+MAX_WAIT_S = 600
+
+
 class Ok(msgspec.Struct, Generic[T]):
     data: T
     status: Literal["ok"] = "ok"

@@ -46,6 +46,7 @@ class Settings:
     stop_timeout_s: float = 60.0  # after a stop request, kill the worker group when it has not exited
     scheduler_interval_s: float = 1.0
     sse_poll_s: float = 0.25
+    max_wait_s: float = 600.0  # the longest a job's GET ?wait= holds a request (and a worker thread)
     sse_keepalive_s: float = 15.0
 
     def __post_init__(self) -> None:

@@ -2,6 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 JOB_STATUSES = ("pending", "running", "completed", "failed", "stopped", "interrupted")
 ACTIVE_STATUSES = frozenset({"pending", "running"})
 TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped", "interrupted"})
+
+
+def wait_while_active(read: Callable[[], dict[str, Any]], timeout_s: float, poll_s: float = 0.2) -> dict[str, Any]:
+    """``read()`` again until the job is no longer pending or running, or ``timeout_s`` has passed; the last record.
+
+    What a client's ``?wait=`` asks for: one request that answers when the job
+    has ended (or with its current state when the wait runs out).
+    """
+    import time
+
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    record = read()
+    while record.get("status") in ACTIVE_STATUSES and time.monotonic() < deadline:
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        record = read()
+    return record

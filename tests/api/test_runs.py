@@ -7,13 +7,15 @@ the protocol.
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from modelyard.core.settings import Settings
-from modelyard.core.training.run_files import EventLog
+from modelyard.core.training.run_files import EventLog, update_run
 from tests.api.test_stream import parse_sse
 from tests.conftest import TINY_TRAINING_CONFIG, assert_error
 from tests.helpers.datasets import create_project_with_dataset
@@ -176,3 +178,24 @@ def test_unknown_or_hostile_run_ids_get_an_error_envelope_and_touch_nothing(clie
 @pytest.mark.parametrize(("method", "action"), ENDPOINTS)
 def test_run_endpoints_of_an_unknown_project_are_not_found(client, method, action) -> None:
     assert_error(client.request(method, _run_url("proj-00000000", "run-00000000", action)), 404, "NOT_FOUND")
+
+
+def test_get_with_wait_answers_when_the_run_has_ended(client, services, project_id) -> None:
+    """``?wait=`` holds the request while the run is active and answers with the ended record."""
+    import threading
+
+    services.queue.shutdown()  # nobody supervises: the run ends when the test says so
+    run_dir = make_run_folder(services.workspace, project_id, status="running")
+    url = _run_url(project_id, run_dir.name)
+    ended = threading.Timer(0.6, lambda: update_run(services.workspace, run_dir, lambda r: r.update(status="stopped")))
+    ended.start()
+    try:
+        started = time.monotonic()
+        run = client.get(url, params={"wait": 30}).json()["data"]
+        assert run["status"] == "stopped" and 0.5 < time.monotonic() - started < 10
+    finally:
+        ended.cancel()
+    still = client.get(url, params={"wait": 0.3}).json()["data"]  # an ended run answers at once
+    assert still["status"] == "stopped"
+    assert_error(client.get(url, params={"wait": -1}), 422, "VALIDATION_ERROR")
+    assert_error(client.get(url, params={"wait": 601}), 422, "VALIDATION_ERROR")

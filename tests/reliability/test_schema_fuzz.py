@@ -78,7 +78,8 @@ class Seeded:
 def _seed(root: Path) -> Seeded:
     """A workspace with one seeded project, and the template copy ``restore`` puts back."""
     (root / "imports").mkdir(parents=True)
-    settings_ = Settings(workspace=root / "workspace", import_roots=[root / "imports"], allowed_hosts=[FUZZ_HOST])
+    settings_ = Settings(workspace=root / "workspace", import_roots=[root / "imports"], allowed_hosts=[FUZZ_HOST],
+                         max_wait_s=0.2)  # ?wait= on queued jobs that never start must not hold the fuzzer
     services = build_services(settings_)
     project_id = create_project_with_dataset(services, per_class=3, size=16, num_classes=2)
     experiment = services.experiments.create(project_id, "fuzzed", config={"model": {"architecture": "simple_cnn"}})
