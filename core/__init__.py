@@ -35,6 +35,12 @@ Hooks (``modelyard.core.hookspecs``):
   schema with defaults, ``export(model, example_input, options, out_dir, metadata)``
   and ``load_runner(path, options)`` used to verify every export.
 
+Helpers for exporters: ``resolve_options(exporter, options)`` (the request's
+options checked against the exporter's schema, defaults filled in) and
+``atomic_write_bytes(path, data)`` (temp file, fsync, rename: a crash never
+leaves half a model file). Import everything from ``modelyard.core`` itself:
+its other modules are internal and may change.
+
 Names are unique across all plugins (a duplicate fails the later plugin with
 both names in the error). Registering must be cheap: build, download and
 read in ``build``/``read``/``export``, not in the hook. A plugin that raises is
@@ -53,7 +59,9 @@ full guide, with a worked example in tests/fixtures/modelyard_example_plugin.
 """
 
 from .errors import ValidationError
+from .export_options import resolve_options
 from .hookspecs import hookimpl, hookspec
+from .jsonio import atomic_write_bytes
 from .plugin_types import Architecture, DatasetImporter, Exporter, ExportMetadata, ImageRecord
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry
 
@@ -67,6 +75,8 @@ __all__ = [
     "ImageRecord",
     "ImporterRegistry",
     "ValidationError",
+    "atomic_write_bytes",
     "hookimpl",
     "hookspec",
+    "resolve_options",
 ]

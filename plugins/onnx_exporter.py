@@ -20,9 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modelyard.core import Exporter, ExportMetadata, ValidationError, hookimpl
-from modelyard.core.export_options import resolve_options
-from modelyard.core.jsonio import atomic_write_bytes
+from modelyard.core import Exporter, ExportMetadata, ValidationError, atomic_write_bytes, hookimpl, resolve_options
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

@@ -14,9 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from modelyard.core import Exporter, ExportMetadata, hookimpl
-from modelyard.core.export_options import resolve_options
-from modelyard.core.jsonio import atomic_write_bytes
+from modelyard.core import Exporter, ExportMetadata, atomic_write_bytes, hookimpl, resolve_options
 
 #: TorchScript is deprecated in torch 2.14 in favour of torch.export; the format still loads
 #: everywhere libtorch runs, so we silence exactly those notices around our own calls.
