@@ -37,7 +37,15 @@ from ..datasets.document import split_items  # re-exported: the engine's subsets
 from ..errors import CorruptDataError, ValidationError
 from .augmentations import build_pipeline
 from .config import ExperimentConfig
-from .sampling import VAL_STREAM, EpochSampler, ResumableLoader, mix_seed, sample_seed, shard_positions
+from .sampling import (
+    VAL_STREAM,
+    EpochSampler,
+    ResumableLoader,
+    mix_seed,
+    positions_of,
+    sample_seed,
+    shard_positions,
+)
 
 IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
@@ -155,7 +163,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return self._image(index, epoch), self.labels[index]
 
     def __getitems__(self, keys: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        indices = [key[1] if isinstance(key, tuple | list) else int(key) for key in keys]
+        indices = positions_of(keys)
         index = torch.as_tensor(indices, dtype=torch.int64)
         if self.cached is not None and self.transform is None and (not self.pad or max(indices, default=0) < len(self.paths)):
             return self.cached.index_select(0, index), self.labels.index_select(0, index)
