@@ -5,15 +5,21 @@ Handlers return ``Ok[T]`` so the OpenAPI document shows the real payload type.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
+from litestar.params import QueryParameter
 
 T = TypeVar("T")
 
 
 #: The longest ``?wait=`` a job's GET accepts (the server may end a wait sooner: ``Settings.max_wait_s``).
 MAX_WAIT_S = 600
+#: ``?wait=`` of a job's GET (minimum 0 spelled out: Litestar leaves a falsy bound out of the schema).
+WaitSeconds = Annotated[float, QueryParameter(
+    ge=0, le=MAX_WAIT_S, schema_extra={"minimum": 0},
+    description="Seconds to wait for the job to end before answering (0: answer at once); the answer is the "
+                "record when it ended, or as it is when the wait ran out")]
 
 
 class Ok(msgspec.Struct, Generic[T]):

@@ -13,7 +13,7 @@ from modelyard.core.evaluation.index import MAX_PAGE_SIZE, ResultsQuery
 from modelyard.core.jobs.status import wait_while_active
 
 from .deps import ServicesDep
-from .envelope import MAX_QUERY_INT, MAX_WAIT_S, Deleted, Ok, Page, ok
+from .envelope import MAX_QUERY_INT, Deleted, Ok, Page, WaitSeconds, ok
 from .openapi import error_responses
 
 Subset = Literal["train", "val", "test"]
@@ -222,9 +222,7 @@ class EvaluationController(Controller):
         include: Annotated[Literal["curves"] | None, QueryParameter(
             description="`curves` adds the per-class PR and ROC curves (up to 200 points each) to `metrics`; "
                         "left out by default to keep the answer readable")] = None,
-        wait: Annotated[float, QueryParameter(
-            ge=0, le=MAX_WAIT_S, schema_extra={"minimum": 0}, description="Seconds to wait for the job to end before answering (0: answer at once); "
-                                              "the answer is the record when it ended, or as it is when the wait ran out")] = 0,
+        wait: WaitSeconds = 0,
     ) -> Ok[Evaluation]:
         wait = min(wait, services.settings.max_wait_s)
         record = wait_while_active(lambda: services.evaluations.get(project_id, eval_id), wait)

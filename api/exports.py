@@ -18,7 +18,7 @@ from litestar.response import File
 from modelyard.core.jobs.status import wait_while_active
 
 from .deps import ServicesDep
-from .envelope import MAX_WAIT_S, Deleted, Ok, ok
+from .envelope import Deleted, Ok, WaitSeconds, ok
 from .evaluations import JobClaim, JobError, JobProgress
 from .openapi import error_responses
 
@@ -133,9 +133,7 @@ class ExportController(Controller):
     @get("/{project_id:str}/{export_id:str}", operation_id="GetExport", summary="Get export status",
          sync_to_thread=True, responses=error_responses(404, 409, 422))
     def get_export(self, services: ServicesDep, project_id: ProjectId, export_id: ExportId,
-        wait: Annotated[float, QueryParameter(
-            ge=0, le=MAX_WAIT_S, schema_extra={"minimum": 0}, description="Seconds to wait for the job to end before answering (0: answer at once); "
-                                              "the answer is the record when it ended, or as it is when the wait ran out")] = 0,
+        wait: WaitSeconds = 0,
     ) -> Ok[Export]:
         wait = min(wait, services.settings.max_wait_s)
         return ok(_export(wait_while_active(lambda: services.exports.get(project_id, export_id), wait)))

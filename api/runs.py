@@ -16,7 +16,7 @@ from litestar.response import ServerSentEvent
 from modelyard.core.jobs.status import wait_while_active
 
 from .deps import ServicesDep
-from .envelope import MAX_WAIT_S, Deleted, Ok, ok
+from .envelope import Deleted, Ok, WaitSeconds, ok
 from .evaluations import JobClaim
 from .openapi import error_responses
 from .run_stream import follow_events
@@ -137,9 +137,7 @@ class RunController(Controller):
     @get("/runs/{run_id:str}", operation_id="GetRun", summary="Get run status + metrics", sync_to_thread=True,
          responses=error_responses(404, 409, 422))
     def get_run(self, services: ServicesDep, project_id: ProjectId, run_id: RunId,
-        wait: Annotated[float, QueryParameter(
-            ge=0, le=MAX_WAIT_S, schema_extra={"minimum": 0}, description="Seconds to wait for the job to end before answering (0: answer at once); "
-                                              "the answer is the record when it ended, or as it is when the wait ran out")] = 0,
+        wait: WaitSeconds = 0,
     ) -> Ok[Run]:
         wait = min(wait, services.settings.max_wait_s)
         return ok(_run(wait_while_active(lambda: services.runs.get_run(project_id, run_id), wait)))

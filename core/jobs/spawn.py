@@ -40,19 +40,19 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def spawn_cold(kind: JobKind, folder: Path, workspace_root: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start a worker for one job, output appended to the job's log, cwd in the job folder."""
+def start_worker(argv: list[str], cwd: Path, log_path: Path, stdin: int) -> subprocess.Popen[bytes]:
+    """A worker process in its own session (it outlives the server), output appended to ``log_path``."""
     with open(log_path, "ab") as log_file:
-        return subprocess.Popen(
-            cold_command(kind, folder, workspace_root),
-            cwd=folder,  # anything written by accident stays inside the job folder
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=_environment(),
-        )
+        return subprocess.Popen(argv, cwd=cwd, stdin=stdin, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True, env=_environment())
+
+
+def spawn_cold(kind: JobKind, folder: Path, workspace_root: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a worker for one job, output appended to the job's log, cwd in the job folder.
+
+    (Anything written by accident stays inside the job folder.)
+    """
+    return start_worker(cold_command(kind, folder, workspace_root), folder, log_path, subprocess.DEVNULL)
 
 
 class WarmPool:
@@ -94,17 +94,7 @@ class WarmPool:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log_file:
-            return subprocess.Popen(
-                warm_command(self.workspace_root),
-                cwd=self.workspace_root,
-                stdin=subprocess.PIPE,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                env=_environment(),
-            )
+        return start_worker(warm_command(self.workspace_root), self.workspace_root, self.log_path, subprocess.PIPE)
 
     def take(self, kind: JobKind, folder: Path) -> subprocess.Popen[bytes] | None:
         """Give the job to an idle warm worker; ``None`` when there is none (the caller starts a cold one)."""
