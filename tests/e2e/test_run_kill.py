@@ -32,7 +32,7 @@ from tests.helpers.run_fixtures import kill_run_workers, wait_for
 
 HEARTBEAT_TIMEOUT_S = 5.0
 LONG_RUN = {**TINY_TRAINING_CONFIG,
-            "training": {"max_epochs": 60, "scheduler": {"name": "none"}, "early_stopping": None}}
+            "training": {"max_epochs": 1000, "scheduler": {"name": "none"}, "early_stopping": None}}  # stopped by every test
 
 
 @pytest.fixture
