@@ -20,7 +20,8 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,8 +202,6 @@ def touch_heartbeat(folder: Path, pid: int) -> None:
 
 def heartbeat_age_s(folder: Path) -> float | None:
     """Seconds since the worker's last heartbeat, or ``None`` when it never wrote one."""
-    import time
-
     try:
         return max(0.0, time.time() - (folder / HEARTBEAT).stat().st_mtime)
     except FileNotFoundError:
@@ -252,7 +251,7 @@ def iter_job_folders(parent: Path, prefix: str, record_name: str) -> Iterator[Pa
             yield folder
 
 
-def list_records(jobs: Iterator[JobFolder] | list[JobFolder]) -> list[dict[str, Any]]:
+def list_records(jobs: Iterable[JobFolder]) -> list[dict[str, Any]]:
     """The records of ``jobs`` (orphans marked failed), oldest first; unreadable ones are logged and skipped."""
     records = []
     for job in jobs:
