@@ -167,11 +167,9 @@ def test_a_sigkilled_worker_resumed_from_its_epoch_checkpoint_matches_the_uninte
     worker = subprocess.Popen(cold_command(TRAIN, run_dir, services.workspace.root), cwd=run_dir, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        def one_epoch_saved() -> bool:
-            point = usable_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints" / "last.ckpt").exists() else None
-            return point is not None and point.epochs_done >= 1
-
-        wait_for(one_epoch_saved, timeout=120, interval=0.05, what="last.ckpt of epoch 1")
+        # last.ckpt appears (atomically) at the end of epoch 1: kill at once, somewhere in epoch 2
+        last = run_dir / "checkpoints" / "last.ckpt"
+        wait_for(last.exists, timeout=120, interval=0.01, what="last.ckpt of epoch 1")
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
     finally:
