@@ -46,6 +46,14 @@ class RunError(msgspec.Struct):
     message: str
 
 
+class RunPrecision(msgspec.Struct):
+    """What ``training.precision`` asked for, what the run uses, and why (``auto`` decides per device)."""
+
+    requested: str
+    precision: str
+    reason: str
+
+
 class RunResumeRecord(msgspec.Struct):
     at: str
     from_epoch: int
@@ -84,6 +92,8 @@ class Run(msgspec.Struct):
     resumes: list[RunResumeRecord]
     elapsed_s: float | None = None
     heartbeat_age_s: float | None = None
+    #: set when training starts
+    precision: RunPrecision | None = None
     claimed_by: JobClaim | None = None
     #: while pending: place among all queued jobs, and what it waits for
     queue_position: int | None = None

@@ -36,7 +36,10 @@ class Settings:
     max_image_pixels: int = 178_956_970
     api_token: str | None = None
     # Jobs (server side): worker supervision, the device queue and the SSE stream.
-    heartbeat_timeout_s: float = 15.0  # a training worker with no progress this long is killed, the run interrupted
+    # A training worker with no progress this long is killed and its run interrupted. Progress (the heartbeat)
+    # comes from steps, so this must exceed the slowest single step or DDP start-up; a dead process is noticed
+    # at once by its pid anyway.
+    heartbeat_timeout_s: float = 300.0
     short_job_timeout_s: float = 300.0  # the same for evaluations and exports (whose progress comes in bigger steps)
     cpu_job_slots: int = 2  # evaluations/exports on the CPU at once (CPU training runs one at a time)
     # Pre-started workers that have imported torch and wait for the next job (0: every job starts cold).

@@ -25,16 +25,16 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..errors import CheckpointError, ModelyardError, ValidationError
+from ..jobs.process import is_extra_rank, start_ticks
 from ..jsonio import atomic_write_json, read_json
 from ..plugin_manager import PluginHost, default_plugin_host
-from ..timeutil import utc_now_iso
+from ..timeutil import parse_iso, utc_now_iso
 from ..workspace import Workspace
 from .config import ExperimentConfig, config_hash, config_to_dict, monitor_mode, monitor_of, parse_config
 from .run_files import (
@@ -69,7 +69,7 @@ _QUIET_WARNINGS = (
 
 def is_rank_zero() -> bool:
     """True in the process that owns the run files (the only one without DDP, rank 0 with it)."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    return not is_extra_rank()
 
 
 def global_rank() -> int:
@@ -245,20 +245,15 @@ def _mark_running(workspace: Workspace, run_dir: Path) -> None:
         record["finished_at"] = None
         record["error"] = None
         record["worker_pid"] = os.getpid()
+        record["worker_started"] = start_ticks(os.getpid())
         record["worker_pgid"] = os.getpgid(0)
         timings = record.setdefault("timings", {})
-        created = _epoch_seconds(record.get("created_at"))
+        created = parse_iso(record.get("created_at"))
         if timings.get("queued_s") is None and created is not None:
             timings["queued_s"] = round(max(0.0, time.time() - created), 3)
 
     update_run(workspace, run_dir, mutate)
 
-
-def _epoch_seconds(stamp: Any) -> float | None:
-    try:
-        return datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
 
 
 def _finish(workspace: Workspace, run_dir: Path, events: EventLog, status: str, error: dict[str, str] | None,

@@ -28,7 +28,6 @@ RUN_STATUSES = JOB_STATUSES
 RESUMABLE_STATUSES = frozenset({"stopped", "failed", "interrupted"})
 
 HEARTBEAT_INTERVAL_S = 2.0
-HEARTBEAT_TIMEOUT_S = 15.0
 
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
