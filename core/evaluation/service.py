@@ -43,7 +43,7 @@ SUBSETS: tuple[str, ...] = ("train", "val", "test")
 
 
 def evaluation_job(workspace: Workspace, folder: Path) -> JobFolder:
-    return JobFolder(workspace, folder, EVALUATION_JSON, EVALUATION_LOG)
+    return EVALUATE.job(workspace, folder)
 
 
 def subsets_of(split_subset: str | list[str]) -> list[str]:

@@ -43,7 +43,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def export_job(workspace: Workspace, folder: Path) -> JobFolder:
-    return JobFolder(workspace, folder, EXPORT_JSON, EXPORT_LOG)
+    return EXPORT.job(workspace, folder)
 
 
 def model_file_name(architecture: str, run_id: str, extension: str) -> str:

@@ -42,7 +42,7 @@ from ..timeutil import parse_iso, utc_now_iso
 from ..workspace import Workspace
 from .folder import STOP_REQUEST, Claimant
 from .kinds import KINDS, JobKind, job_devices
-from .process import is_process, kill_worker, pid_alive, start_ticks
+from .process import is_process, kill_worker, start_ticks
 from .spawn import WarmPool, spawn_cold
 
 log = logging.getLogger(__name__)
@@ -241,8 +241,7 @@ class JobQueue:
             return child.poll() is None
         if pid is None:  # claimed by a server that died before it recorded the worker
             claimed = record.get("claimed_by") or {}
-            return pid_alive(claimed.get("pid")) and claimed.get("pid") != os.getpid() and \
-                start_ticks(int(claimed["pid"])) == claimed.get("started")
+            return claimed.get("pid") != os.getpid() and is_process(claimed.get("pid"), claimed.get("started"), seen.job_id)
         return is_process(pid, record.get("worker_started"), seen.job_id)
 
     def _supervise(self, seen: Seen) -> None:

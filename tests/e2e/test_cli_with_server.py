@@ -50,7 +50,7 @@ def _events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
-def _assert_one_executor(run_dir: Path, cli_pid_unknown: bool = True) -> dict:
+def _assert_one_executor(run_dir: Path) -> dict:
     run = read_json(run_dir / "run.json")
     events = _events(run_dir)
     assert [e["event"] for e in events].count("end") == 1, [e["event"] for e in events]
