@@ -147,10 +147,11 @@ def export_onnx(
     for key, value in metadata_props(metadata).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.checker.check_model(proto)
+    serialized = proto.SerializeToString()  # once: the checker takes the bytes that are written
+    onnx.checker.check_model(serialized)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / FILE_NAME
-    atomic_write_bytes(target, proto.SerializeToString())
+    atomic_write_bytes(target, serialized)
     return target
 
 

@@ -12,7 +12,8 @@ evaluated or exported sees exactly what validation saw.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +22,8 @@ from ..errors import CheckpointNotFoundError, ExperimentNotFoundError, RunNotFou
 from ..ids import is_valid_id
 from ..workspace import Workspace
 from .run_files import CHECKPOINTS, RUN_JSON, runs_dir
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -151,6 +154,34 @@ class TrainedModel:
         }
 
 
+def _built_from_weights(build: Callable[[str], ClassificationModule], state_dict: dict[str, Any], path: Path) -> ClassificationModule:
+    """The module holding the checkpoint's weights, built without first initialising weights it would overwrite.
+
+    Built on the ``meta`` device, a network gets no random initialisation (for
+    resnet18 that is a third of a warm evaluation) and adopts the checkpoint's
+    tensors as they are. An architecture that computes tensors while it builds
+    and keeps some outside its state dict cannot be built that way; it is
+    built normally instead, with the same result.
+    """
+    import itertools
+
+    from .resume_check import CheckpointProblem
+
+    try:
+        module = build("meta")
+        module.load_state_dict(state_dict, strict=True, assign=True)
+        if not any(t.is_meta for t in itertools.chain(module.parameters(), module.buffers())):
+            return module
+    except Exception as exc:  # noqa: BLE001 - the normal build below reports real problems
+        log.debug("%s: building on the meta device failed (%s); building normally", path.name, exc)
+    module = build("cpu")
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointProblem(f"{path.name} does not fit its own architecture: {str(exc)[:300]}", {"file": path.name}) from exc
+    return module
+
+
 def load_trained_model(
     workspace: Workspace,
     project_id: str,
@@ -179,9 +210,9 @@ def _from_checkpoint_file(
     from ..plugin_manager import default_plugin_host
     from .config import parse_config
     from .module import ClassificationModule
-    from .resume_check import CheckpointProblem, load_checkpoint
+    from .resume_check import load_checkpoint
 
-    data = load_checkpoint(path)  # weights_only=True; CheckpointProblem when torn or foreign
+    data = load_checkpoint(path, mmap=True)  # weights_only=True; CheckpointProblem when torn or foreign
     hparams = data.get("hyper_parameters")
     needed = ("num_classes", "class_names", "config", "mean", "std")
     if not isinstance(hparams, dict) or any(key not in hparams for key in needed):
@@ -189,29 +220,33 @@ def _from_checkpoint_file(
     config = parse_config(dict(hparams["config"]))
     classes = [str(c) for c in hparams["class_names"]]
     registry = registry if registry is not None else default_plugin_host().architectures
+    registry.get(config.model.architecture, field="model.architecture")  # plugins load outside the meta device below
     image_size = (int(config.data.image_size[0]), int(config.data.image_size[1]))  # type: ignore[index]
-    net = build_model(
-        registry,
-        config.model.architecture,
-        num_classes=len(classes),
-        in_channels=int(config.data.channels),
-        pretrained=False,  # the checkpoint holds every weight; never fetch anything
-        dropout=float(config.model.dropout),
-        image_size=image_size,
-    )
-    module = ClassificationModule(
-        net,
-        num_classes=len(classes),
-        class_names=classes,
-        config=dict(hparams["config"]),
-        mean=[float(v) for v in hparams["mean"]],
-        std=[float(v) for v in hparams["std"]],
-        class_weights=None,
-    )
-    try:
-        module.load_state_dict(data["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise CheckpointProblem(f"{path.name} does not fit its own architecture: {str(exc)[:300]}", {"file": path.name}) from exc
+
+    def build(on: str) -> ClassificationModule:
+        import torch
+
+        with torch.device(on):
+            net = build_model(
+                registry,
+                config.model.architecture,
+                num_classes=len(classes),
+                in_channels=int(config.data.channels),
+                pretrained=False,  # the checkpoint holds every weight; never fetch anything
+                dropout=float(config.model.dropout),
+                image_size=image_size,
+            )
+            return ClassificationModule(
+                net,
+                num_classes=len(classes),
+                class_names=classes,
+                config=dict(hparams["config"]),
+                mean=[float(v) for v in hparams["mean"]],
+                std=[float(v) for v in hparams["std"]],
+                class_weights=None,
+            )
+
+    module = _built_from_weights(build, data["state_dict"], path)
     module.eval().to(device)
     return TrainedModel(
         module=module,

@@ -25,14 +25,18 @@ BEST = "best.ckpt"
 CORRUPT_SUFFIX = ".corrupt"
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a Lightning checkpoint safely (plain data only) or raise ``CheckpointError`` saying why."""
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Load a Lightning checkpoint safely (plain data only) or raise ``CheckpointError`` saying why.
+
+    ``mmap`` maps the file instead of reading it: the tensors are read when
+    used (a reader that needs only the weights skips the optimizer state).
+    """
     import pickle
 
     import torch
 
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path.name} cannot be loaded safely ({first_line[:200]})", {"file": path.name}) from exc
