@@ -94,10 +94,21 @@ class Run(msgspec.Struct):
     heartbeat_age_s: float | None = None
     #: set when training starts
     precision: RunPrecision | None = None
+    #: set when early stopping ended the run before ``max_epochs``
+    stopped_early: RunEarlyStop | None = None
     claimed_by: JobClaim | None = None
     #: while pending: place among all queued jobs, and what it waits for
     queue_position: int | None = None
     waiting_reason: str | None = None
+
+
+class RunEarlyStop(msgspec.Struct):
+    """The epoch (1-based) after which early stopping ended the run, and the rule that did it."""
+
+    epoch: int
+    monitor: str
+    patience: int
+    max_epochs: int
 
 
 class RunStarted(msgspec.Struct):

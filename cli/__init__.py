@@ -169,7 +169,7 @@ def train(config_file: Path, project_ref: str, workspace: Path | None, experimen
     from modelyard.core.settings import Settings
     from modelyard.core.training.config import load_config_file
     from modelyard.core.training.engine import ddp_child_run_dir, train_run
-    from modelyard.core.training.run_files import read_run
+    from modelyard.core.training.run_files import describe_early_stop, read_run
     from modelyard.core.training.runs_create import create_run_folder
     from modelyard.core.workspace import Workspace
 
@@ -207,6 +207,8 @@ def train(config_file: Path, project_ref: str, workspace: Path | None, experimen
     if best:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.startswith(("train/", "val/")))
         click.echo(f"best epoch {record.get('best_epoch')} by {record.get('monitor')}: {shown}")
+    if record.get("stopped_early"):
+        click.echo(describe_early_stop(record["stopped_early"]))
     for kind, relative in (record.get("checkpoints") or {}).items():
         if relative:
             click.echo(f"{kind} checkpoint: {run_dir / relative}")

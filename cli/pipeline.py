@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from modelyard.core.training.run_files import describe_early_stop
+
 from .common import build_cli_services, domain_errors, fail, json_option, progress_printer, workspace_option
 from .jobs import per_class_table, verification_text
 
@@ -106,6 +108,8 @@ def summary(result: dict[str, Any]) -> str:
         best = run.get("best_metrics") or {}
         shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val/") and isinstance(v, float | int))
         lines.append(f"  run         {run['id']} {run['status']}; best epoch {run.get('best_epoch')} ({shown})")
+        if run.get("stopped_early"):
+            lines.append(f"              {describe_early_stop(run['stopped_early'])}")
         record = run.get("reproducibility") or {}
         if record:
             versions = record.get("versions") or {}

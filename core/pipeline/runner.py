@@ -329,6 +329,7 @@ def _train_step(services: Services, run_dir: Path, progress_bar: bool, reporter:
         "dir": str(run_dir),
         "error": record.get("error"),
         "best_epoch": record.get("best_epoch"),
+        "stopped_early": record.get("stopped_early"),
         "monitor": record.get("monitor"),
         "best_metrics": record.get("best_metrics") or {},
         "checkpoints": checkpoints,

@@ -43,6 +43,7 @@ from .run_files import (
     CONFIG_YAML,
     REPRODUCIBILITY_JSON,
     EventLog,
+    describe_early_stop,
     read_run,
     update_run,
 )
@@ -257,20 +258,23 @@ def _mark_running(workspace: Workspace, run_dir: Path) -> None:
 
 
 def _finish(workspace: Workspace, run_dir: Path, events: EventLog, status: str, error: dict[str, str] | None,
-            session_s: float) -> None:
+            session_s: float, stopped_early: dict[str, Any] | None = None) -> None:
     def mutate(record: dict[str, Any]) -> None:
         record["status"] = status
         record["finished_at"] = utc_now_iso()
         record["error"] = error
+        record["stopped_early"] = stopped_early
         timings = record.setdefault("timings", {})
         timings["train_s"] = round(float(timings.get("train_s") or 0.0) + session_s, 3)
 
     record = update_run(workspace, run_dir, mutate)
     if error is not None:
         events.append("log", {"level": "error", "message": f"{error['type']}: {error['message']}"})
+    if stopped_early is not None:
+        events.append("log", {"level": "info", "message": describe_early_stop(stopped_early)})
     events.append("status", {"status": status, **({"error": error} if error else {})})
     events.append("end", {"status": status, "best_metrics": record.get("best_metrics") or {},
-                          "best_epoch": record.get("best_epoch")})
+                          "best_epoch": record.get("best_epoch"), "stopped_early": stopped_early})
 
 
 def _error_of(exc: BaseException) -> dict[str, str]:
@@ -359,7 +363,8 @@ def train_run(
             log.exception("run %s failed", run_dir.name)
     finally:
         if rank0:
-            _finish(workspace, run_dir, events, status, error, time.monotonic() - session_start)
+            _finish(workspace, run_dir, events, status, error, time.monotonic() - session_start,
+                    state.get("stopped_early"))
     return status
 
 
@@ -488,7 +493,20 @@ def _fit(
         return "stopped"
     if trainer.interrupted:
         return "stopped"
+    state["stopped_early"] = _early_stop_of(trainer, config)
     return "completed"
+
+
+def _early_stop_of(trainer: Any, config: ExperimentConfig) -> dict[str, Any] | None:
+    """``{epoch, monitor, patience, max_epochs}`` when early stopping ended this session before ``max_epochs``."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    epochs_run = int(trainer.current_epoch) + 1 if trainer.should_stop else int(trainer.current_epoch)
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0 and epochs_run < config.training.max_epochs:
+            return {"epoch": int(callback.stopped_epoch) + 1, "monitor": str(callback.monitor),
+                    "patience": int(callback.patience), "max_epochs": int(config.training.max_epochs)}
+    return None
 
 
 def _lightning_callbacks(config: ExperimentConfig) -> list[Any]:

@@ -36,6 +36,12 @@ TRAIN_LOG = "train.log"
 CHECKPOINTS = "checkpoints"
 
 
+def describe_early_stop(stopped_early: dict[str, Any]) -> str:
+    """One line for logs and the CLI: why a run ended before ``max_epochs`` and where."""
+    return (f"early stopping: {stopped_early['monitor']} did not improve for {stopped_early['patience']} epoch(s); "
+            f"stopped after epoch {stopped_early['epoch']} of {stopped_early['max_epochs']}")
+
+
 def runs_dir(workspace: Workspace, project_id: str, experiment_id: str) -> Path:
     if not is_valid_id(experiment_id, "exp"):
         raise ExperimentNotFoundError(f"Experiment {experiment_id} not found", {"experiment_id": experiment_id})
@@ -80,6 +86,7 @@ def new_run_record(run_id: str, experiment_id: str, project_id: str, devices: li
         "latest_metrics": {},
         "best_metrics": {},
         "best_epoch": None,
+        "stopped_early": None,
         "monitor": monitor,
         "checkpoints": {"best": None, "last": None},
         "timings": {"queued_s": None, "train_s": None},

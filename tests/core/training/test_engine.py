@@ -192,6 +192,31 @@ def test_stop_request_on_an_epochs_last_step_lets_that_epoch_finish_and_be_recor
     assert [m["epoch"] for m in read_json(run_dir / "metrics.json")] == [1, 2]
 
 
+def test_early_stopping_says_in_the_record_and_the_event_stream_after_which_epoch_it_ended(services) -> None:
+    # min_delta far above any change of val/loss: epoch 1 sets the best, epoch 2 does not improve on it.
+    project_id = create_project_with_dataset(services, per_class=6, size=16)
+    config = {**TINY_TRAINING_CONFIG, "training": {"max_epochs": 5, "scheduler": {"name": "none"},
+                                                   "early_stopping": {"patience": 1, "min_delta": 1000.0}}}
+    run_dir = new_run(services, project_id, config)
+
+    assert train_run(services.workspace, run_dir) == "completed"
+
+    stopped = {"epoch": 2, "monitor": "val/loss", "patience": 1, "max_epochs": 5}
+    assert read_run(run_dir)["stopped_early"] == stopped
+    assert [m["epoch"] for m in read_json(run_dir / "metrics.json")] == [1, 2]
+    events = EventLog(services.workspace, run_dir).read()
+    assert events[-1]["event"] == "end" and events[-1]["data"]["stopped_early"] == stopped
+    logged = [e["data"]["message"] for e in events if e["event"] == "log"]
+    assert "early stopping: val/loss did not improve for 1 epoch(s); stopped after epoch 2 of 5" in logged
+
+
+def test_a_run_that_trains_all_its_epochs_has_no_early_stop(trained_run: TrainedRun) -> None:
+    record = read_json(trained_run.run_dir / "run.json")
+    assert record["status"] == "completed" and record["stopped_early"] is None
+    end = [json.loads(line) for line in (trained_run.run_dir / "events.jsonl").read_text().splitlines()][-1]
+    assert end["event"] == "end" and end["data"]["stopped_early"] is None
+
+
 def interrupt(services, run: TrainedRun, max_epochs: int) -> None:
     """The run as the server leaves it before a resume: pending again, maybe with more epochs."""
     update_run(services.workspace, run.run_dir, lambda r: r.update(status="pending"))
