@@ -89,6 +89,7 @@ def _evaluate(workspace: Workspace, job: JobFolder, record: dict[str, Any], regi
         workspace, project_id, str(record["run_id"]), str(record["checkpoint"]),
         experiment_id=str(record["experiment_id"]), registry=registry, device=torch_device(record.get("devices")),
     )
+    trained.use_fast_cpu_layout()
     dataset = read_json(workspace.dataset_json(project_id))
     subsets = subsets_of(record["split_subset"])
     items, skipped = select_items(dataset, int(record["split_index"]), subsets, trained.classes)

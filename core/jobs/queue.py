@@ -43,6 +43,7 @@ from ..workspace import Workspace
 from .folder import STOP_REQUEST, Claimant
 from .kinds import KINDS, JobKind, job_devices
 from .process import is_process, kill_worker, start_ticks
+from .status import TERMINAL_STATUSES
 from .spawn import WarmPool, spawn_cold
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class JobQueue:
         self._launched_at: dict[str, float] = {}
         self._stop_seen_at: dict[str, float] = {}
         self._warned: set[str] = set()
+        self._ended_records: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
         self._tick_lock = threading.RLock()
         self._wake = threading.Event()
         self._halt = threading.Event()
@@ -213,17 +215,27 @@ class JobQueue:
             self.pool.fill()
 
     def scan(self) -> list[Seen]:
+        """Every job and its record; an ended job's record is re-read only when its file was replaced."""
         found = []
+        ended: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
         for kind in KINDS.values():
             for folder in kind.folders(self.workspace):
+                job = kind.job(self.workspace, folder)
                 try:
-                    found.append(Seen(kind, folder, kind.job(self.workspace, folder).read()))
+                    stat = job.record_path.stat()
+                    key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # records are replaced, never edited in place
+                    cached = self._ended_records.get(folder)
+                    record = cached[1] if cached is not None and cached[0] == key else job.read()
+                    if record.get("status") in TERMINAL_STATUSES:
+                        ended[folder] = (key, record)
+                    found.append(Seen(kind, folder, record))
                 except FileNotFoundError:
                     continue  # deleted while we looked
                 except ModelyardError as exc:
                     if str(folder) not in self._warned:
                         self._warned.add(str(folder))
                         log.warning("ignoring job folder %s: %s", folder, exc)
+        self._ended_records = ended  # a job that ended long ago costs a stat per tick, not a JSON parse
         return found
 
     def _reap(self) -> None:

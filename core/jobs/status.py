@@ -10,11 +10,13 @@ ACTIVE_STATUSES = frozenset({"pending", "running"})
 TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped", "interrupted"})
 
 
-def wait_while_active(read: Callable[[], dict[str, Any]], timeout_s: float, poll_s: float = 0.2) -> dict[str, Any]:
+def wait_while_active(read: Callable[[], dict[str, Any]], timeout_s: float, poll_s: float = 0.025) -> dict[str, Any]:
     """``read()`` again until the job is no longer pending or running, or ``timeout_s`` has passed; the last record.
 
     What a client's ``?wait=`` asks for: one request that answers when the job
-    has ended (or with its current state when the wait runs out).
+    has ended (or with its current state when the wait runs out). Re-reading
+    a small record every 25 ms costs well under 1 % of a core, and the answer
+    comes within 25 ms of the end.
     """
     import time
 

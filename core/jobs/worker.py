@@ -90,7 +90,7 @@ def prepare_warm() -> None:
     """Import what every job kind needs, then rehearse once (the seconds a cold worker spends before its first step)."""
     from ..plugin_manager import default_plugin_host
 
-    default_plugin_host().architectures  # loads the plugins, and with them torch and torchvision
+    default_plugin_host().load_all()  # the plugins, and with them torch and torchvision
     for kind in KINDS.values():
         kind.worker_function()
     import lightning  # noqa: F401

@@ -129,6 +129,17 @@ class TrainedModel:
             return torch.empty((0, self.channels, *self.image_size), dtype=torch.uint8)
         return torch.stack(images)
 
+    def use_fast_cpu_layout(self) -> None:
+        """Channels-last weights for inference on the CPU, where oneDNN's convolutions run ~40 % faster that way.
+
+        Logits change in the last bits only (~1e-6). Exporters receive the
+        network as trained, so this is for evaluation and prediction.
+        """
+        import torch
+
+        if self.module.device.type == "cpu":
+            self.module.to(memory_format=torch.channels_last)
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """The module's own normalisation of a ``uint8`` batch (``/255``, ``-mean``, ``/std``)."""
         device_images = images.to(self.module.device)
@@ -154,32 +165,38 @@ class TrainedModel:
         }
 
 
-def _built_from_weights(build: Callable[[str], ClassificationModule], state_dict: dict[str, Any], path: Path) -> ClassificationModule:
-    """The module holding the checkpoint's weights, built without first initialising weights it would overwrite.
+def _built_from_weights(build_net: Callable[[str], nn.Module], state_dict: dict[str, Any], path: Path) -> nn.Module:
+    """The network holding the checkpoint's weights, built without first initialising weights it would overwrite.
 
     Built on the ``meta`` device, a network gets no random initialisation (for
-    resnet18 that is a third of a warm evaluation) and adopts the checkpoint's
-    tensors as they are. An architecture that computes tensors while it builds
-    and keeps some outside its state dict cannot be built that way; it is
-    built normally instead, with the same result.
+    resnet18 that is most of loading it) and adopts the checkpoint's tensors
+    as they are. An architecture that computes tensors while it builds and
+    keeps some outside its state dict cannot be built that way; it is built
+    normally instead, with the same result.
     """
     import itertools
 
     from .resume_check import CheckpointProblem
 
+    net_state = {key.removeprefix("net."): value for key, value in state_dict.items() if key.startswith("net.")}
+    if len(net_state) != len(state_dict):
+        foreign = sorted(key for key in state_dict if not key.startswith("net."))
+        raise CheckpointProblem(f"{path.name} does not fit its own architecture: unexpected keys {foreign[:5]}",
+                                {"file": path.name})
     try:
-        module = build("meta")
-        module.load_state_dict(state_dict, strict=True, assign=True)
-        if not any(t.is_meta for t in itertools.chain(module.parameters(), module.buffers())):
-            return module
+        net = build_net("meta")
+        net.load_state_dict(net_state, strict=True, assign=True)
+        if not any(t.is_meta for t in itertools.chain(net.parameters(), net.buffers())):
+            return net
+        log.debug("%s: the network keeps tensors outside its state dict; building it normally", path.name)
     except Exception as exc:  # noqa: BLE001 - the normal build below reports real problems
         log.debug("%s: building on the meta device failed (%s); building normally", path.name, exc)
-    module = build("cpu")
+    net = build_net("cpu")
     try:
-        module.load_state_dict(state_dict, strict=True)
+        net.load_state_dict(net_state, strict=True)
     except RuntimeError as exc:
         raise CheckpointProblem(f"{path.name} does not fit its own architecture: {str(exc)[:300]}", {"file": path.name}) from exc
-    return module
+    return net
 
 
 def load_trained_model(
@@ -223,11 +240,11 @@ def _from_checkpoint_file(
     registry.get(config.model.architecture, field="model.architecture")  # plugins load outside the meta device below
     image_size = (int(config.data.image_size[0]), int(config.data.image_size[1]))  # type: ignore[index]
 
-    def build(on: str) -> ClassificationModule:
+    def build_net(on: str) -> nn.Module:
         import torch
 
         with torch.device(on):
-            net = build_model(
+            return build_model(
                 registry,
                 config.model.architecture,
                 num_classes=len(classes),
@@ -236,17 +253,16 @@ def _from_checkpoint_file(
                 dropout=float(config.model.dropout),
                 image_size=image_size,
             )
-            return ClassificationModule(
-                net,
-                num_classes=len(classes),
-                class_names=classes,
-                config=dict(hparams["config"]),
-                mean=[float(v) for v in hparams["mean"]],
-                std=[float(v) for v in hparams["std"]],
-                class_weights=None,
-            )
 
-    module = _built_from_weights(build, data["state_dict"], path)
+    module = ClassificationModule(
+        _built_from_weights(build_net, data["state_dict"], path),
+        num_classes=len(classes),
+        class_names=classes,
+        config=dict(hparams["config"]),
+        mean=[float(v) for v in hparams["mean"]],
+        std=[float(v) for v in hparams["std"]],
+        class_weights=None,
+    )
     module.eval().to(device)
     return TrainedModel(
         module=module,

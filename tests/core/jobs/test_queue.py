@@ -22,7 +22,7 @@ from modelyard.core.jsonio import atomic_write_json, read_json
 from modelyard.core.services import build_services
 from modelyard.core.settings import Settings
 from modelyard.core.errors import JobClaimedError
-from modelyard.core.jobs.folder import Claimant
+from modelyard.core.jobs.folder import Claimant, JobFolder
 from modelyard.core.jobs.kinds import EVALUATE, TRAIN
 from modelyard.core.jobs.queue import JobQueue, Seen, queue_key
 from modelyard.core.jobs.spawn import cold_command
@@ -226,6 +226,26 @@ def test_a_cold_worker_is_the_job_worker_module_in_its_own_session(workspace, se
     except (FileNotFoundError, ProcessLookupError):
         pass  # the worker already exited (this folder has no real config); it was started as checked below
     assert (run_dir / "train.log").exists()
+
+
+def test_an_ended_jobs_record_is_parsed_once_and_read_again_when_it_is_replaced(workspace, settings, project_id,
+                                                                               monkeypatch) -> None:
+    ended = make_run_folder(workspace, project_id, status="completed")
+    queue = JobQueue(workspace, settings)
+    assert [seen.status for seen in queue.scan()] == ["completed"]
+    parsed: list[Path] = []
+    original = JobFolder.read
+
+    def counting_read(job: JobFolder) -> dict:
+        parsed.append(job.folder)
+        return original(job)
+
+    monkeypatch.setattr(JobFolder, "read", counting_read)
+    assert [seen.status for seen in queue.scan()] == ["completed"]
+    assert parsed == []  # unchanged since the last scan: a stat, no parse
+    atomic_write_json(ended / "run.json", {**read_run(ended), "status": "pending"})  # resumed elsewhere
+    assert [seen.status for seen in queue.scan()] == ["pending"]
+    assert parsed == [ended]
 
 
 def test_queue_order_is_the_time_a_run_entered_the_queue(workspace, project_id) -> None:

@@ -32,25 +32,40 @@ def test_the_network_holds_exactly_the_checkpoints_weights(services: Services, t
     assert not trained.module.training
 
 
+def _spy_on_builds(monkeypatch: pytest.MonkeyPatch, computed_buffer: bool) -> list[str]:
+    """The devices the network is built on; with ``computed_buffer`` it keeps a tensor outside its state dict."""
+    original = checkpoints._built_from_weights
+    calls: list[str] = []
+
+    def spied(build_net, state_dict, path):  # type: ignore[no-untyped-def]
+        def build_and_record(on: str) -> nn.Module:
+            calls.append(on)
+            net = build_net(on)
+            if computed_buffer:
+                with torch.device(on):
+                    net.register_buffer("computed", torch.ones(2), persistent=False)
+            return net
+
+        return original(build_and_record, state_dict, path)
+
+    monkeypatch.setattr(checkpoints, "_built_from_weights", spied)
+    return calls
+
+
+def test_a_network_is_built_on_the_meta_device_and_adopts_the_checkpoint_weights(
+    services: Services, trained_run: TrainedRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _spy_on_builds(monkeypatch, computed_buffer=False)
+    _logits(services, trained_run)
+    assert calls == ["meta"]
+
+
 def test_an_architecture_that_cannot_be_built_on_meta_is_built_normally(
     services: Services, trained_run: TrainedRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A network that computes a tensor at build time outside its state dict must not be left on ``meta``."""
     expected = _logits(services, trained_run)
-    original = checkpoints._built_from_weights
-    calls: list[str] = []
-
-    def built_with_a_computed_buffer(build, state_dict, path):  # type: ignore[no-untyped-def]
-        def build_with_buffer(on: str):  # type: ignore[no-untyped-def]
-            calls.append(on)
-            module = build(on)
-            with torch.device(on):
-                module.register_buffer("computed", torch.ones(2), persistent=False)
-            return module
-
-        return original(build_with_buffer, state_dict, path)
-
-    monkeypatch.setattr(checkpoints, "_built_from_weights", built_with_a_computed_buffer)
+    calls = _spy_on_builds(monkeypatch, computed_buffer=True)
     assert torch.equal(_logits(services, trained_run), expected)
     assert calls == ["meta", "cpu"]
 
