@@ -18,7 +18,7 @@ import anyio.to_thread
 from litestar.response import ServerSentEventMessage
 
 from modelyard.core.errors import NotFoundError
-from modelyard.core.training.run_files import TERMINAL_STATUSES
+from modelyard.core.training.run_folder import TERMINAL_STATUSES
 
 #: ``read(after_id) -> (events after it, run status, name of the last event in the log)``
 EventReader = Callable[[int], tuple[list[dict[str, Any]], str, str | None]]

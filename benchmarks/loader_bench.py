@@ -66,7 +66,7 @@ def loader_config(image_px: int = IMAGE_PX, batch: int = BATCH, cache: str = "me
 
 def bench_draft_decode(project: PhotoProject, repeats: int, min_seconds: float = 0.5) -> Result:
     """Images/s of the engine's ``load_image`` vs ``plain_decode_resize`` over the project's photos."""
-    from modelyard.core.training.data import load_image
+    from modelyard.core.training.worker.data import load_image
 
     paths = sorted(project.images_dir.iterdir())
     size = (IMAGE_PX, IMAGE_PX)
@@ -93,7 +93,7 @@ def bench_draft_decode(project: PhotoProject, repeats: int, min_seconds: float =
 
 def bench_cached_vs_decode(project: PhotoProject, repeats: int, min_seconds: float = 0.5) -> Result:
     """Epoch images/s of the engine's cached train loader vs a plain decode-every-epoch loader."""
-    from modelyard.core.training.data import ImageDataModule
+    from modelyard.core.training.worker.data import ImageDataModule
 
     datamodule = ImageDataModule(project.images_dir, project.dataset, loader_config())
     fill_s = timed(lambda: datamodule.setup("fit"))

@@ -51,7 +51,7 @@ def _train(model: torch.nn.Module, batches: Callable[[], Iterable[tuple[torch.Te
 def bench_real_vs_synthetic(project: PhotoProject, epochs: int, repeats: int) -> Result:
     """Training images/s on the project's JPEGs through the engine's data pipeline vs on a synthetic tensor."""
     from modelyard.core.models import build_model
-    from modelyard.core.training.data import ImageDataModule, normalization
+    from modelyard.core.training.worker.data import ImageDataModule, normalization
 
     config = loader_config(cache="auto", max_epochs=epochs)
     num_classes = len(project.dataset["classes"])

@@ -57,8 +57,8 @@ def _engine_side(services: Any, project_id: str, config: dict[str, Any],
     images/s (training plus validation and checkpoint writes).
     """
     from modelyard.core.jsonio import read_json
-    from modelyard.core.training.engine import train_run
-    from modelyard.core.training.runs_create import create_run_folder
+    from modelyard.core.training.worker.engine import train_run
+    from modelyard.core.training.run_folder import create_run_folder
 
     experiment = services.experiments.create(project_id, "engine", config=config)
     frozen = services.experiments.run_config(project_id, experiment["id"])
@@ -87,7 +87,7 @@ def _plain_side(services: Any, project_id: str, frozen: Any, epochs: int,
 
     from modelyard.core.jsonio import read_json
     from modelyard.core.models import build_model
-    from modelyard.core.training.data import decode_all, normalization, split_items
+    from modelyard.core.training.worker.data import decode_all, normalization, split_items
 
     dataset = read_json(services.workspace.dataset_json(project_id))
     items = split_items(dataset, frozen.split_index, "train")

@@ -168,9 +168,8 @@ def train(config_file: Path, project_ref: str, workspace: Path | None, experimen
     from modelyard.core.jobs.foreground import train_or_follow
     from modelyard.core.settings import Settings
     from modelyard.core.training.config import load_config_file
-    from modelyard.core.training.engine import ddp_child_run_dir, train_run
-    from modelyard.core.training.run_files import describe_early_stop, read_run
-    from modelyard.core.training.runs_create import create_run_folder
+    from modelyard.core.training.worker.engine import ddp_child_run_dir, train_run
+    from modelyard.core.training.run_folder import create_run_folder, describe_early_stop, read_run
     from modelyard.core.workspace import Workspace
 
     from .common import build_cli_services, describe_error, fail, progress_printer, resolve_project, submitted_note

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from modelyard.core.training.run_files import describe_early_stop
+from modelyard.core.training.run_folder import describe_early_stop
 
 from .common import build_cli_services, domain_errors, fail, json_option, progress_printer, workspace_option
 from .jobs import per_class_table, verification_text
@@ -60,7 +60,7 @@ def run(pipeline_file: Path, workspace: Path, dataset_path: Path | None, as_json
     same file with the same seed reproduces the same metrics on the CPU.
     See README.md ("The pipeline file") and configs/demo.yaml.
     """
-    from modelyard.core.training.engine import ddp_child_run_dir, train_run
+    from modelyard.core.training.worker.engine import ddp_child_run_dir, train_run
 
     if (child_run := ddp_child_run_dir()) is not None:  # an extra DDP rank re-running this command line
         from modelyard.core.workspace import Workspace

@@ -12,7 +12,7 @@ from .ids import new_id
 from .jsonio import atomic_write_json, read_json
 from .tasks import check_task
 from .timeutil import utc_now_iso
-from .training.run_files import ACTIVE_STATUSES, iter_run_dirs, read_run
+from .training.run_folder import ACTIVE_STATUSES, iter_run_dirs, read_run
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)

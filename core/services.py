@@ -18,7 +18,7 @@ from .projects import ProjectService
 from .settings import Settings
 from .system import Uptime
 from .training.experiments import ExperimentService
-from .training.runs import RunService
+from .training.run_service import RunService
 from .workspace import Workspace
 
 

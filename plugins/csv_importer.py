@@ -3,7 +3,7 @@
 The root holds one ``*.csv`` file (``labels.csv`` preferred) whose header row
 has ``filename`` and ``label`` columns (optionally ``split``); filenames are
 relative to the root. An empty label means unlabelled. Rows naming files
-outside the root are reported as records the pipeline will skip.
+outside the root are reported as records the import will skip.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def training_run(services: Services, project_id: str) -> Iterator[Path]:
     import sys
 
     from modelyard.core.timeutil import utc_now_iso
-    from modelyard.core.training.run_files import touch_heartbeat
+    from modelyard.core.training.run_folder import touch_heartbeat
     from tests.helpers.run_fixtures import make_run_folder
 
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], stdin=subprocess.DEVNULL)
@@ -157,9 +157,9 @@ class TrainedRun:
 @pytest.fixture(scope="session")
 def trained_run_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainedRun]:
     """One tiny ``simple_cnn`` run on generated shapes, trained once per session with the real engine."""
-    from modelyard.core.training.engine import train_run
+    from modelyard.core.training.worker.engine import train_run
     from modelyard.core.training.experiments import ExperimentService
-    from modelyard.core.training.runs_create import create_run_folder
+    from modelyard.core.training.run_folder import create_run_folder
     from tests.helpers.datasets import create_project_with_dataset
 
     root = tmp_path_factory.mktemp("trained") / "workspace"

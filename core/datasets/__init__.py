@@ -1,4 +1,4 @@
-"""Datasets and splits: import pipeline, ``dataset.json`` store, in-memory index, thumbnails, splits.
+"""Datasets and splits: import (staging and commit), ``dataset.json`` store, in-memory index, thumbnails, splits.
 
 ``DatasetService`` and ``SplitService`` are what the API and the CLI call; the
 modules below them each do one job (validate a file, extract a ZIP safely,

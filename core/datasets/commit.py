@@ -1,4 +1,4 @@
-"""Import pipeline, second half: merge staged images into the dataset, all or nothing.
+"""Dataset import, second half: merge staged images into the dataset, all or nothing.
 
 Runs under the project lock. The new ``dataset.json`` is built in memory,
 the staged files are moved into ``images/`` (renames within one file system),
@@ -19,7 +19,7 @@ from typing import Any
 from ..jsonio import atomic_write_json
 from .document import NONE, SOURCE_SPLIT, class_name, image_stats, label_annotation, relabel
 from .naming import unique_name
-from .pipeline import Staged, StagedImage
+from .staging import Staged, StagedImage
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from ..workspace import Workspace
 from .commit import merge_import
 from .document import SPLIT_VALUES, empty_dataset
 from .index import SORT_KEYS, DatasetIndex, IndexedImage
-from .pipeline import stage_records
+from .staging import stage_records
 from .sources import resolve_local_source
 from .store import DatasetStore
 from .thumbnails import THUMB_SIZE, cached_thumbnail, make_thumbnail

@@ -29,7 +29,7 @@ from ..jobs.queue import JobQueue
 from ..jsonio import read_json
 from ..timeutil import utc_now_iso
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
-from ..training.run_files import trained_split_index
+from ..training.run_folder import trained_split_index
 from ..datasets.document import split_items
 from ..workspace import Workspace
 from .index import ResultsIndexCache, ResultsQuery

@@ -1,4 +1,4 @@
-"""The evaluation worker: what ``python -m modelyard worker evaluate <eval_dir>`` runs.
+"""The evaluation worker function: what the job layer runs for a claimed evaluation (``core/jobs/worker.py``).
 
 It claims the pending record (``running``), rebuilds the checkpoint's network,
 feeds the chosen subset(s) through the run's validation preprocessing in

@@ -1,4 +1,4 @@
-"""The export worker: what ``python -m modelyard worker export <export_dir>`` runs.
+"""The export worker function: what the job layer runs for a claimed export (``core/jobs/worker.py``).
 
 Steps (``progress`` counts them): rebuild the checkpoint's network and
 preprocess up to 64 real images of the run's validation subset (train when it

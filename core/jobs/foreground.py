@@ -179,7 +179,7 @@ def export_or_follow(workspace: Workspace, export_dir: Path, plugins: Any, on_pr
 
 def experiment_of_run(workspace: Workspace, project_id: str, run_id: str) -> str:
     """The experiment id a run belongs to (the CLI names runs alone; the API also names the experiment)."""
-    from ..training.run_files import find_run_dir
+    from ..training.run_folder import find_run_dir
 
     workspace.existing_project_dir(project_id)
     return find_run_dir(workspace, project_id, run_id).parent.parent.name
@@ -191,9 +191,9 @@ def train_here(workspace: Workspace, run_dir: Path, plugins: Any, progress_bar: 
     ``RUN_DIR_ENV`` tells extra DDP ranks, which re-run this command line,
     which run folder to join (the CLI checks ``ddp_child_run_dir`` first).
     """
-    from ..training.engine import RUN_DIR_ENV, train_run
-    from ..training.run_files import TRAIN_LOG, read_run
-    from ..training.run_job import resumes_from_checkpoint
+    from ..training.worker.engine import RUN_DIR_ENV, train_run
+    from ..training.run_folder import TRAIN_LOG, read_run
+    from ..training.worker.job import resumes_from_checkpoint
 
     os.environ[RUN_DIR_ENV] = str(run_dir)
     handler = logging.FileHandler(run_dir / TRAIN_LOG, encoding="utf-8")

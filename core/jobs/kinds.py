@@ -78,7 +78,7 @@ class JobKind:
 
 TRAIN = JobKind(
     name="train", prefix="run", record_name="run.json", log_name="train.log", layout="experiments/exp-*/runs/run-*",
-    lost_status="interrupted", liveness="heartbeat_timeout_s", runner="modelyard.core.training.run_job:run_training_job",
+    lost_status="interrupted", liveness="heartbeat_timeout_s", runner="modelyard.core.training.worker.job:run_training_job",
     events=True, exclusive_cpu=True,
 )
 EVALUATE = JobKind(

@@ -98,7 +98,7 @@ def prepare_warm() -> None:
     import onnxruntime  # noqa: F401
     import onnxslim  # noqa: F401
 
-    from ..training import engine  # noqa: F401
+    from ..training.worker import engine  # noqa: F401
 
     _rehearse()
 

@@ -27,9 +27,8 @@ from ..export_options import resolve_options
 from ..jsonio import atomic_write_json, read_json
 from ..services import Services
 from ..timeutil import utc_now_iso
-from ..training.engine import REPRODUCIBILITY_JSON, dataset_fingerprint, split_hash
-from ..training.run_files import CONFIG_YAML, METRICS_JSON, read_run
-from ..training.runs_create import create_run_folder
+from ..training.worker.engine import REPRODUCIBILITY_JSON, dataset_fingerprint, split_hash
+from ..training.run_folder import CONFIG_YAML, METRICS_JSON, create_run_folder, read_run
 from ..jobs.foreground import evaluate_or_follow, export_or_follow, train_or_follow
 from .schema import (
     DatasetSpec,

@@ -131,7 +131,7 @@ def build_transform(spec: Augmentation, image_size: Sequence[int], field: str) -
         raise ValidationError(f"{params_field}: invalid parameters for {spec.name}: {exc}", field=params_field) from None
 
 
-def build_pipeline(specs: Sequence[Augmentation], image_size: Sequence[int], field: str) -> Any | None:
+def compose_augmentations(specs: Sequence[Augmentation], image_size: Sequence[int], field: str) -> Any | None:
     """A ``v2.Compose`` of the specs (``None`` when there are none)."""
     if not specs:
         return None

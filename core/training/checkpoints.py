@@ -1,8 +1,12 @@
-"""A trained model back from a run's checkpoint, with everything needed to feed it like training did.
+"""Checkpoints: their names, writing and reading them, which one a resume continues from, and the trained model back.
 
-Evaluation and export both start here. The checkpoint is read with
-``torch.load(weights_only=True)`` (``resume_check.load_checkpoint``), the
-network is rebuilt from the architecture registry with the run's own
+A checkpoint is only ever read with ``torch.load(weights_only=True)``
+(``read_checkpoint``), so a planted pickle cannot run code: it fails to load
+like any torn file. It is written atomically (``write_checkpoint``). A torn or
+foreign ``last.ckpt`` falls back to a loadable ``best.ckpt``; when neither
+loads, a resume is refused with the reason instead of failing in the worker.
+
+Evaluation and export start at ``load_trained_model``: the network is rebuilt from the architecture registry with the run's own
 hyperparameters (plain data stored by ``ClassificationModule``), and images
 go through the engine's own validation path: ``data.load_image`` (decode,
 RGB/L, bilinear resize), the configured ``val`` augmentations, then the
@@ -12,16 +16,20 @@ evaluated or exported sees exactly what validation saw.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import CheckpointNotFoundError, ExperimentNotFoundError, RunNotFoundError, ValidationError
+from ..errors import CheckpointError, CheckpointNotFoundError, ExperimentNotFoundError, RunNotFoundError, ValidationError
 from ..ids import is_valid_id
+from ..jsonio import atomic_write_bytes
 from ..workspace import Workspace
-from .run_files import CHECKPOINTS, RUN_JSON, runs_dir
+from .run_folder import CHECKPOINTS, RUN_JSON, runs_dir
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +39,93 @@ if TYPE_CHECKING:
 
     from ..registry import ArchitectureRegistry
     from .config import ExperimentConfig
-    from .module import ClassificationModule
+    from .worker.module import ClassificationModule
+
+LAST = "last.ckpt"
+BEST = "best.ckpt"
+CORRUPT_SUFFIX = ".corrupt"
+
+
+def write_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint atomically: ``torch.save`` into memory, then a temp file, fsync, ``os.replace``."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path: Path, *, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """The one way a checkpoint file is read: ``torch.load(weights_only=True)``, tensors and plain data only.
+
+    ``mmap`` maps the file instead of reading it: the tensors are read when
+    used (a reader that needs only the weights skips the optimizer state).
+    """
+    import torch
+
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+
+
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Load a Lightning checkpoint safely (plain data only) or raise ``CheckpointError`` saying why."""
+    import pickle
+
+    try:
+        data = read_checkpoint(path, mmap=mmap)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path.name} cannot be loaded safely ({first_line[:200]})", {"file": path.name}) from exc
+    if not isinstance(data, dict) or "state_dict" not in data or not isinstance(data.get("epoch"), int):
+        raise CheckpointError(f"{path.name} is not a Lightning checkpoint", {"file": path.name})
+    return data
+
+
+def epochs_done(checkpoint: dict[str, Any]) -> int:
+    """Epochs fully trained when the checkpoint was written (Lightning's fit-loop progress)."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        return int(checkpoint["epoch"]) + 1
+
+
+@dataclass
+class ResumeCheckpoint:
+    folder: Path
+    epochs_done: int
+    fallback_from: str | None = None  # set when last.ckpt was unusable and best.ckpt stands in
+
+    def promote_to_last(self) -> None:
+        """Make ``best.ckpt`` the resume point: keep the broken ``last.ckpt`` aside, copy best over it atomically."""
+        last, best = self.folder / LAST, self.folder / BEST
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(last, self.folder / (LAST + CORRUPT_SUFFIX))
+        temp = self.folder / f".tmp-{LAST}"
+        shutil.copyfile(best, temp)
+        os.replace(temp, last)
+
+
+def usable_checkpoint(folder: Path) -> ResumeCheckpoint | None:
+    """The checkpoint to resume from; ``None`` when the run never wrote one.
+
+    Raises ``CheckpointError`` when checkpoints exist but none loads.
+    """
+    problems: list[str] = []
+    for name in (LAST, BEST):
+        path = folder / name
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as exc:
+            problems.append(exc.message)
+            continue
+        return ResumeCheckpoint(folder, epochs_done(checkpoint), fallback_from=None if name == LAST else LAST)
+    if problems:
+        raise CheckpointError("; ".join(problems), {"problems": problems})
+    return None
+
 
 CheckpointName = Literal["best", "last"]
 CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")
@@ -47,7 +141,7 @@ class RunRef:
     run_dir: Path
 
     def checkpoint_path(self, checkpoint: str) -> Path:
-        return self.run_dir / CHECKPOINTS / f"{checkpoint}.ckpt"
+        return self.run_dir / CHECKPOINTS / {"best": BEST, "last": LAST}[checkpoint]
 
 
 def find_run(workspace: Workspace, project_id: str, experiment_id: str, run_id: str) -> RunRef:
@@ -81,7 +175,7 @@ def frozen_config(ref: RunRef) -> ExperimentConfig:
 
     from ..errors import CorruptDataError
     from .config import parse_config
-    from .run_files import CONFIG_YAML
+    from .run_folder import CONFIG_YAML
 
     try:
         document = yaml.safe_load((ref.run_dir / CONFIG_YAML).read_text(encoding="utf-8"))
@@ -118,13 +212,13 @@ class TrainedModel:
         """Decode, resize and apply the ``val`` augmentations: a ``uint8`` batch, as the val dataloader yields."""
         import torch
 
-        from .augmentations import build_pipeline
-        from .data import decode_all, load_image
+        from .augmentations import compose_augmentations
+        from .worker.data import decode_all, load_image
 
-        pipeline = build_pipeline(self.config.data.augmentations.val, self.image_size, "config.data.augmentations.val")
-        if pipeline is None:
+        transform = compose_augmentations(self.config.data.augmentations.val, self.image_size, "config.data.augmentations.val")
+        if transform is None:
             return decode_all(list(paths), self.image_size, self.channels)
-        images = [pipeline(load_image(path, self.image_size, self.channels)) for path in paths]
+        images = [transform(load_image(path, self.image_size, self.channels)) for path in paths]
         if not images:
             return torch.empty((0, self.channels, *self.image_size), dtype=torch.uint8)
         return torch.stack(images)
@@ -176,12 +270,10 @@ def _built_from_weights(build_net: Callable[[str], nn.Module], state_dict: dict[
     """
     import itertools
 
-    from .resume_check import CheckpointProblem
-
     net_state = {key.removeprefix("net."): value for key, value in state_dict.items() if key.startswith("net.")}
     if len(net_state) != len(state_dict):
         foreign = sorted(key for key in state_dict if not key.startswith("net."))
-        raise CheckpointProblem(f"{path.name} does not fit its own architecture: unexpected keys {foreign[:5]}",
+        raise CheckpointError(f"{path.name} does not fit its own architecture: unexpected keys {foreign[:5]}",
                                 {"file": path.name})
     try:
         net = build_net("meta")
@@ -195,7 +287,7 @@ def _built_from_weights(build_net: Callable[[str], nn.Module], state_dict: dict[
     try:
         net.load_state_dict(net_state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointProblem(f"{path.name} does not fit its own architecture: {str(exc)[:300]}", {"file": path.name}) from exc
+        raise CheckpointError(f"{path.name} does not fit its own architecture: {str(exc)[:300]}", {"file": path.name}) from exc
     return net
 
 
@@ -210,7 +302,7 @@ def load_trained_model(
     device: str = "cpu",
 ) -> TrainedModel:
     """Rebuild the network of ``run_id`` from its ``best``/``last`` checkpoint, in eval mode on ``device``."""
-    from .run_files import find_run_dir
+    from .run_folder import find_run_dir
 
     if experiment_id is None:
         run_dir = find_run_dir(workspace, project_id, run_id)
@@ -226,14 +318,13 @@ def _from_checkpoint_file(
     from ..models import build_model
     from ..plugin_manager import default_plugin_host
     from .config import parse_config
-    from .module import ClassificationModule
-    from .resume_check import load_checkpoint
+    from .worker.module import ClassificationModule
 
-    data = load_checkpoint(path, mmap=True)  # weights_only=True; CheckpointProblem when torn or foreign
+    data = load_checkpoint(path, mmap=True)  # weights_only=True; CheckpointError when torn or foreign
     hparams = data.get("hyper_parameters")
     needed = ("num_classes", "class_names", "config", "mean", "std")
     if not isinstance(hparams, dict) or any(key not in hparams for key in needed):
-        raise CheckpointProblem(f"{path.name} lacks the hyperparameters of a modelyard run", {"file": path.name})
+        raise CheckpointError(f"{path.name} lacks the hyperparameters of a modelyard run", {"file": path.name})
     config = parse_config(dict(hparams["config"]))
     classes = [str(c) for c in hparams["class_names"]]
     registry = registry if registry is not None else default_plugin_host().architectures

@@ -25,11 +25,9 @@ from ..settings import Settings
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
 from .config import ExperimentConfig, config_to_dict, monitor_mode, resolve_config
-from .run_files import ACTIVE_STATUSES, RUN_JSON, read_run
+from .run_folder import ACTIVE_STATUSES, EXPERIMENT_JSON, RUN_JSON, read_run
 
 log = logging.getLogger(__name__)
-
-EXPERIMENT_JSON = "experiment.json"
 
 
 class ExperimentService:

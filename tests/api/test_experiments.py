@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelyard.core.training.run_files import update_run
-from modelyard.core.training.runs_create import create_run_folder
+from modelyard.core.training.run_folder import create_run_folder, update_run
 from tests.conftest import assert_error
 from tests.helpers.datasets import write_shapes_dataset
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.core.settings import Settings
-from modelyard.core.training.run_files import EventLog, update_run
+from modelyard.core.training.run_folder import EventLog, update_run
 from tests.api.test_stream import parse_sse
 from tests.conftest import TINY_TRAINING_CONFIG, assert_error
 from tests.helpers.datasets import create_project_with_dataset

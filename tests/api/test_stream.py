@@ -18,7 +18,7 @@ import pytest
 
 from modelyard.api.run_stream import follow_events
 from modelyard.core.ids import new_id
-from modelyard.core.training.run_files import EventLog, update_run
+from modelyard.core.training.run_folder import EventLog, update_run
 from modelyard.core.workspace import Workspace
 from tests.conftest import assert_error
 from tests.helpers.run_fixtures import make_run_folder

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.core import Architecture, Exporter, hookimpl
-from modelyard.core import hookspecs
+from modelyard.core import Architecture, Exporter, hookimpl, hookspecs
 from modelyard.core.plugin_manager import DEFAULT_PLUGINS, PluginHost
 
 REPO = Path(__file__).resolve().parents[2]

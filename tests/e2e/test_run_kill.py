@@ -22,8 +22,8 @@ import pytest
 
 from modelyard.core.services import build_services
 from modelyard.core.settings import Settings
-from modelyard.core.training.resume_check import usable_checkpoint
-from modelyard.core.training.run_files import EventLog, pid_alive
+from modelyard.core.training.checkpoints import usable_checkpoint
+from modelyard.core.training.run_folder import EventLog, pid_alive
 from modelyard.core.workspace import Workspace
 from tests.conftest import TINY_TRAINING_CONFIG, assert_error
 from tests.e2e.test_serve import _clean_env, start_server, stop_server

@@ -22,7 +22,7 @@ from modelyard.core.ids import new_id
 from modelyard.core.jobs.kinds import KINDS
 from modelyard.core.jobs.process import kill_worker, start_ticks
 from modelyard.core.jsonio import atomic_write_json, read_json
-from modelyard.core.training.run_files import RUN_JSON, new_run_record, touch_heartbeat
+from modelyard.core.training.run_folder import RUN_JSON, new_run_record, touch_heartbeat
 from modelyard.core.workspace import Workspace
 
 

@@ -19,11 +19,10 @@ from PIL import Image
 
 from modelyard.core.errors import StorageFullError
 from modelyard.core.sample_data import generate_shapes
-from modelyard.core.training.callbacks import AtomicCheckpointIO
-from modelyard.core.training.engine import train_run
-from modelyard.core.training.resume_check import usable_checkpoint
-from modelyard.core.training.run_files import read_run, touch_heartbeat
-from modelyard.core.training.runs_create import create_run_folder
+from modelyard.core.training.worker.callbacks import AtomicCheckpointIO
+from modelyard.core.training.worker.engine import train_run
+from modelyard.core.training.checkpoints import usable_checkpoint
+from modelyard.core.training.run_folder import create_run_folder, read_run, touch_heartbeat
 from tests.conftest import TINY_TRAINING_CONFIG, assert_error
 from tests.helpers.datasets import create_project_with_dataset
 from tests.reliability.faults import DiskFull, files_under, snapshot, temp_files_under

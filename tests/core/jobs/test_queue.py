@@ -27,7 +27,7 @@ from modelyard.core.jobs.kinds import EVALUATE, TRAIN
 from modelyard.core.jobs.queue import JobQueue, Seen, queue_key
 from modelyard.core.jobs.spawn import cold_command
 from modelyard.core.timeutil import parse_iso
-from modelyard.core.training.run_files import HEARTBEAT, STOP_REQUEST, EventLog, pid_alive, read_run
+from modelyard.core.training.run_folder import HEARTBEAT, STOP_REQUEST, EventLog, pid_alive, read_run
 from modelyard.core.workspace import Workspace
 from tests.conftest import TINY_TRAINING_CONFIG
 from tests.helpers.datasets import create_project_with_dataset

@@ -21,8 +21,7 @@ from modelyard.core.jobs.worker import EXIT_REFUSED
 from modelyard.core.jsonio import read_json
 from modelyard.core.services import Services, build_services
 from modelyard.core.settings import Settings
-from modelyard.core.training.run_files import EventLog, read_run
-from modelyard.core.training.runs_create import create_run_folder
+from modelyard.core.training.run_folder import EventLog, create_run_folder, read_run
 from tests.conftest import TINY_TRAINING_CONFIG, TrainedRun
 from tests.helpers.datasets import create_project_with_dataset
 from tests.helpers.run_fixtures import kill_run_workers, wait_for

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modelyard.core.errors import ValidationError
-from modelyard.core.training.augmentations import ALLOWED, build_pipeline, validate_augmentations
+from modelyard.core.training.augmentations import ALLOWED, compose_augmentations, validate_augmentations
 from modelyard.core.training.config import Augmentation
 
 SIZE = (24, 24)
@@ -25,11 +25,11 @@ def test_every_allowed_augmentation_builds_with_defaults_and_keeps_the_size(name
 
 
 def test_pipeline_applies_to_uint8_images_of_the_configured_size() -> None:
-    pipeline = build_pipeline(specs(("RandomHorizontalFlip", {"p": 1.0}), ("ColorJitter", {"brightness": 0.2})), SIZE, FIELD)
+    pipeline = compose_augmentations(specs(("RandomHorizontalFlip", {"p": 1.0}), ("ColorJitter", {"brightness": 0.2})), SIZE, FIELD)
     image = torch.arange(3 * 24 * 24, dtype=torch.int64).remainder(256).to(torch.uint8).view(3, 24, 24)
     out = pipeline(image)
     assert out.dtype == torch.uint8 and out.shape == image.shape
-    flipped = build_pipeline(specs(("RandomHorizontalFlip", {"p": 1.0})), SIZE, FIELD)(image)
+    flipped = compose_augmentations(specs(("RandomHorizontalFlip", {"p": 1.0})), SIZE, FIELD)(image)
     assert torch.equal(flipped, image.flip(-1))
 
 

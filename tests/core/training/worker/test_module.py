@@ -1,11 +1,11 @@
-"""The task LightningModule's learning-rate schedules (core/training/module.py)."""
+"""The task LightningModule's learning-rate schedules (core/training/worker/module.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from modelyard.core.training.module import ClassificationModule, lr_factor_fn
+from modelyard.core.training.worker.module import ClassificationModule, lr_factor_fn
 from modelyard.plugins.simple_cnn import build_simple_cnn
 
 TOTAL, PER_EPOCH = 100, 10

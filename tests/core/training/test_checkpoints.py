@@ -8,8 +8,7 @@ from torch import nn
 
 from modelyard.core.services import Services
 from modelyard.core.training import checkpoints
-from modelyard.core.training.checkpoints import load_trained_model
-from modelyard.core.training.resume_check import load_checkpoint
+from modelyard.core.training.checkpoints import load_checkpoint, load_trained_model
 from tests.conftest import TrainedRun
 
 

@@ -1,6 +1,9 @@
-"""The run folder: the only channel between the server and a training worker.
+"""The run folder: how it comes into being, and the only channel between the server and a training worker.
 
-See ``docs/internals/run-protocol.md``. Every read-modify-write of
+``create_run_folder`` is the one way a run folder is made (API ``POST .../run``
+and ``modelyard train`` alike): the frozen ``config.yaml`` first and
+``run.json`` (status ``pending``) last, under the project lock, so a folder
+that has a ``run.json`` always has its config. See ``docs/internals/run-protocol.md``. Every read-modify-write of
 ``run.json`` or append to ``events.jsonl`` holds the run's lock (thread +
 ``flock``), so the server and a worker process never lose each other's update.
 """
@@ -15,20 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConflictError, ExperimentNotFoundError, RunNotFoundError
-from ..ids import is_valid_id
-from ..jsonio import atomic_write_json, read_json
+from ..ids import is_valid_id, new_id
+from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
 from ..timeutil import utc_now_iso
 from ..jobs.events import EVENTS_JSONL, EventLog
 from ..jobs.folder import HEARTBEAT, STOP_REQUEST, heartbeat_age_s, touch_heartbeat
 from ..jobs.process import pid_alive
 from ..jobs.status import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES
 from ..workspace import Workspace
+from .config import ExperimentConfig, dump_yaml, monitor_of
 
 RUN_STATUSES = JOB_STATUSES
 RESUMABLE_STATUSES = frozenset({"stopped", "failed", "interrupted"})
 
 HEARTBEAT_INTERVAL_S = 2.0
 
+EXPERIMENT_JSON = "experiment.json"
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 METRICS_JSON = "metrics.json"
@@ -149,3 +154,41 @@ def trained_split_index(run_dir: Path, frozen_index: int, split_names: list[str]
             {"split_name": name, "split_names": list(split_names)},
         )
     return split_names.index(name)
+
+
+def create_run_folder(workspace: Workspace, project_id: str, experiment_id: str, config: ExperimentConfig) -> Path:
+    """Freeze ``config`` into a new pending run of the experiment and return the run folder.
+
+    Refused (``ConflictError``) while the project has no dataset: such a run could only fail.
+    """
+    with workspace.project_lock(project_id):
+        workspace.existing_project_dir(project_id)
+        if not workspace.dataset_json(project_id).is_file():
+            raise ConflictError("The project has no dataset yet: import images and create a split first",
+                                {"project_id": project_id})
+        folder = runs_dir(workspace, project_id, experiment_id)
+        if not (folder.parent / EXPERIMENT_JSON).is_file():
+            raise ExperimentNotFoundError(f"Experiment {experiment_id} not found", {"experiment_id": experiment_id})
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            run_id = new_id("run")
+            run_dir = folder / run_id
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                continue
+        (run_dir / CHECKPOINTS).mkdir()
+        atomic_write_bytes(run_dir / CONFIG_YAML, dump_yaml(config).encode("utf-8"))
+        hardware = config.hardware
+        record = new_run_record(
+            run_id,
+            experiment_id,
+            project_id,
+            devices=list(hardware.devices),
+            num_processes=hardware.num_processes if hardware.devices == ["cpu"] else len(hardware.devices),
+            total_epochs=config.training.max_epochs,
+            monitor=monitor_of(config),
+        )
+        write_run(workspace, run_dir, record)
+    return run_dir

@@ -1,4 +1,4 @@
-"""The training engine (core/training/engine.py): real tiny fits of simple_cnn on generated shapes.
+"""The training engine (core/training/worker/engine.py): real tiny fits of simple_cnn on generated shapes.
 
 Most assertions read the session's trained run (tests/conftest.py: trained
 once, copied per test); the tests that need a run in another state train
@@ -15,9 +15,8 @@ import torch
 import yaml
 
 from modelyard.core.jsonio import read_json
-from modelyard.core.training.engine import train_run
-from modelyard.core.training.run_files import EventLog, read_run, update_run
-from modelyard.core.training.runs_create import create_run_folder
+from modelyard.core.training.worker.engine import train_run
+from modelyard.core.training.run_folder import EventLog, create_run_folder, read_run, update_run
 from tests.conftest import TINY_TRAINING_CONFIG, TrainedRun
 from tests.helpers.datasets import create_project_with_dataset
 from tests.helpers.evil import write_evil_pickle

@@ -33,10 +33,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from ..datasets.document import split_items  # re-exported: the engine's subsets come from here
-from ..errors import CorruptDataError, ValidationError
-from .augmentations import build_pipeline
-from .config import ExperimentConfig
+from ...datasets.document import split_items  # re-exported: the engine's subsets come from here
+from ...errors import CorruptDataError, ValidationError
+from ..augmentations import compose_augmentations
+from ..config import ExperimentConfig
 from .sampling import (
     VAL_STREAM,
     EpochSampler,
@@ -267,8 +267,8 @@ class ImageDataModule(L.LightningDataModule):
             val_cache = decode_all([self.images_dir / n for n, _ in val_items], size, channels,
                                    on_progress=self.on_progress)
             self.cache_used = True
-        train_tf = build_pipeline(data.augmentations.train, size, "config.data.augmentations.train")
-        val_tf = build_pipeline(data.augmentations.val, size, "config.data.augmentations.val")
+        train_tf = compose_augmentations(data.augmentations.train, size, "config.data.augmentations.train")
+        val_tf = compose_augmentations(data.augmentations.val, size, "config.data.augmentations.val")
         self.train_set = ImageDataset(train_items, self.images_dir, size, channels, train_tf, train_cache,
                                       seed=seed, ids=train_ids)
         self.val_set = ImageDataset(val_items, self.images_dir, size, channels, val_tf, val_cache,

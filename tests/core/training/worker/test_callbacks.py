@@ -1,4 +1,4 @@
-"""Run-folder writers (core/training/callbacks.py): atomic checkpoint IO and the heartbeat."""
+"""Run-folder writers (core/training/worker/callbacks.py): atomic checkpoint IO and the heartbeat."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelyard.core.training.callbacks import AtomicCheckpointIO, HeartbeatPacer, best_record
-from modelyard.core.training.run_files import heartbeat_age_s
+from modelyard.core.training.worker.callbacks import AtomicCheckpointIO, HeartbeatPacer, best_record
+from modelyard.core.training.run_folder import heartbeat_age_s
 from tests.helpers.evil import write_evil_pickle
 
 

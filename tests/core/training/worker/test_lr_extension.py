@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from modelyard.core.jsonio import read_json
-from modelyard.core.training import callbacks as callbacks_module
-from modelyard.core.training.callbacks import RunFilesCallback
-from modelyard.core.training.engine import train_run
-from modelyard.core.training.module import ClassificationModule, lr_factor_fn, planned_factor_fn
-from modelyard.core.training.runs_create import create_run_folder
+from modelyard.core.training.worker import callbacks as callbacks_module
+from modelyard.core.training.worker.callbacks import RunFilesCallback
+from modelyard.core.training.worker.engine import train_run
+from modelyard.core.training.worker.module import ClassificationModule, lr_factor_fn, planned_factor_fn
+from modelyard.core.training.run_folder import create_run_folder
 from tests.helpers.datasets import create_project_with_dataset
 
 LR = 0.01

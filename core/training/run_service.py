@@ -23,11 +23,10 @@ from ..errors import CheckpointError, ConflictError, CorruptDataError, Modelyard
 from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
-from .checkpoints import RunRef, frozen_config
+from .checkpoints import RunRef, frozen_config, usable_checkpoint
 from .config import ExperimentConfig
-from .resume_check import usable_checkpoint
-from .runs_create import create_run_folder
-from .run_files import (
+from .run_folder import (
+    create_run_folder,
     ACTIVE_STATUSES,
     CHECKPOINTS,
     CONFIG_YAML,

@@ -26,10 +26,9 @@ partly accumulated gradient is lost and the resume stays exact.
 
 from __future__ import annotations
 
-import io
 import logging
-import os
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -43,9 +42,10 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
-from ..workspace import Workspace
-from .run_files import (
+from ...jsonio import atomic_write_json, read_json
+from ...workspace import Workspace
+from ..checkpoints import BEST, LAST, read_checkpoint, write_checkpoint
+from ..run_folder import (
     CHECKPOINTS,
     HEARTBEAT_INTERVAL_S,
     METRICS_JSON,
@@ -64,20 +64,16 @@ STOP_CHECK_INTERVAL_S = 0.5
 #: Under DDP the ranks share the stop decision every this many steps (steps 1, 1 + N, 1 + 2N, ...).
 STOP_SYNC_EVERY_STEPS = 8
 METRIC_KEYS: tuple[str, ...] = ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1")
-BEST_CKPT = "best.ckpt"
-LAST_CKPT = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` into a temp file beside the target, fsync, ``os.replace``; load with ``weights_only=True``."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(Path(path), buffer.getvalue())
+        write_checkpoint(checkpoint, Path(path))
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        loaded: dict[str, Any] = torch.load(Path(path), map_location=map_location or "cpu", weights_only=True)
+        loaded: dict[str, Any] = read_checkpoint(Path(path), map_location=map_location or "cpu")
         return loaded
 
 
@@ -96,7 +92,7 @@ class RunCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: Path, monitor: str, mode: str) -> None:
         super().__init__(
             dirpath=dirpath,
-            filename=BEST_CKPT.removesuffix(".ckpt"),
+            filename=BEST.removesuffix(".ckpt"),
             monitor=monitor,
             mode=mode,
             save_top_k=1,
@@ -104,7 +100,7 @@ class RunCheckpoint(ModelCheckpoint):
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
-        self.last_path = Path(dirpath) / LAST_CKPT
+        self.last_path = Path(dirpath) / LAST
         self.cut_short = False
         self.epoch_listeners: list[Callable[[L.Trainer], None]] = []
 
@@ -269,8 +265,8 @@ class RunFilesCallback(L.Callback):
 
     def _checkpoint_paths(self) -> dict[str, str | None]:
         """Run-relative paths; ``last`` is written right after the epoch record."""
-        best = self.run_dir / CHECKPOINTS / BEST_CKPT
-        return {"best": f"{CHECKPOINTS}/{BEST_CKPT}" if best.is_file() else None, "last": f"{CHECKPOINTS}/{LAST_CKPT}"}
+        best = self.run_dir / CHECKPOINTS / BEST
+        return {"best": f"{CHECKPOINTS}/{BEST}" if best.is_file() else None, "last": f"{CHECKPOINTS}/{LAST}"}
 
     def _progress(self, trainer: L.Trainer, step_in_epoch: int, images_per_s: float | None) -> dict[str, Any]:
         elapsed = self.clock() - self._fit_started

@@ -6,7 +6,7 @@ states as plain data (lists, ints, floats, ``uint8`` tensors: they load with
 training step after a resume. That timing matters: Lightning restores
 callback state before it builds the loaders and fetches the first batch, and
 a state put back then would be consumed by whatever runs in between. The
-data pipeline itself never draws from these generators (``sampling.py``),
+data loading itself never draws from these generators (``sampling.py``),
 so what dropout and other in-model randomness see is exactly continued.
 
 Under DDP every rank is seeded alike and draws alike (equal batches), so rank

@@ -1,4 +1,4 @@
-"""Training data (core/training/data.py): split subsets, decoding, the memory cache and batching."""
+"""Training data (core/training/worker/data.py): split subsets, decoding, the memory cache and batching."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image, JpegImagePlugin
 
 from modelyard.core.errors import CorruptDataError, ValidationError
 from modelyard.core.training.config import parse_config
-from modelyard.core.training.data import ImageDataModule, load_image, split_items
+from modelyard.core.training.worker.data import ImageDataModule, load_image, split_items
 from tests.helpers.datasets import write_shapes_dataset
 
 

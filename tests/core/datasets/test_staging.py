@@ -1,4 +1,4 @@
-"""The import pipeline: importer records -> validated, copied, named images and one atomic dataset.json."""
+"""Dataset import staging and commit: importer records -> validated, copied, named images and one atomic dataset.json."""
 
 from __future__ import annotations
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..workspace import Workspace
-from .run_files import read_run
+from ...workspace import Workspace
+from ..run_folder import read_run
 
 if TYPE_CHECKING:
-    from ..plugin_manager import PluginHost
+    from ...plugin_manager import PluginHost
 
 
 def resumes_from_checkpoint(record: dict[str, object]) -> bool:

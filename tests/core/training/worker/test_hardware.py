@@ -1,4 +1,4 @@
-"""How a config's hardware section becomes a Lightning setup (core/training/engine.py: hardware_plan)."""
+"""How a config's hardware section becomes a Lightning setup (core/training/worker/engine.py: hardware_plan)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modelyard.core.training.config import parse_config
-from modelyard.core.training.engine import _strategy, hardware_plan, resolve_precision
+from modelyard.core.training.worker.engine import _strategy, hardware_plan, resolve_precision
 
 
 def plan_for(hardware: dict, precision: str = "auto"):

@@ -1,4 +1,4 @@
-"""RunService (core/training/runs.py): start, read, stop, resume and delete runs.
+"""RunService (core/training/run_service.py): start, read, stop, resume and delete runs.
 
 Runs are started for real (``create_run_folder`` through the service); the
 checkpoint tests use copies of the session's tiny trained run, and the
@@ -18,7 +18,7 @@ import yaml
 
 from modelyard.core.errors import ConflictError, ExperimentNotFoundError, RunNotFoundError, ValidationError
 from modelyard.core.jsonio import atomic_write_json, read_json
-from modelyard.core.training.run_files import EventLog, read_run, update_run
+from modelyard.core.training.run_folder import EventLog, read_run, update_run
 from tests.conftest import TINY_TRAINING_CONFIG, TrainedRun
 from tests.helpers.datasets import create_project_with_dataset
 from tests.helpers.run_fixtures import make_run_folder
@@ -157,7 +157,7 @@ def test_resuming_an_active_run_is_a_conflict(services, project_id, status) -> N
 
 
 def test_resume_extends_max_epochs_and_trains_only_the_new_epochs(services, interrupted_run: TrainedRun) -> None:
-    from modelyard.core.training.engine import train_run
+    from modelyard.core.training.worker.engine import train_run
 
     run = interrupted_run
     before = services.runs.get_metrics(run.project_id, run.run_id)
@@ -299,7 +299,7 @@ def test_the_last_id_is_found_from_the_end_of_a_log_longer_than_one_read(service
 
 
 def test_a_runs_split_is_found_by_the_name_recorded_when_it_started(tmp_path: Path) -> None:
-    from modelyard.core.training.run_files import trained_split_index
+    from modelyard.core.training.run_folder import trained_split_index
 
     assert trained_split_index(tmp_path, 2, ["a", "b", "c"]) == 2  # never started: the frozen index
     atomic_write_json(tmp_path / "reproducibility.json", {"split_index": 2, "split_name": "c"})

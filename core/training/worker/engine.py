@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ..errors import CheckpointError, ModelyardError, ValidationError
-from ..jobs.process import is_extra_rank, start_ticks
-from ..jsonio import atomic_write_json, read_json
-from ..plugin_manager import PluginHost, default_plugin_host
-from ..timeutil import parse_iso, utc_now_iso
-from ..workspace import Workspace
-from .config import ExperimentConfig, config_hash, config_to_dict, monitor_mode, monitor_of, parse_config
-from .run_files import (
+from ...errors import CheckpointError, ModelyardError, ValidationError
+from ...jobs.process import is_extra_rank, start_ticks
+from ...jsonio import atomic_write_json, read_json
+from ...plugin_manager import PluginHost, default_plugin_host
+from ...timeutil import parse_iso, utc_now_iso
+from ...workspace import Workspace
+from ..config import ExperimentConfig, config_hash, config_to_dict, monitor_mode, monitor_of, parse_config
+from ..run_folder import (
     ACTIVE_STATUSES,
     CHECKPOINTS,
     CONFIG_YAML,
@@ -292,7 +292,7 @@ def _resume_point(run_dir: Path, events: EventLog | None) -> tuple[Path | None, 
     ``last.ckpt`` falls back to ``best.ckpt``; when nothing loads the run fails
     with ``CheckpointError`` naming the problem.
     """
-    from .resume_check import LAST, usable_checkpoint
+    from ..checkpoints import LAST, usable_checkpoint
 
     folder = run_dir / CHECKPOINTS
     point = usable_checkpoint(folder)
@@ -384,7 +384,7 @@ def _fit(
     import torch
     import torch.utils.deterministic as torch_deterministic
 
-    from ..models import build_model
+    from ...models import build_model
     from .callbacks import AtomicCheckpointIO, RunCheckpoint, RunFilesCallback
     from .data import ImageDataModule
     from .module import ClassificationModule

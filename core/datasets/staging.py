@@ -1,4 +1,4 @@
-"""Import pipeline, first half: importer records -> validated copies in a staging folder.
+"""Dataset import, first half (staging): importer records -> validated copies in a staging folder.
 
 Nothing here touches the dataset. Every record is checked before it is
 opened (regular file, one link, not a symlink, really inside the import root;

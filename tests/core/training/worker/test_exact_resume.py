@@ -24,12 +24,11 @@ from modelyard.core.jobs.folder import Claimant
 from modelyard.core.jobs.kinds import TRAIN
 from modelyard.core.jobs.spawn import cold_command
 from modelyard.core.jsonio import read_json
-from modelyard.core.training import callbacks as callbacks_module
-from modelyard.core.training.callbacks import RunFilesCallback
-from modelyard.core.training.engine import train_run
-from modelyard.core.training.resume_check import usable_checkpoint
-from modelyard.core.training.run_files import read_run, update_run
-from modelyard.core.training.runs_create import create_run_folder
+from modelyard.core.training.worker import callbacks as callbacks_module
+from modelyard.core.training.worker.callbacks import RunFilesCallback
+from modelyard.core.training.worker.engine import train_run
+from modelyard.core.training.checkpoints import usable_checkpoint
+from modelyard.core.training.run_folder import create_run_folder, read_run, update_run
 from tests.helpers.datasets import create_project_with_dataset
 from tests.helpers.run_fixtures import wait_for
 
@@ -146,7 +145,7 @@ def test_resume_state_in_checkpoints_is_plain_data_and_round_trips(services: Any
 
     import numpy as np
 
-    from modelyard.core.training.rng_state import capture_rng_state, restore_rng_state
+    from modelyard.core.training.worker.rng_state import capture_rng_state, restore_rng_state
 
     saved = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)  # would raise on anything else
     rng = saved["callbacks"]["RngStateCallback"]["rng"]

@@ -15,9 +15,8 @@ from modelyard.core.jobs.kinds import TRAIN
 from modelyard.core.jobs.spawn import cold_command
 from modelyard.core.jsonio import atomic_write_json, read_json
 from modelyard.core.training.config import parse_config
-from modelyard.core.training.data import PAD_LABEL, ImageDataModule
-from modelyard.core.training.run_files import read_run
-from modelyard.core.training.runs_create import create_run_folder
+from modelyard.core.training.worker.data import PAD_LABEL, ImageDataModule
+from modelyard.core.training.run_folder import create_run_folder, read_run
 from tests.conftest import TINY_TRAINING_CONFIG
 from tests.helpers.datasets import create_project_with_dataset, write_shapes_dataset
 

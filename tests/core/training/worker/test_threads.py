@@ -13,9 +13,9 @@ import torch
 from modelyard.core.errors import ValidationError
 from modelyard.core.jsonio import read_json
 from modelyard.core.training.config import DEFAULT_CPU_THREADS, parse_config
-from modelyard.core.training.engine import train_run
-from modelyard.core.training.module import ClassificationModule
-from modelyard.core.training.runs_create import create_run_folder
+from modelyard.core.training.worker.engine import train_run
+from modelyard.core.training.worker.module import ClassificationModule
+from modelyard.core.training.run_folder import create_run_folder
 from tests.conftest import TINY_TRAINING_CONFIG
 from tests.helpers.datasets import create_project_with_dataset
 
