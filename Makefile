@@ -11,7 +11,7 @@ WORKSPACE ?= ./workspace
 IMPORT_ROOT ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test install demo bench bench-quick fuzz load clean
+.PHONY: serve test install demo bench bench-quick fuzz fuzz-live load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ bench-quick: $(STAMP)  # smoke run of the same harness on tiny inputs, under 2 m
 fuzz: $(STAMP)  # schemathesis on every operation: 300 random examples each (CI runs 15, fixed), longer stateful phase
 	MODELYARD_FUZZ_EXAMPLES=$${MODELYARD_FUZZ_EXAMPLES:-300} MODELYARD_FUZZ_STATEFUL_EXAMPLES=$${MODELYARD_FUZZ_STATEFUL_EXAMPLES:-100} \
 	MODELYARD_FUZZ_RANDOM=1 $(BIN)/pytest tests/reliability/test_schema_fuzz.py -q $(PYTEST_ARGS)
+
+fuzz-live: $(STAMP)  # schemathesis --checks all on a real server in a fresh workspace (schemathesis.toml lists the data-dependent rules)
+	rm -rf .fuzz-live && mkdir -p .fuzz-live/imports
+	$(BIN)/modelyard serve --port 8765 --workspace .fuzz-live/workspace --import-root .fuzz-live/imports --warm-workers 0 \
+		--log-level warning > .fuzz-live/serve.log 2>&1 & echo $$! > .fuzz-live/pid
+	for i in $$(seq 60); do curl -sf http://127.0.0.1:8765/api/system/health > /dev/null && break; sleep 0.5; done
+	$(BIN)/schemathesis run http://127.0.0.1:8765/schema/openapi.json --checks all \
+		--max-examples $${MODELYARD_FUZZ_EXAMPLES:-25} --seed $${MODELYARD_FUZZ_SEED:-1}; \
+		status=$$?; kill $$(cat .fuzz-live/pid); exit $$status
 
 load: $(STAMP)  # 50 clients + 10 SSE subscribers for 30 s against a real server while it trains (docs/security.md)
 	$(BIN)/python -m benchmarks.load_test $(LOAD_ARGS)

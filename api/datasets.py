@@ -11,7 +11,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.datastructures import ETag
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import Encoding, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.response import File
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser, parse_options_header
@@ -124,13 +124,15 @@ class _UploadOperation(Operation):
                         type=OpenAPIType.OBJECT,
                         required=[UPLOAD_FIELD],
                         properties={
-                            UPLOAD_FIELD: Schema(type=OpenAPIType.STRING, format="binary", description="A ZIP archive"),  # type: ignore[arg-type]
+                            UPLOAD_FIELD: Schema(type=OpenAPIType.STRING, format="binary", content_media_type="application/zip",  # type: ignore[arg-type]
+                                                     description="A ZIP archive"),
                             # 256 characters fit MAX_TEXT_FIELD_BYTES (1024 bytes of UTF-8) whatever they are
                             "format": Schema(type=OpenAPIType.STRING, default="auto", max_length=MAX_TEXT_FIELD_BYTES // 4),
                             "replace": Schema(type=OpenAPIType.BOOLEAN, default=False),
                         },
                         additional_properties=False,  # any other part is refused (422)
-                    )
+                    ),
+                    encoding={UPLOAD_FIELD: Encoding(content_type="application/zip")},
                 )
             },
         )

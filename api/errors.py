@@ -100,7 +100,8 @@ def _validation_details(exc: ValidationException) -> tuple[str, list[dict[str, A
         named = _UNKNOWN_FIELD.search(message) or _MISSING_FIELD.search(message)
         if named:
             path = _AT_PATH.search(message)
-            prefix = path.group(1) if path and path.group(1) else ""
+            # Litestar moves the "at `$.a.b`" of a nested object into ``key`` (``data`` alone: the body itself)
+            prefix = path.group(1) if path and path.group(1) else (field if field and field != _BODY_PARAM else "")
             field = f"{prefix}.{named.group(1)}" if prefix else named.group(1)
         elif (path := _AT_PATH.search(message)) and path.group(1):
             field = path.group(1).replace("[", ".").replace("]", "")
@@ -122,7 +123,9 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
             HTTP_422_UNPROCESSABLE_ENTITY,
             "VALIDATION_ERROR",
             message,
-            {"errors": problems, "fields": [p["field"] for p in problems if p.get("field")]},
+            # ``field`` first, as in every domain VALIDATION_ERROR: a client reads one key whatever refused the input
+            {"field": next((p["field"] for p in problems if p.get("field")), None), "errors": problems,
+             "fields": [p["field"] for p in problems if p.get("field")]},
         )
     if isinstance(exc, NotFoundException):
         return error_response(HTTP_404_NOT_FOUND, "NOT_FOUND", f"No such endpoint: {request.method} {request.url.path}")

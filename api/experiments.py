@@ -13,6 +13,7 @@ from modelyard.core.training.config import ExperimentConfig
 from .deps import ServicesDep
 from .envelope import Deleted, Ok, ok
 from .openapi import error_responses
+from .partial_config import PartialExperimentConfig, sent_fields
 from .projects import Description, Name
 
 Metrics = dict[str, float | int | None]
@@ -66,16 +67,12 @@ class Experiment(msgspec.Struct):
     runs: list[ExperimentRun]
 
 
-PartialConfig = Annotated[
-    dict[str, Any],
-    msgspec.Meta(description="Any part of the experiment config (DESIGN section 5); omitted fields take the defaults."),
-]
 
 
 class ExperimentCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     description: Description = ""
-    config: PartialConfig = msgspec.field(default_factory=dict)
+    config: PartialExperimentConfig | msgspec.UnsetType = msgspec.UNSET
 
 
 class ExperimentUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -83,7 +80,7 @@ class ExperimentUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
     name: Name | msgspec.UnsetType = msgspec.UNSET
     description: Description | msgspec.UnsetType = msgspec.UNSET
-    config: PartialConfig | msgspec.UnsetType = msgspec.UNSET
+    config: PartialExperimentConfig | msgspec.UnsetType = msgspec.UNSET
 
 
 ProjectId = Annotated[str, Parameter(description="Project id, e.g. proj-a1b2c3d4", max_length=64)]
@@ -108,7 +105,7 @@ class ExperimentController(Controller):
           responses=error_responses(400, 404, 409, 422))
     def create_experiment(self, services: ServicesDep, project_id: ProjectId,
                           data: JSONBody[ExperimentCreate]) -> Ok[Experiment]:
-        created = services.experiments.create(project_id, data.name, data.description, data.config)
+        created = services.experiments.create(project_id, data.name, data.description, sent_fields(data.config))
         return ok(_experiment(created))
 
     @get("/{exp_id:str}", operation_id="GetExperiment", summary="Get experiment config", sync_to_thread=True,
@@ -122,6 +119,8 @@ class ExperimentController(Controller):
     def update_experiment(self, services: ServicesDep, project_id: ProjectId, exp_id: ExperimentId,
                           data: JSONBody[ExperimentUpdate]) -> Ok[Experiment]:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        if "config" in changes:
+            changes["config"] = sent_fields(data.config)
         return ok(_experiment(services.experiments.update(project_id, exp_id, changes)))
 
     @delete("/{exp_id:str}", operation_id="DeleteExperiment", summary="Delete experiment + runs", sync_to_thread=True,

@@ -103,6 +103,12 @@ def _add_constraints(target: Schema, source: dict[str, Any]) -> None:
             if match is not None:
                 _add_constraints(match, branch)
         return
+    if alternatives and isinstance(source.get("items"), dict):
+        # ``list[X] | UnsetType`` (an optional field of a partial body): msgspec leaves UNSET out of its schema,
+        # Litestar wraps the one real alternative in ``oneOf``; the item bounds belong to that alternative
+        for alternative in alternatives:
+            if isinstance(alternative, Schema) and _kind(alternative) == "array":
+                _add_constraints(alternative, source)
     for keyword, attribute in _CONSTRAINTS.items():
         if keyword in source and getattr(target, attribute) is None:
             setattr(target, attribute, source[keyword])

@@ -20,9 +20,10 @@ SplitIndex = Annotated[int, Parameter(description="Position of the split in spli
 #: 2**53: every seed is exact in a JSON number (2**63 - 1 was documented as 9.223372036854776e18, above int64).
 SEED_MAX = 2**53
 Seed = Annotated[int, msgspec.Meta(ge=0, le=SEED_MAX)]
-#: ``check_ratios``: finite, train > 0, val and test >= 0; their sum at most 1 is checked by the service (422, field "ratios").
-TrainShare = Annotated[float, documented(exclusiveMinimum=0)]
-Share = Annotated[float, documented(minimum=0)]
+#: ``check_ratios``: finite, train > 0, val and test >= 0, none above 1; their sum at most 1 is checked by the
+#: service (422, field "ratios").
+TrainShare = Annotated[float, documented(exclusiveMinimum=0, maximum=1)]
+Share = Annotated[float, documented(minimum=0, maximum=1)]
 
 
 #: What ``preview`` shows when asked with no share at all (the reference's example split).

@@ -45,10 +45,10 @@ class Assignment:
 
 
 def check_ratios(train: float, val: float = 0.0, test: float = 0.0) -> Ratios:
-    """Validated ratios: finite, non-negative, train > 0, sum at most 1 (within ``RATIO_TOLERANCE``)."""
+    """Validated ratios: each from 0 to 1, train > 0, sum at most 1 (within ``RATIO_TOLERANCE``)."""
     for field, value in (("train", train), ("val", val), ("test", test)):
-        if not math.isfinite(value) or value < 0:
-            raise ValidationError(f"ratios.{field} must be a number >= 0 (got {value})", field=f"ratios.{field}")
+        if not math.isfinite(value) or value < 0 or value > 1:
+            raise ValidationError(f"ratios.{field} must be a number from 0 to 1 (got {value})", field=f"ratios.{field}")
     if train <= 0:
         raise ValidationError("ratios.train must be greater than 0", field="ratios.train")
     total = train + val + test

@@ -124,7 +124,7 @@ class TrainingConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 class HardwareConfig(msgspec.Struct, forbid_unknown_fields=True):
     #: ids from ``/api/system/devices``; several ``gpu:N`` train with DDP across exactly those.
-    devices: list[str] = msgspec.field(default_factory=lambda: ["cpu"])
+    devices: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(default_factory=lambda: ["cpu"])
     strategy: Literal["auto", "ddp"] = "auto"
     #: CPU only: more than 1 runs DDP over that many processes (gloo backend).
     num_processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1

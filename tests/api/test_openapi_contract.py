@@ -127,3 +127,44 @@ def test_unknown_model_name_is_not_found(client, document) -> None:
     assert "404" in document["paths"]["/api/training/models/{name}"]["get"]["responses"]
     error = assert_error(client.get("/api/training/models/no_such_net"), 404, "NOT_FOUND")
     assert "simple_cnn" in error["details"]["available"]
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema with ``$ref`` followed and the ``oneOf`` of an optional (``X | unset``) field reduced to ``X``."""
+    if "$ref" in schema:
+        return _resolve(document, document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]])
+    for key in ("oneOf", "anyOf"):
+        if len(schema.get(key, [])) == 1:
+            rest = {k: v for k, v in schema.items() if k != key}
+            return {**_resolve(document, schema[key][0]), **rest}
+    return schema
+
+
+def test_the_experiment_config_is_described_in_full_and_refuses_unknown_fields(document) -> None:
+    """Every config section and field, bounds and allowed values included; nothing else is accepted."""
+    for path, method in (("/api/training/{project_id}/experiments", "post"),
+                         ("/api/training/{project_id}/experiments/{exp_id}", "patch")):
+        body = _resolve(document, document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"])
+        config = _resolve(document, body["properties"]["config"])
+        assert config["additionalProperties"] is False and not config.get("required")
+        assert set(config["properties"]) == {"split_index", "model", "data", "training", "hardware"}
+        training = _resolve(document, config["properties"]["training"])
+        assert training["additionalProperties"] is False
+        optimizer = _resolve(document, training["properties"]["optimizer"])
+        assert optimizer["additionalProperties"] is False
+        assert set(_resolve(document, optimizer["properties"]["name"]).get("enum", [])) == {"sgd", "adam", "adamw"}
+        lr = _resolve(document, optimizer["properties"]["lr"])
+        assert lr.get("exclusiveMinimum") == 0 and lr.get("maximum") == 10
+
+
+def test_an_unknown_config_field_is_refused_with_its_path(client, project_id) -> None:
+    body = {"name": "x", "config": {"training": {"optimizer": {"learning_rate": 0.1}}}}
+    response = client.post(f"/api/training/{project_id}/experiments", json=body)
+    assert assert_error(response, 422, "VALIDATION_ERROR")["details"]["field"] == "config.training.optimizer.learning_rate"
+
+
+def test_the_upload_declares_that_it_takes_a_zip(document) -> None:
+    content = document["paths"]["/api/datasets/{project_id}/import/upload"]["post"]["requestBody"]["content"]
+    form = content["multipart/form-data"]
+    assert form["encoding"]["file"]["contentType"] == "application/zip"
+    assert form["schema"]["properties"]["file"]["contentMediaType"] == "application/zip"
