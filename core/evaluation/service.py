@@ -10,24 +10,16 @@ evaluation ``failed``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..devices import known_device_ids
 from ..errors import ConflictError, EvaluationNotFoundError, SplitNotFoundError, ValidationError
-from ..jobs.folder import (
-    JobFolder,
-    existing_job_folder,
-    iter_job_folders,
-    list_records,
-    new_job_folder,
-    remove_job_folder,
-)
+from ..jobs.folder import JobFolder
 from ..jobs.kinds import EVALUATE
 from ..jobs.queue import JobQueue
+from ..jobs.records import JobRecords
 from ..jsonio import read_json
-from ..timeutil import utc_now_iso
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
 from ..training.run_folder import trained_split_index
 from ..datasets.document import split_items
@@ -101,12 +93,8 @@ class EvaluationService:
         self.workspace = workspace
         self.queue = queue
         self.indexes = ResultsIndexCache()
-
-    # -- paths -------------------------------------------------------------------
-    def _folder(self, project_id: str, eval_id: str) -> Path:
-        self.workspace.existing_project_dir(project_id)
-        missing = EvaluationNotFoundError(f"Evaluation {eval_id} not found", {"evaluation_id": eval_id})
-        return existing_job_folder(self.workspace.evaluations_dir(project_id), eval_id, "eval", EVALUATION_JSON, missing)
+        self.records = JobRecords(workspace, queue, EVALUATE, workspace.evaluations_dir, lambda eval_id: EvaluationNotFoundError(
+            f"Evaluation {eval_id} not found", {"evaluation_id": eval_id}))
 
     # -- create ------------------------------------------------------------------
     def create(
@@ -139,10 +127,7 @@ class EvaluationService:
         if not 1 <= batch_size <= 4096:
             raise ValidationError("batch_size must be between 1 and 4096", field="batch_size")
         devices = check_devices(devices)
-        eval_id, folder = new_job_folder(self.workspace.evaluations_dir(project_id), "eval")
-        record = {
-            "id": eval_id,
-            "project_id": project_id,
+        return self.records.submit(project_id, {
             "experiment_id": experiment_id,
             "run_id": run_id,
             "checkpoint": checkpoint,
@@ -151,34 +136,22 @@ class EvaluationService:
             "split_subset": split_subset,
             "batch_size": batch_size,
             "devices": devices,
-            "status": "pending",
-            "created_at": utc_now_iso(),
-            "started_at": None,
-            "finished_at": None,
             "progress": {"done": 0, "total": total},
             "num_images": None,
             "skipped": None,
             "metrics": None,
-            "error": None,
-            "worker_pid": None,
-        }
-        job = evaluation_job(self.workspace, folder)
-        job.write(record)
-        self.queue.wake()
-        return self.queue.with_place(folder, job.read())
+        })
 
     # -- read ----------------------------------------------------------------------
     def get(self, project_id: str, eval_id: str) -> dict[str, Any]:
-        job = evaluation_job(self.workspace, self._folder(project_id, eval_id))
-        return self.queue.with_place(job.folder, job.fail_if_orphaned(job.read()))
+        return self.records.get(project_id, eval_id)
 
     def list(self, project_id: str) -> list[dict[str, Any]]:
-        self.workspace.existing_project_dir(project_id)
-        return list_records(self._jobs(project_id))
+        return self.records.list(project_id)
 
     def results(self, project_id: str, eval_id: str, query: ResultsQuery) -> tuple[list[dict[str, Any]], int]:
         """One page of per-image results of a completed evaluation, and the filtered total."""
-        folder = self._folder(project_id, eval_id)
+        folder = self.records.folder(project_id, eval_id)
         record = self.get(project_id, eval_id)
         if record.get("status") != "completed":
             raise ConflictError(
@@ -190,13 +163,4 @@ class EvaluationService:
     # -- delete ------------------------------------------------------------------
     def delete(self, project_id: str, eval_id: str) -> None:
         """Stop the worker if it still runs, then remove the evaluation folder."""
-        folder = self._folder(project_id, eval_id)
-        job = evaluation_job(self.workspace, folder)
-        with job.locked():
-            self.queue.kill(EVALUATE, folder)
-            remove_job_folder(self.workspace, folder)
-        self.indexes.forget(folder)
-
-    def _jobs(self, project_id: str) -> Iterator[JobFolder]:
-        for folder in iter_job_folders(self.workspace.evaluations_dir(project_id), "eval", EVALUATION_JSON):
-            yield evaluation_job(self.workspace, folder)
+        self.indexes.forget(self.records.delete(project_id, eval_id))

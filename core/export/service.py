@@ -12,25 +12,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConflictError, ExportNotFoundError, ValidationError
 from ..export_options import resolve_options
-from ..jobs.folder import (
-    JobFolder,
-    existing_job_folder,
-    iter_job_folders,
-    list_records,
-    new_job_folder,
-    remove_job_folder,
-)
+from ..jobs.folder import JobFolder
 from ..jobs.kinds import EXPORT
 from ..jobs.queue import JobQueue
+from ..jobs.records import JobRecords
 from ..plugin_manager import PluginHost
-from ..timeutil import utc_now_iso
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
 from ..workspace import Workspace
 from .bundle import BUNDLE_SUFFIX, build_bundle
@@ -84,11 +76,8 @@ class ExportService:
         self.workspace = workspace
         self.plugins = plugins
         self.queue = queue
-
-    def _folder(self, project_id: str, export_id: str) -> Path:
-        self.workspace.existing_project_dir(project_id)
-        missing = ExportNotFoundError(f"Export {export_id} not found", {"export_id": export_id})
-        return existing_job_folder(self.workspace.exports_dir(project_id), export_id, "export", EXPORT_JSON, missing)
+        self.records = JobRecords(workspace, queue, EXPORT, workspace.exports_dir, lambda export_id: ExportNotFoundError(
+            f"Export {export_id} not found", {"export_id": export_id}))
 
     # -- create ------------------------------------------------------------------
     def create(
@@ -108,45 +97,30 @@ class ExportService:
         existing_checkpoint(ref, checkpoint)
         config = frozen_config(ref)
         check_input_shape(resolved, int(config.data.channels), config.data.image_size)  # type: ignore[arg-type]
-        export_id, folder = new_job_folder(self.workspace.exports_dir(project_id), "export")
-        record = {
-            "id": export_id,
-            "project_id": project_id,
+        return self.records.submit(project_id, {
             "experiment_id": experiment_id,
             "run_id": run_id,
             "checkpoint": checkpoint,
             "format": exporter.id,
             "options": resolved,
-            "status": "pending",
-            "created_at": utc_now_iso(),
-            "started_at": None,
-            "finished_at": None,
             "progress": {"done": 0, "total": 4},
             "file": None,
             "verification": None,
             "verification_failed": False,
             "metadata": None,
-            "error": None,
-            "worker_pid": None,
-        }
-        job = export_job(self.workspace, folder)
-        job.write(record)
-        self.queue.wake()
-        return self.queue.with_place(folder, job.read())
+        })
 
     # -- read ----------------------------------------------------------------------
     def get(self, project_id: str, export_id: str) -> dict[str, Any]:
-        job = export_job(self.workspace, self._folder(project_id, export_id))
-        return self.queue.with_place(job.folder, job.fail_if_orphaned(job.read()))
+        return self.records.get(project_id, export_id)
 
     def list(self, project_id: str) -> list[dict[str, Any]]:
-        self.workspace.existing_project_dir(project_id)
-        return list_records(self._jobs(project_id))
+        return self.records.list(project_id)
 
     # -- download --------------------------------------------------------------------
     def download(self, project_id: str, export_id: str, bundle: bool = False) -> Download:
         """The model file (or its ZIP bundle) of a finished export; 409 while there is nothing to send."""
-        folder = self._folder(project_id, export_id)
+        folder = self.records.folder(project_id, export_id)
         record = self.get(project_id, export_id)
         file_info = record.get("file") or {}
         name = file_info.get("name")
@@ -169,12 +143,5 @@ class ExportService:
 
     # -- delete ------------------------------------------------------------------
     def delete(self, project_id: str, export_id: str) -> None:
-        folder = self._folder(project_id, export_id)
-        job = export_job(self.workspace, folder)
-        with job.locked():
-            self.queue.kill(EXPORT, folder)
-            remove_job_folder(self.workspace, folder)
-
-    def _jobs(self, project_id: str) -> Iterator[JobFolder]:
-        for folder in iter_job_folders(self.workspace.exports_dir(project_id), "export", EXPORT_JSON):
-            yield export_job(self.workspace, folder)
+        """Stop the worker if it still runs, then remove the export folder."""
+        self.records.delete(project_id, export_id)
