@@ -109,13 +109,14 @@ class SplitController(Controller):
         services: ServicesDep,
         project_id: ProjectId,
         train: Annotated[float | None, QueryParameter(
-            description="Share of each class for training (> 0; the three shares sum to at most 1). With no share "
-                        "given the preview is 0.8/0.1/0.1; otherwise shares left out are 0, as in the create body",
+            description="Share of each class for training (> 0; the three shares sum to at most 1). Required when "
+                        "val or test is given (422 otherwise). With no share given the preview is 0.8/0.1/0.1; "
+                        "otherwise val and test left out are 0, as in the create body",
             le=1, schema_extra={"exclusiveMinimum": 0, "maximum": 1})] = None,
         # minimum 0 spelled out: Litestar leaves a falsy bound (ge=0) out of the schema
-        val: Annotated[float | None, QueryParameter(description="Share for validation", ge=0, le=1,
+        val: Annotated[float | None, QueryParameter(description="Share for validation (needs train)", ge=0, le=1,
                                                     schema_extra={"minimum": 0, "maximum": 1})] = None,
-        test: Annotated[float | None, QueryParameter(description="Share for testing", ge=0, le=1,
+        test: Annotated[float | None, QueryParameter(description="Share for testing (needs train)", ge=0, le=1,
                                                      schema_extra={"minimum": 0, "maximum": 1})] = None,
         seed: Annotated[int, QueryParameter(ge=0, le=SEED_MAX, description="Random seed")] = 42,
         stratified: Annotated[bool, QueryParameter(description="Keep class proportions in every subset")] = True,
