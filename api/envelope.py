@@ -5,10 +5,14 @@ Handlers return ``Ok[T]`` so the OpenAPI document shows the real payload type.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 from litestar.params import QueryParameter
+
+from modelyard.core.jobs.status import wait_while_active
+from modelyard.core.settings import Settings
 
 T = TypeVar("T")
 
@@ -20,6 +24,11 @@ WaitSeconds = Annotated[float, QueryParameter(
     ge=0, le=MAX_WAIT_S, schema_extra={"minimum": 0},
     description="Seconds to wait for the job to end before answering (0: answer at once); the answer is the "
                 "record when it ended, or as it is when the wait ran out")]
+
+
+def after_wait(read: Callable[[], dict[str, Any]], wait: float, settings: Settings) -> dict[str, Any]:
+    """A job's record once it has ended, or when ``?wait=`` (capped at ``settings.max_wait_s``) has run out."""
+    return wait_while_active(read, min(wait, settings.max_wait_s))
 
 
 class Ok(msgspec.Struct, Generic[T]):

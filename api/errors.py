@@ -117,6 +117,7 @@ def _validation_details(exc: ValidationException) -> tuple[str, list[dict[str, A
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     if isinstance(exc, ValidationException):
         message, problems = _validation_details(exc)
+        fields = [p["field"] for p in problems if p.get("field")]
         if "is not valid JSON" in message or "Malformed" in message or "malformed" in message:
             return error_response(HTTP_400_BAD_REQUEST, "BAD_REQUEST", message, {"errors": problems})
         return error_response(
@@ -124,8 +125,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
             "VALIDATION_ERROR",
             message,
             # ``field`` first, as in every domain VALIDATION_ERROR: a client reads one key whatever refused the input
-            {"field": next((p["field"] for p in problems if p.get("field")), None), "errors": problems,
-             "fields": [p["field"] for p in problems if p.get("field")]},
+            {"field": fields[0] if fields else None, "errors": problems, "fields": fields},
         )
     if isinstance(exc, NotFoundException):
         return error_response(HTTP_404_NOT_FOUND, "NOT_FOUND", f"No such endpoint: {request.method} {request.url.path}")

@@ -10,10 +10,8 @@ from litestar.params import JSONBody, Parameter, QueryParameter
 
 from modelyard.core.evaluation.index import MAX_PAGE_SIZE, ResultsQuery
 
-from modelyard.core.jobs.status import wait_while_active
-
 from .deps import ServicesDep
-from .envelope import MAX_QUERY_INT, Deleted, Ok, Page, WaitSeconds, ok
+from .envelope import MAX_QUERY_INT, Deleted, Ok, Page, WaitSeconds, after_wait, ok
 from .openapi import error_responses
 
 Subset = Literal["train", "val", "test"]
@@ -224,8 +222,7 @@ class EvaluationController(Controller):
                         "left out by default to keep the answer readable")] = None,
         wait: WaitSeconds = 0,
     ) -> Ok[Evaluation]:
-        wait = min(wait, services.settings.max_wait_s)
-        record = wait_while_active(lambda: services.evaluations.get(project_id, eval_id), wait)
+        record = after_wait(lambda: services.evaluations.get(project_id, eval_id), wait, services.settings)
         if include != "curves" and isinstance(record.get("metrics"), dict):
             record = {**record, "metrics": {k: v for k, v in record["metrics"].items() if k != "curves"}}
         return ok(_evaluation(record))

@@ -67,8 +67,6 @@ class Experiment(msgspec.Struct):
     runs: list[ExperimentRun]
 
 
-
-
 class ExperimentCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     description: Description = ""

@@ -15,10 +15,8 @@ from litestar import Controller, delete, get, post
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import File
 
-from modelyard.core.jobs.status import wait_while_active
-
 from .deps import ServicesDep
-from .envelope import Deleted, Ok, WaitSeconds, ok
+from .envelope import Deleted, Ok, WaitSeconds, after_wait, ok
 from .evaluations import JobClaim, JobError, JobProgress
 from .openapi import error_responses
 
@@ -133,10 +131,8 @@ class ExportController(Controller):
     @get("/{project_id:str}/{export_id:str}", operation_id="GetExport", summary="Get export status",
          sync_to_thread=True, responses=error_responses(404, 409, 422))
     def get_export(self, services: ServicesDep, project_id: ProjectId, export_id: ExportId,
-        wait: WaitSeconds = 0,
-    ) -> Ok[Export]:
-        wait = min(wait, services.settings.max_wait_s)
-        return ok(_export(wait_while_active(lambda: services.exports.get(project_id, export_id), wait)))
+                   wait: WaitSeconds = 0) -> Ok[Export]:
+        return ok(_export(after_wait(lambda: services.exports.get(project_id, export_id), wait, services.settings)))
 
     @delete("/{project_id:str}/{export_id:str}", operation_id="DeleteExport", summary="Delete export",
             sync_to_thread=True, status_code=200, responses=error_responses(404, 409, 422))

@@ -13,10 +13,8 @@ from litestar import Controller, Litestar, delete, get, post
 from litestar.params import HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.response import ServerSentEvent
 
-from modelyard.core.jobs.status import wait_while_active
-
 from .deps import ServicesDep
-from .envelope import Deleted, Ok, WaitSeconds, ok
+from .envelope import Deleted, Ok, WaitSeconds, after_wait, ok
 from .evaluations import JobClaim
 from .openapi import error_responses
 from .run_stream import follow_events
@@ -157,11 +155,8 @@ class RunController(Controller):
 
     @get("/runs/{run_id:str}", operation_id="GetRun", summary="Get run status + metrics", sync_to_thread=True,
          responses=error_responses(404, 409, 422))
-    def get_run(self, services: ServicesDep, project_id: ProjectId, run_id: RunId,
-        wait: WaitSeconds = 0,
-    ) -> Ok[Run]:
-        wait = min(wait, services.settings.max_wait_s)
-        return ok(_run(wait_while_active(lambda: services.runs.get_run(project_id, run_id), wait)))
+    def get_run(self, services: ServicesDep, project_id: ProjectId, run_id: RunId, wait: WaitSeconds = 0) -> Ok[Run]:
+        return ok(_run(after_wait(lambda: services.runs.get_run(project_id, run_id), wait, services.settings)))
 
     @post("/runs/{run_id:str}/stop", operation_id="StopRun", summary="Stop a running training",
           description="The worker finishes its current step, saves `last.ckpt` and exits `stopped`; "

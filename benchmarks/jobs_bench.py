@@ -10,9 +10,9 @@ the client waits for the end with one ``GET ...?wait=60`` (DESIGN section
 request handling on the same two cores as the job it times. The same jobs
 run against a server with warm workers (one pre-started worker that has
 imported torch) and against one without (every worker a fresh ``python
--m``): ``against / ours``. Before each
-warm measurement the benchmark waits until the replacement warm worker says
-it is ready in ``.logs/warm-workers.log`` (steady state for interactive use).
+-m``): ``against / ours``. Before each warm measurement the benchmark waits
+until the replacement warm worker says it is ready in
+``.logs/warm-workers.log`` (steady state for interactive use).
 
 Run ``python -m benchmarks --only job_start_latency eval_500_wall export_resnet18_32_wall``.
 """

@@ -10,12 +10,10 @@ evaluation ``failed``.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from ..devices import known_device_ids
 from ..errors import ConflictError, EvaluationNotFoundError, SplitNotFoundError, ValidationError
-from ..jobs.folder import JobFolder
 from ..jobs.kinds import EVALUATE
 from ..jobs.queue import JobQueue
 from ..jobs.records import JobRecords
@@ -29,13 +27,7 @@ from .results import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
-EVALUATION_JSON = EVALUATE.record_name
-EVALUATION_LOG = EVALUATE.log_name
 SUBSETS: tuple[str, ...] = ("train", "val", "test")
-
-
-def evaluation_job(workspace: Workspace, folder: Path) -> JobFolder:
-    return EVALUATE.job(workspace, folder)
 
 
 def subsets_of(split_subset: str | list[str]) -> list[str]:

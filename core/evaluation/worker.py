@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import ModelyardError
 from ..jobs.folder import JobFolder
+from ..jobs.kinds import EVALUATE
 from ..jsonio import read_json
 from ..plugin_manager import PluginHost
 from ..registry import ArchitectureRegistry
@@ -24,7 +25,7 @@ from ..datasets.document import split_items
 from ..workspace import Workspace
 from .metrics import compute_metrics
 from .results import RESULTS_FILE, ResultsTable
-from .service import evaluation_job, subsets_of
+from .service import subsets_of
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def torch_device(devices: list[str] | None) -> str:
 
 def run_evaluation(workspace: Workspace, eval_dir: Path, plugins: PluginHost | None = None) -> str:
     """Run one claimed evaluation job to its end; returns the final status (``completed``/``failed``/``skipped``)."""
-    job = evaluation_job(workspace, eval_dir)
+    job = EVALUATE.job(workspace, eval_dir)
     record = job.claimed_record()
     if record is None:
         log.info("evaluation %s is not claimed to run; nothing to do", eval_dir.name)

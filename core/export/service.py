@@ -18,7 +18,6 @@ from typing import Any
 
 from ..errors import ConflictError, ExportNotFoundError, ValidationError
 from ..export_options import resolve_options
-from ..jobs.folder import JobFolder
 from ..jobs.kinds import EXPORT
 from ..jobs.queue import JobQueue
 from ..jobs.records import JobRecords
@@ -29,13 +28,7 @@ from .bundle import BUNDLE_SUFFIX, build_bundle
 
 log = logging.getLogger(__name__)
 
-EXPORT_JSON = EXPORT.record_name
-EXPORT_LOG = EXPORT.log_name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def export_job(workspace: Workspace, folder: Path) -> JobFolder:
-    return EXPORT.job(workspace, folder)
 
 
 def model_file_name(architecture: str, run_id: str, extension: str) -> str:
@@ -135,7 +128,7 @@ class ExportService:
         if not bundle:
             return Download(model_path, name, failed)
         target = folder / (Path(name).stem + BUNDLE_SUFFIX)
-        job = export_job(self.workspace, folder)
+        job = self.records.job(folder)
         with job.locked():
             if not target.is_file():
                 build_bundle(model_path, record, target)

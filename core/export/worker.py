@@ -21,12 +21,13 @@ from typing import Any
 
 from ..errors import ModelyardError
 from ..jobs.folder import JobFolder
+from ..jobs.kinds import EXPORT
 from ..jsonio import read_json
 from ..plugin_manager import PluginHost, default_plugin_host
 from ..plugin_types import ExportMetadata
 from ..datasets.document import split_items
 from ..workspace import Workspace
-from .service import export_job, model_file_name
+from .service import model_file_name
 from .verify import MAX_VERIFY_IMAGES, compare_outputs, predict_in_chunks
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def verification_files(dataset: dict[str, Any], split_index: int, limit: int = M
 
 def run_export(workspace: Workspace, export_dir: Path, plugins: PluginHost | None = None) -> str:
     """Run one claimed export job to its end; returns the final status (``completed``/``failed``/``skipped``)."""
-    job = export_job(workspace, export_dir)
+    job = EXPORT.job(workspace, export_dir)
     record = job.claimed_record()
     if record is None:
         log.info("export %s is not claimed to run; nothing to do", export_dir.name)

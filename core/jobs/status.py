@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,6 @@ def wait_while_active(read: Callable[[], dict[str, Any]], timeout_s: float, poll
     a small record every 25 ms costs well under 1 % of a core, and the answer
     comes within 25 ms of the end.
     """
-    import time
-
     deadline = time.monotonic() + max(0.0, timeout_s)
     record = read()
     while record.get("status") in ACTIVE_STATUSES and time.monotonic() < deadline:

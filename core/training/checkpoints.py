@@ -1,4 +1,4 @@
-"""Checkpoints: their names, writing and reading them, which one a resume continues from, and the trained model back.
+"""Checkpoints: their names, writing and reading them, the resume point, and the trained model back.
 
 A checkpoint is only ever read with ``torch.load(weights_only=True)``
 (``read_checkpoint``), so a planted pickle cannot run code: it fails to load
@@ -6,11 +6,12 @@ like any torn file. It is written atomically (``write_checkpoint``). A torn or
 foreign ``last.ckpt`` falls back to a loadable ``best.ckpt``; when neither
 loads, a resume is refused with the reason instead of failing in the worker.
 
-Evaluation and export start at ``load_trained_model``: the network is rebuilt from the architecture registry with the run's own
-hyperparameters (plain data stored by ``ClassificationModule``), and images
-go through the engine's own validation path: ``data.load_image`` (decode,
-RGB/L, bilinear resize), the configured ``val`` augmentations, then the
-module's normalisation. Nothing here re-implements preprocessing, so what is
+Evaluation and export start at ``load_trained_model``: the network is
+rebuilt from the architecture registry with the run's own hyperparameters
+(plain data stored by ``ClassificationModule``), and images go through the
+engine's own validation path: ``data.load_image`` (decode, RGB/L, bilinear
+resize), the configured ``val`` augmentations, then the module's
+normalisation. Nothing here re-implements preprocessing, so what is
 evaluated or exported sees exactly what validation saw.
 """
 
@@ -128,7 +129,9 @@ def usable_checkpoint(folder: Path) -> ResumeCheckpoint | None:
 
 
 CheckpointName = Literal["best", "last"]
-CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")
+#: The file of each checkpoint name a request may give.
+CHECKPOINT_FILES: dict[str, str] = {"best": BEST, "last": LAST}
+CHECKPOINT_NAMES: tuple[str, ...] = tuple(CHECKPOINT_FILES)
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class RunRef:
     run_dir: Path
 
     def checkpoint_path(self, checkpoint: str) -> Path:
-        return self.run_dir / CHECKPOINTS / {"best": BEST, "last": LAST}[checkpoint]
+        return self.run_dir / CHECKPOINTS / CHECKPOINT_FILES[checkpoint]
 
 
 def find_run(workspace: Workspace, project_id: str, experiment_id: str, run_id: str) -> RunRef:
@@ -274,7 +277,7 @@ def _built_from_weights(build_net: Callable[[str], nn.Module], state_dict: dict[
     if len(net_state) != len(state_dict):
         foreign = sorted(key for key in state_dict if not key.startswith("net."))
         raise CheckpointError(f"{path.name} does not fit its own architecture: unexpected keys {foreign[:5]}",
-                                {"file": path.name})
+                              {"file": path.name})
     try:
         net = build_net("meta")
         net.load_state_dict(net_state, strict=True, assign=True)

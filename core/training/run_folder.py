@@ -3,9 +3,10 @@
 ``create_run_folder`` is the one way a run folder is made (API ``POST .../run``
 and ``modelyard train`` alike): the frozen ``config.yaml`` first and
 ``run.json`` (status ``pending``) last, under the project lock, so a folder
-that has a ``run.json`` always has its config. See ``docs/internals/run-protocol.md``. Every read-modify-write of
+that has a ``run.json`` always has its config. Every read-modify-write of
 ``run.json`` or append to ``events.jsonl`` holds the run's lock (thread +
-``flock``), so the server and a worker process never lose each other's update.
+``flock``), so the server and a worker process never lose each other's
+update. See ``docs/internals/run-protocol.md``.
 """
 
 from __future__ import annotations
