@@ -23,7 +23,7 @@ from .experiments import ExperimentController
 from .exports import ExportController
 from .hostcheck import HostPolicy, host_check_middleware
 from .json_body import json_body_middleware
-from .openapi import StrictStructSchemaPlugin
+from .openapi import RecordSchemaPlugin, StrictStructSchemaPlugin
 from .plugins import ExportFormatController, ModelController, PluginController
 from .projects import ProjectController
 from .runs import RunController, job_queue_lifespan
@@ -47,7 +47,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         lifespan=[job_queue_lifespan],  # recover jobs at start, run the job queue while serving
         middleware=[host_check_middleware(policy), *token_auth_middlewares(settings.api_token), json_body_middleware],
         request_max_body_size=settings.max_request_bytes,
-        plugins=[StrictStructSchemaPlugin()],  # additionalProperties: false where unknown fields are refused
+        # additionalProperties: false where unknown fields are refused; every field required in a record
+        plugins=[StrictStructSchemaPlugin(), RecordSchemaPlugin()],
         before_send=[complete_allow_header, docs_security_headers],  # full Allow on OPTIONS; CSP on the docs pages
         openapi_config=OpenAPIConfig(
             title="modelyard",

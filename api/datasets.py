@@ -17,6 +17,7 @@ from litestar.response import File
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser, parse_options_header
 
 from modelyard.core.errors import PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError
+from modelyard.core.records import Dataset
 
 from .deps import ServicesDep
 from .envelope import MAX_QUERY_INT, Deleted, Ok, Page, ok
@@ -31,32 +32,6 @@ MAX_TEXT_FIELD_BYTES = 1024
 
 Filename = Annotated[str, Parameter(description="Name of an image of the dataset (as listed)", max_length=1024)]
 IfNoneMatch = Annotated[str | None, HeaderParameter(name="If-None-Match", required=False, max_length=4096)]
-
-
-class ImageStats(msgspec.Struct):
-    num_images: int
-    min_width: int | None
-    max_width: int | None
-    min_height: int | None
-    max_height: int | None
-    formats: list[str]
-
-
-class DatasetSource(msgspec.Struct):
-    kind: str
-    format: str
-    imported_at: str
-
-
-class Dataset(msgspec.Struct):
-    task: str
-    classes: list[str]
-    class_counts: dict[str, int]
-    num_images: int
-    num_unlabelled: int
-    image_stats: ImageStats
-    split_names: list[str]
-    source: DatasetSource | None
 
 
 #: ``resolve_local_source``: absolute (``~/`` is expanded), no NUL; it must also be an existing folder in an import root.
@@ -145,7 +120,7 @@ class DatasetController(Controller):
     @get("/{project_id:str}", operation_id="GetDataset", summary="Get dataset info (stats, class list)",
          sync_to_thread=True, responses=error_responses(404, 409, 422))
     def get_dataset(self, services: ServicesDep, project_id: ProjectId) -> Ok[Dataset]:
-        return ok(msgspec.convert(services.datasets.info(project_id), Dataset))
+        return ok(services.datasets.info(project_id))
 
     @delete("/{project_id:str}", operation_id="ClearDataset", summary="Clear dataset", sync_to_thread=True,
             status_code=200, responses=error_responses(404, 409, 422))

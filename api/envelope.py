@@ -12,9 +12,11 @@ import msgspec
 from litestar.params import QueryParameter
 
 from modelyard.core.jobs.status import wait_while_active
+from modelyard.core.records import JobRecord
 from modelyard.core.settings import Settings
 
 T = TypeVar("T")
+R = TypeVar("R", bound=JobRecord)
 
 
 #: The longest ``?wait=`` a job's GET accepts (the server may end a wait sooner: ``Settings.max_wait_s``).
@@ -26,7 +28,7 @@ WaitSeconds = Annotated[float, QueryParameter(
                 "record when it ended, or as it is when the wait ran out")]
 
 
-def after_wait(read: Callable[[], dict[str, Any]], wait: float, settings: Settings) -> dict[str, Any]:
+def after_wait(read: Callable[[], R], wait: float, settings: Settings) -> R:
     """A job's record once it has ended, or when ``?wait=`` (capped at ``settings.max_wait_s``) has run out."""
     return wait_while_active(read, min(wait, settings.max_wait_s))
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, delete, get, post
 from litestar.params import JSONBody, Parameter, QueryParameter
 
 from modelyard.core.evaluation.index import MAX_PAGE_SIZE, ResultsQuery
+from modelyard.core.records import Evaluation, EvaluationSummary
 
 from .deps import ServicesDep
 from .envelope import MAX_QUERY_INT, Deleted, Ok, Page, WaitSeconds, after_wait, ok
@@ -29,117 +30,6 @@ class EvaluationCreate(msgspec.Struct, forbid_unknown_fields=True):
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 32
     #: one id from ``/api/system/devices``; default ``["cpu"]``
     devices: Annotated[list[Annotated[str, msgspec.Meta(max_length=16)]], msgspec.Meta(max_length=8)] | None = None
-
-
-class JobProgress(msgspec.Struct):
-    done: int
-    total: int
-
-
-class JobClaim(msgspec.Struct):
-    """Who executes the job: the server's queue or a CLI command (docs/internals/jobs.md)."""
-
-    by: str
-    pid: int
-    at: str
-    started: int | None = None
-
-
-class JobError(msgspec.Struct):
-    type: str
-    message: str
-
-
-class Averages(msgspec.Struct):
-    precision: float | None
-    recall: float | None
-    f1: float | None
-
-
-class ClassMetrics(msgspec.Struct):
-    precision: float | None
-    recall: float | None
-    f1: float | None
-    support: int
-    ap: float | None
-
-
-class ConfusionMatrix(msgspec.Struct):
-    labels: list[str]
-    matrix: list[list[int]]
-
-
-class PrCurve(msgspec.Struct):
-    precision: list[float | None]
-    recall: list[float | None]
-
-
-class RocCurve(msgspec.Struct):
-    fpr: list[float | None]
-    tpr: list[float | None]
-
-
-class ClassCurves(msgspec.Struct):
-    pr: PrCurve
-    roc: RocCurve
-
-
-class EvaluationMetrics(msgspec.Struct, omit_defaults=True):
-    num_images: int
-    accuracy: float | None
-    loss: float | None
-    macro: Averages
-    weighted: Averages
-    per_class: dict[str, ClassMetrics]
-    confusion_matrix: ConfusionMatrix
-    #: only with more than 5 classes
-    top5_accuracy: float | None = None
-    #: one-vs-rest PR and ROC curves per class, at most 200 points each; only with ``?include=curves``
-    curves: dict[str, ClassCurves] | None = None
-
-
-class Evaluation(msgspec.Struct):
-    id: str
-    experiment_id: str
-    run_id: str
-    checkpoint: str
-    split_index: int
-    split_name: str
-    split_subset: str | list[str]
-    batch_size: int
-    devices: list[str]
-    status: str
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    progress: JobProgress
-    num_images: int | None
-    skipped: int | None
-    metrics: EvaluationMetrics | None
-    error: JobError | None
-    claimed_by: JobClaim | None = None
-    #: while pending: place among all queued jobs, and what it waits for
-    queue_position: int | None = None
-    waiting_reason: str | None = None
-
-
-class EvaluationSummary(msgspec.Struct):
-    """A list entry: the record without the (large) metrics, plus the headline numbers."""
-
-    id: str
-    experiment_id: str
-    run_id: str
-    checkpoint: str
-    split_index: int
-    split_subset: str | list[str]
-    status: str
-    created_at: str
-    finished_at: str | None
-    progress: JobProgress
-    num_images: int | None
-    accuracy: float | None
-    loss: float | None
-    error: JobError | None
 
 
 class ClassRef(msgspec.Struct):
@@ -175,17 +65,6 @@ ProjectId = Annotated[str, Parameter(description="Project id, e.g. proj-a1b2c3d4
 EvalId = Annotated[str, Parameter(description="Evaluation id, e.g. eval-a1b2c3d4", max_length=64)]
 
 
-def _evaluation(record: dict[str, Any]) -> Evaluation:
-    return msgspec.convert(record, Evaluation, strict=False)
-
-
-def _summary(record: dict[str, Any]) -> EvaluationSummary:
-    metrics = record.get("metrics") or {}
-    return msgspec.convert(
-        {**record, "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss")}, EvaluationSummary, strict=False
-    )
-
-
 class EvaluationController(Controller):
     path = "/api/evaluation"
     tags = ["Evaluation"]
@@ -193,7 +72,7 @@ class EvaluationController(Controller):
     @get("/{project_id:str}", operation_id="ListEvaluations", summary="List evaluations", sync_to_thread=True,
          responses=error_responses(404, 409, 422))
     def list_evaluations(self, services: ServicesDep, project_id: ProjectId) -> Ok[list[EvaluationSummary]]:
-        return ok([_summary(r) for r in services.evaluations.list(project_id)])
+        return ok([EvaluationSummary.of(r) for r in services.evaluations.list(project_id)])
 
     @post("/{project_id:str}", operation_id="CreateEvaluation", summary="Create + start evaluation",
           description="Validates the run, checkpoint, split and subset, then starts a worker; the evaluation is "
@@ -211,7 +90,7 @@ class EvaluationController(Controller):
             batch_size=data.batch_size,
             devices=data.devices,
         )
-        return ok(_evaluation(record))
+        return ok(record)
 
     @get("/{project_id:str}/{eval_id:str}", operation_id="GetEvaluation", summary="Get evaluation status + results",
          sync_to_thread=True, responses=error_responses(404, 409, 422))
@@ -223,9 +102,9 @@ class EvaluationController(Controller):
         wait: WaitSeconds = 0,
     ) -> Ok[Evaluation]:
         record = after_wait(lambda: services.evaluations.get(project_id, eval_id), wait, services.settings)
-        if include != "curves" and isinstance(record.get("metrics"), dict):
-            record = {**record, "metrics": {k: v for k, v in record["metrics"].items() if k != "curves"}}
-        return ok(_evaluation(record))
+        if include != "curves" and record.metrics is not None:
+            record = msgspec.structs.replace(record, metrics=msgspec.structs.replace(record.metrics, curves=None))
+        return ok(record)
 
     @delete("/{project_id:str}/{eval_id:str}", operation_id="DeleteEvaluation", summary="Delete evaluation",
             description="Stops the worker of a pending or running evaluation, then removes it.",

@@ -15,9 +15,10 @@ from litestar import Controller, delete, get, post
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import File
 
+from modelyard.core.records import Export
+
 from .deps import ServicesDep
 from .envelope import Deleted, Ok, WaitSeconds, after_wait, ok
-from .evaluations import JobClaim, JobError, JobProgress
 from .openapi import error_responses
 
 VERIFICATION_HEADER = "X-Modelyard-Verification"
@@ -35,65 +36,8 @@ class ExportCreate(msgspec.Struct, forbid_unknown_fields=True):
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class ExportFile(msgspec.Struct):
-    name: str
-    size: int
-    sha256: str
-
-
-class Verification(msgspec.Struct, omit_defaults=True):
-    """Exported model vs PyTorch on real images (tolerance relative to the logit scale)."""
-
-    max_abs_diff: float | None
-    top1_agreement: float
-    images: int
-    passed: bool
-    tolerance: float
-    problem: str | None = None
-
-
-class DeploymentMetadata(msgspec.Struct):
-    classes: list[str]
-    input_size: list[int]
-    channels: int
-    mean: list[float]
-    std: list[float]
-    architecture: str
-    run_id: str
-    experiment_id: str
-    checkpoint: str
-
-
-class Export(msgspec.Struct):
-    id: str
-    experiment_id: str
-    run_id: str
-    checkpoint: str
-    format: str
-    options: dict[str, Any]
-    status: str
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    progress: JobProgress
-    file: ExportFile | None
-    verification: Verification | None
-    #: true when the file exists but does not match PyTorch (still downloadable, flagged)
-    verification_failed: bool
-    metadata: DeploymentMetadata | None
-    error: JobError | None
-    claimed_by: JobClaim | None = None
-    #: while pending: place among all queued jobs, and what it waits for
-    queue_position: int | None = None
-    waiting_reason: str | None = None
-
-
 ProjectId = Annotated[str, Parameter(description="Project id, e.g. proj-a1b2c3d4", max_length=64)]
 ExportId = Annotated[str, Parameter(description="Export id, e.g. export-a1b2c3d4", max_length=64)]
-
-
-def _export(record: dict[str, Any]) -> Export:
-    return msgspec.convert(record, Export, strict=False)
 
 
 def content_disposition(filename: str) -> str:
@@ -110,7 +54,7 @@ class ExportController(Controller):
     @get("/{project_id:str}", operation_id="ListExports", summary="List exports", sync_to_thread=True,
          responses=error_responses(404, 409, 422))
     def list_exports(self, services: ServicesDep, project_id: ProjectId) -> Ok[list[Export]]:
-        return ok([_export(r) for r in services.exports.list(project_id)])
+        return ok(services.exports.list(project_id))
 
     @post("/{project_id:str}", operation_id="CreateExport", summary="Create + start export",
           description="The format comes from the exporter registry (`GET /api/export/formats`) and `options` are "
@@ -126,13 +70,13 @@ class ExportController(Controller):
             format=data.format,
             options=data.options,
         )
-        return ok(_export(record))
+        return ok(record)
 
     @get("/{project_id:str}/{export_id:str}", operation_id="GetExport", summary="Get export status",
          sync_to_thread=True, responses=error_responses(404, 409, 422))
     def get_export(self, services: ServicesDep, project_id: ProjectId, export_id: ExportId,
                    wait: WaitSeconds = 0) -> Ok[Export]:
-        return ok(_export(after_wait(lambda: services.exports.get(project_id, export_id), wait, services.settings)))
+        return ok(after_wait(lambda: services.exports.get(project_id, export_id), wait, services.settings))
 
     @delete("/{project_id:str}/{export_id:str}", operation_id="DeleteExport", summary="Delete export",
             sync_to_thread=True, status_code=200, responses=error_responses(404, 409, 422))

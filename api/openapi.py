@@ -16,6 +16,8 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Schema
 from litestar.typing import FieldDefinition
 
+from modelyard.core import records
+
 from .envelope import ErrorEnvelope
 
 if TYPE_CHECKING:
@@ -90,6 +92,29 @@ class StrictStructSchemaPlugin(StructSchemaPlugin):
                 continue  # a type msgspec cannot describe: keep Litestar's schema
             if isinstance(target, Schema):
                 _add_constraints(target, source)
+        return schema
+
+
+class RecordSchemaPlugin(StructSchemaPlugin):
+    """Records (``core/records.py``) are answered whole: every field is ``required`` in their schema.
+
+    Their Python defaults only let an older record file read; the encoder
+    writes every field of a record (none of them omits defaults), so a client
+    can rely on each one being present, ``null`` where the type allows it.
+    """
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        type_ = field_definition.type_
+        config = getattr(type_, "__struct_config__", None)
+        return (super().is_plugin_supported_field(field_definition) and getattr(type_, "__module__", "") == records.__name__
+                and not getattr(config, "omit_defaults", False))
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        schema.required = list(schema.properties or {})
+        for prop in (schema.properties or {}).values():
+            if isinstance(prop, Schema):
+                prop.default = None  # what an old file lacks; an answer always carries the value itself
         return schema
 
 

@@ -8,20 +8,12 @@ import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.params import JSONBody, Parameter
 
+from modelyard.core.records import Project
 from modelyard.core.tasks import SUPPORTED_TASKS
 
 from .deps import ServicesDep
 from .envelope import Deleted, Ok, ok
 from .openapi import DESCRIPTION_META, documented, error_responses, name_meta
-
-
-class Project(msgspec.Struct):
-    id: str
-    name: str
-    task: str
-    description: str
-    created_at: str
-    updated_at: str
 
 
 Name = Annotated[str, name_meta(200)]
@@ -44,33 +36,29 @@ class ProjectUpdate(msgspec.Struct, forbid_unknown_fields=True):
 ProjectId = Annotated[str, Parameter(description="Project id, e.g. proj-a1b2c3d4", max_length=64)]
 
 
-def _project(data: dict[str, object]) -> Project:
-    return msgspec.convert(data, Project, strict=False)
-
-
 class ProjectController(Controller):
     path = "/api/projects"
     tags = ["Projects"]
 
     @get("/", operation_id="ListProjects", summary="List all projects", sync_to_thread=True)
     def list_projects(self, services: ServicesDep) -> Ok[list[Project]]:
-        return ok([_project(p) for p in services.projects.list()])
+        return ok(services.projects.list())
 
     @post("/", operation_id="CreateProject", summary="Create a new project", sync_to_thread=True, status_code=201,
           responses=error_responses(400, 413, 422))
     def create_project(self, services: ServicesDep, data: JSONBody[ProjectCreate]) -> Ok[Project]:
-        return ok(_project(services.projects.create(data.name, data.task, data.description)))
+        return ok(services.projects.create(data.name, data.task, data.description))
 
     @get("/{project_id:str}", operation_id="GetProject", summary="Get project details", sync_to_thread=True,
          responses=error_responses(400, 404, 409, 422))
     def get_project(self, services: ServicesDep, project_id: ProjectId) -> Ok[Project]:
-        return ok(_project(services.projects.get(project_id)))
+        return ok(services.projects.get(project_id))
 
     @patch("/{project_id:str}", operation_id="UpdateProject", summary="Update project", sync_to_thread=True,
            responses=error_responses(400, 404, 409, 413, 422))
     def update_project(self, services: ServicesDep, project_id: ProjectId, data: JSONBody[ProjectUpdate]) -> Ok[Project]:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
-        return ok(_project(services.projects.update(project_id, changes)))
+        return ok(services.projects.update(project_id, changes))
 
     @delete("/{project_id:str}", operation_id="DeleteProject", summary="Delete project and all its data",
             sync_to_thread=True, status_code=200, responses=error_responses(400, 404, 409, 422))

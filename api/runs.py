@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
 import msgspec
@@ -13,100 +13,12 @@ from litestar import Controller, Litestar, delete, get, post
 from litestar.params import HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.response import ServerSentEvent
 
+from modelyard.core.records import Metrics, Run
+
 from .deps import ServicesDep
 from .envelope import Deleted, Ok, WaitSeconds, after_wait, ok
-from .evaluations import JobClaim
 from .openapi import error_responses
 from .run_stream import follow_events
-
-
-class RunProgress(msgspec.Struct):
-    epoch: int = 0
-    total_epochs: int = 0
-    step: int = 0
-    steps_per_epoch: int = 0
-    eta_s: float | None = None
-    images_per_s: float | None = None
-
-
-class RunCheckpoints(msgspec.Struct):
-    best: str | None = None
-    last: str | None = None
-
-
-class RunTimings(msgspec.Struct):
-    queued_s: float | None = None
-    train_s: float | None = None
-
-
-class RunError(msgspec.Struct):
-    type: str
-    message: str
-
-
-class RunPrecision(msgspec.Struct):
-    """What ``training.precision`` asked for, what the run uses, and why (``auto`` decides per device)."""
-
-    requested: str
-    precision: str
-    reason: str
-
-
-class RunResumeRecord(msgspec.Struct):
-    at: str
-    from_epoch: int
-    max_epochs: int
-    checkpoint: str | None = None
-    fallback_from: str | None = None
-
-
-Metrics = dict[str, float | int | None]
-
-
-class Run(msgspec.Struct):
-    """``run.json`` (docs/internals/run-protocol.md) plus fields derived when it is read."""
-
-    id: str
-    experiment_id: str
-    project_id: str
-    status: str
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    devices: list[str]
-    num_processes: int
-    worker_pid: int | None
-    worker_pgid: int | None
-    progress: RunProgress
-    latest_metrics: Metrics
-    best_metrics: Metrics
-    best_epoch: int | None
-    monitor: str
-    checkpoints: RunCheckpoints
-    timings: RunTimings
-    error: RunError | None
-    stop_requested: bool
-    killed: bool
-    resumes: list[RunResumeRecord]
-    elapsed_s: float | None = None
-    heartbeat_age_s: float | None = None
-    #: set when training starts
-    precision: RunPrecision | None = None
-    #: set when early stopping ended the run before ``max_epochs``
-    stopped_early: RunEarlyStop | None = None
-    claimed_by: JobClaim | None = None
-    #: while pending: place among all queued jobs, and what it waits for
-    queue_position: int | None = None
-    waiting_reason: str | None = None
-
-
-class RunEarlyStop(msgspec.Struct):
-    """The epoch (1-based) after which early stopping ended the run, and the rule that did it."""
-
-    epoch: int
-    monitor: str
-    patience: int
-    max_epochs: int
 
 
 class RunStarted(msgspec.Struct):
@@ -129,10 +41,6 @@ ExperimentId = Annotated[str, Parameter(description="Experiment id, e.g. exp-a1b
 RunId = Annotated[str, Parameter(description="Run id, e.g. run-e5f6g7h8", max_length=64)]
 
 
-def _run(record: dict[str, Any]) -> Run:
-    return msgspec.convert(record, Run, strict=False)
-
-
 class RunController(Controller):
     path = "/api/training/{project_id:str}"
     tags = ["Runs"]
@@ -142,28 +50,27 @@ class RunController(Controller):
                       "the run starts as soon as its devices are free.",
           sync_to_thread=True, status_code=201, responses=error_responses(404, 409, 422))
     def start_run(self, services: ServicesDep, project_id: ProjectId, exp_id: ExperimentId) -> Ok[RunStarted]:
-        record = services.runs.start_run(project_id, exp_id)
-        run = services.runs.get_run(project_id, record["id"])
-        return ok(RunStarted(run_id=run["id"], status=run["status"], experiment_id=run["experiment_id"],
-                             created_at=run["created_at"], queue_position=run.get("queue_position"),
-                             waiting_reason=run.get("waiting_reason")))
+        run = services.runs.start_run(project_id, exp_id)
+        return ok(RunStarted(run_id=run.id, status=run.status, experiment_id=run.experiment_id,
+                             created_at=run.created_at, queue_position=run.queue_position,
+                             waiting_reason=run.waiting_reason))
 
     @get("/experiments/{exp_id:str}/runs", operation_id="ListRuns", summary="List the runs of an experiment",
          sync_to_thread=True, responses=error_responses(404, 409, 422))
     def list_runs(self, services: ServicesDep, project_id: ProjectId, exp_id: ExperimentId) -> Ok[list[Run]]:
-        return ok([_run(r) for r in services.runs.list_runs(project_id, exp_id)])
+        return ok(services.runs.list_runs(project_id, exp_id))
 
     @get("/runs/{run_id:str}", operation_id="GetRun", summary="Get run status + metrics", sync_to_thread=True,
          responses=error_responses(404, 409, 422))
     def get_run(self, services: ServicesDep, project_id: ProjectId, run_id: RunId, wait: WaitSeconds = 0) -> Ok[Run]:
-        return ok(_run(after_wait(lambda: services.runs.get_run(project_id, run_id), wait, services.settings)))
+        return ok(after_wait(lambda: services.runs.get_run(project_id, run_id), wait, services.settings))
 
     @post("/runs/{run_id:str}/stop", operation_id="StopRun", summary="Stop a running training",
           description="The worker finishes its current step, saves `last.ckpt` and exits `stopped`; "
                       "if it has not exited after the stop timeout its process group is killed (`killed: true`).",
           sync_to_thread=True, status_code=200, responses=error_responses(404, 409, 422))
     def stop_run(self, services: ServicesDep, project_id: ProjectId, run_id: RunId) -> Ok[Run]:
-        return ok(_run(services.runs.stop_run(project_id, run_id)))
+        return ok(services.runs.stop_run(project_id, run_id))
 
     @post("/runs/{run_id:str}/resume", operation_id="ResumeRun", summary="Resume an interrupted run",
           description="Continues a stopped, failed or interrupted run from `last.ckpt` (verified first); "
@@ -172,7 +79,7 @@ class RunController(Controller):
     def resume_run(self, services: ServicesDep, project_id: ProjectId, run_id: RunId,
                    data: JSONBody[RunResume | None] = None) -> Ok[Run]:
         max_epochs = data.max_epochs if data is not None else None
-        return ok(_run(services.runs.resume_run(project_id, run_id, max_epochs=max_epochs)))
+        return ok(services.runs.resume_run(project_id, run_id, max_epochs=max_epochs))
 
     @delete("/runs/{run_id:str}", operation_id="DeleteRun", summary="Delete a run", sync_to_thread=True,
             status_code=200, responses=error_responses(404, 409, 422))

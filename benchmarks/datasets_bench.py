@@ -69,7 +69,7 @@ def _bare_loop(paths: list[Path], dest: Path, decode: bool) -> Callable[[], None
 
 
 def _ours(services: Services, root: Path, count: int = NUM_IMPORT_IMAGES) -> Callable[[], None]:
-    project = services.projects.create("bench")["id"]
+    project = services.projects.create("bench").id
     summary = services.datasets.import_local(project, str(root))
     assert summary["imported"] == count, summary["imported"]
     return lambda: services.projects.delete(project)
@@ -147,7 +147,7 @@ def bench_list_images(workdir: Path) -> dict[str, Any]:
     """Latency (ms) of one page of 50 at 100,000 images for every sort/filter combination, through the service."""
     workdir = Path(workdir)
     services = build_services(Settings(workspace=workdir / "list_ws"))
-    project = services.projects.create("bench")["id"]
+    project = services.projects.create("bench").id
     atomic_write_json(services.workspace.dataset_json(project), _synthetic_dataset(NUM_LIST_IMAGES))
     started = time.perf_counter()
     services.datasets.list_images(project)

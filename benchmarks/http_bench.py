@@ -95,7 +95,7 @@ def bench_list_http(workdir: Path, images: int = NUM_LIST_IMAGES, repeats: int =
 
     settings = Settings(workspace=Path(workdir) / "http_ws")
     services = build_services(settings)
-    project = services.projects.create("bench-list")["id"]
+    project = services.projects.create("bench-list").id
     atomic_write_json(services.workspace.dataset_json(project), _synthetic_dataset(images))
     app = create_app(settings, services)
     app.register(constant_json)

@@ -53,7 +53,7 @@ def photo_project(root: Path, count: int, train_fraction: float = 0.9, seed: int
     source = Path(root) / "photos"
     write_photo_jpegs(source, count, seed=seed)
     services = build_services(Settings(workspace=Path(root) / "workspace", import_roots=[source]))
-    project_id = services.projects.create("bench-photos")["id"]
+    project_id = services.projects.create("bench-photos").id
     services.datasets.import_local(project_id, str(source), format="imagefolder")
     services.splits.create(project_id, "bench", Ratios(train=train_fraction, val=1.0 - train_fraction), seed=seed)
     dataset = read_json(services.workspace.dataset_json(project_id))

@@ -43,7 +43,7 @@ def _project(root: Path, arch_px: int, n_images: int) -> tuple[Any, str]:
     source = root / "source"
     generate_shapes(source, per_class=n_images // len(SHAPES), size=arch_px, seed=0)
     services = build_services(Settings(workspace=root / "workspace", import_roots=[source]))
-    project_id = services.projects.create("bench")["id"]
+    project_id = services.projects.create("bench").id
     services.datasets.import_local(project_id, str(source), format="imagefolder")
     services.splits.create(project_id, "bench", Ratios(train=1.0 - VAL_FRACTION, val=VAL_FRACTION), seed=0)
     return services, project_id

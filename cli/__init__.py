@@ -200,15 +200,14 @@ def train(config_file: Path, project_ref: str, workspace: Path | None, experimen
                              on_submitted=submitted_note())
     record = read_run(run_dir)
     click.echo(f"run {run_dir.name}: {status}")
-    if record.get("error"):
-        click.echo(f"error: {record['error']['type']}: {record['error']['message']}")
-    best = record.get("best_metrics") or {}
-    if best:
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.startswith(("train/", "val/")))
-        click.echo(f"best epoch {record.get('best_epoch')} by {record.get('monitor')}: {shown}")
-    if record.get("stopped_early"):
-        click.echo(describe_early_stop(record["stopped_early"]))
-    for kind, relative in (record.get("checkpoints") or {}).items():
+    if record.error:
+        click.echo(f"error: {record.error.type}: {record.error.message}")
+    if best := record.best_metrics:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.startswith(("train/", "val/")) and v is not None)
+        click.echo(f"best epoch {record.best_epoch} by {record.monitor}: {shown}")
+    if record.stopped_early:
+        click.echo(describe_early_stop(record.stopped_early))
+    for kind, relative in (("best", record.checkpoints.best), ("last", record.checkpoints.last)):
         if relative:
             click.echo(f"{kind} checkpoint: {run_dir / relative}")
     raise SystemExit(TRAIN_EXIT_CODES.get(status, 1))

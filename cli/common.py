@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import msgspec
 
 from modelyard.core.errors import ModelyardError, ProjectNotFoundError, ValidationError
 from modelyard.core.ids import is_valid_id
@@ -84,11 +85,12 @@ def fail(message: str) -> None:
 
 
 def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
-    """``--json``: the data as JSON on stdout; otherwise the human view."""
+    """``--json``: the data (records included) as JSON on stdout; otherwise ``human`` shows that same document."""
+    plain = msgspec.to_builtins(data, enc_hook=str)
     if as_json:
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        click.echo(json.dumps(plain, indent=2, ensure_ascii=False))
     else:
-        human(data)
+        human(plain)
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
@@ -104,9 +106,9 @@ def resolve_project(services: Services, ref: str) -> str:
     if is_valid_id(ref, "proj"):
         services.workspace.existing_project_dir(ref)
         return ref
-    matches = [p["id"] for p in services.projects.list() if p.get("name") == ref]
+    matches = [p.id for p in services.projects.list() if p.name == ref]
     if len(matches) == 1:
-        return str(matches[0])
+        return matches[0]
     if len(matches) > 1:
         raise ValidationError(f"{len(matches)} projects are named '{ref}'; use the project id ({', '.join(matches)})",
                               field="project")

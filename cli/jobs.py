@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 import yaml
 
 from .common import (
@@ -60,13 +61,13 @@ def evaluate(project: str, run_id: str, checkpoint: str, split_index: int | None
         project_id, experiment_id=experiment_of_run(services.workspace, project_id, run_id), run_id=run_id,
         checkpoint=checkpoint, split_index=split_index, split_subset=list(subsets) or "test", batch_size=batch_size,
     )
-    folder = services.workspace.evaluations_dir(project_id) / created["id"]
+    folder = services.workspace.evaluations_dir(project_id) / created.id
     evaluate_or_follow(services.workspace, folder, services.plugins, progress_printer("evaluating", not as_json),
                        submitted_note(as_json))
-    record = services.evaluations.get(project_id, created["id"])
+    record = services.evaluations.get(project_id, created.id)
     emit(record, as_json, _print_evaluation)
-    if record.get("status") != "completed":
-        fail(f"evaluation {record['id']} {record.get('status')}: {(record.get('error') or {}).get('message')}")
+    if record.status != "completed":
+        fail(f"evaluation {record.id} {record.status}: {record.error.message if record.error else 'no error recorded'}")
 
 
 def _print_evaluation(record: dict[str, Any]) -> None:
@@ -130,15 +131,14 @@ def export(project: str, run_id: str, checkpoint: str, format_: str, option_pair
         project_id, experiment_id=experiment_of_run(services.workspace, project_id, run_id), run_id=run_id,
         checkpoint=checkpoint, format=format_, options=options,
     )
-    folder = services.workspace.exports_dir(project_id) / created["id"]
+    folder = services.workspace.exports_dir(project_id) / created.id
     export_or_follow(services.workspace, folder, services.plugins, progress_printer(f"exporting {format_}", not as_json),
                      submitted_note(as_json))
-    record = services.exports.get(project_id, created["id"])
-    file_info = record.get("file") or {}
-    record["path"] = str(folder / file_info["name"]) if file_info.get("name") else None
-    emit(record, as_json, _print_export)
-    if record.get("status") != "completed":
-        fail(f"export {record['id']} {record.get('status')}: {(record.get('error') or {}).get('message')}")
+    record = services.exports.get(project_id, created.id)
+    path = str(folder / record.file.name) if record.file else None
+    emit({**msgspec.to_builtins(record), "path": path}, as_json, _print_export)
+    if record.status != "completed":
+        fail(f"export {record.id} {record.status}: {record.error.message if record.error else 'no error recorded'}")
 
 
 def _print_export(record: dict[str, Any]) -> None:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 
+from modelyard.core.records import RunEarlyStop
 from modelyard.core.training.run_folder import describe_early_stop
 
 from .common import build_cli_services, domain_errors, fail, json_option, progress_printer, workspace_option
@@ -109,7 +111,7 @@ def summary(result: dict[str, Any]) -> str:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val/") and isinstance(v, float | int))
         lines.append(f"  run         {run['id']} {run['status']}; best epoch {run.get('best_epoch')} ({shown})")
         if run.get("stopped_early"):
-            lines.append(f"              {describe_early_stop(run['stopped_early'])}")
+            lines.append(f"              {describe_early_stop(msgspec.convert(run['stopped_early'], RunEarlyStop))}")
         record = run.get("reproducibility") or {}
         if record:
             versions = record.get("versions") or {}

@@ -62,7 +62,7 @@ def delete_project(project: str, yes: bool, workspace: Path, as_json: bool) -> N
     """
     services = build_cli_services(workspace)
     project_id = resolve_project(services, project)
-    name = services.projects.get(project_id)["name"]
+    name = services.projects.get(project_id).name
     if not yes:
         click.confirm(f"Delete project {project_id} ({name}) and all its files?", abort=True, err=True)
     services.projects.delete(project_id)

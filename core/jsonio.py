@@ -54,7 +54,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, msgspec.json.format(_ENCODER.encode(obj), indent=2) + b"\n")
 
 
-def _plain_value(obj: Any) -> Any:
+def plain_value(obj: Any) -> Any:
     """Subclasses of str/int/float msgspec does not know (``torch.__version__``, ``numpy.float64``) as plain values."""
     for plain in (str, bool, int, float):
         if isinstance(obj, plain):
@@ -62,7 +62,7 @@ def _plain_value(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-_ENCODER = msgspec.json.Encoder(enc_hook=_plain_value)
+_ENCODER = msgspec.json.Encoder(enc_hook=plain_value)
 
 
 def read_json(path: Path) -> Any:

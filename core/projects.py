@@ -10,10 +10,11 @@ from typing import Any
 from .errors import ConflictError, ModelyardError, ProjectNotFoundError, ValidationError
 from .ids import new_id
 from .jsonio import atomic_write_json, read_json
+from .records import Project, read_record
 from .tasks import check_task
 from .timeutil import utc_now_iso
 from .training.run_folder import ACTIVE_STATUSES, iter_run_dirs, read_run
-from .workspace import Workspace
+from .workspace import PROJECT_JSON, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def active_runs(workspace: Workspace, project_id: str) -> list[str]:
     active = []
     for run_dir in iter_run_dirs(workspace, project_id):
         try:
-            status = read_run(run_dir).get("status")
+            status = read_run(run_dir).status
         except (OSError, ModelyardError):
             continue
         if status in ACTIVE_STATUSES:
@@ -64,20 +65,25 @@ def ensure_no_active_run(workspace: Workspace, project_id: str, action: str) -> 
         raise ConflictError(f"Cannot {action} while a run is training: {', '.join(runs)}", {"active_runs": runs})
 
 
+def read_project(workspace: Workspace, project_id: str) -> Project:
+    """``project.json`` of an existing project (``ProjectNotFoundError`` otherwise)."""
+    return read_record(workspace.project_json(project_id), Project)
+
+
 class ProjectService:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[Project]:
         projects = []
         for project_id in self.workspace.project_ids():
             try:
                 projects.append(self.get(project_id))
             except Exception as exc:  # a broken project must not hide the others
                 log.warning("skipping project %s in listing: %s", project_id, exc)
-        return sorted(projects, key=lambda p: (p.get("created_at", ""), p["id"]))
+        return sorted(projects, key=lambda p: (p.created_at, p.id))
 
-    def create(self, name: str, task: str = "classification", description: str = "") -> dict[str, Any]:
+    def create(self, name: str, task: str = "classification", description: str = "") -> Project:
         name = validate_name(name)
         check_task(task)
         description = validate_description(description)
@@ -91,44 +97,36 @@ class ProjectService:
             except FileExistsError:
                 continue
         now = utc_now_iso()
-        project = {
-            "id": project_id,
-            "name": name,
-            "task": task,
-            "description": description,
-            "created_at": now,
-            "updated_at": now,
-        }
+        project = Project(id=project_id, name=name, task=task, description=description, created_at=now, updated_at=now)
         with self.workspace.project_lock(project_id):
             try:
-                atomic_write_json(folder / "project.json", project)
+                atomic_write_json(folder / PROJECT_JSON, project)
             except BaseException:
                 folder.rmdir()  # leave no nameless folder behind (e.g. disk full)
                 raise
         return project
 
-    def get(self, project_id: str) -> dict[str, Any]:
-        folder = self.workspace.project_dir(project_id)
+    def get(self, project_id: str) -> Project:
         try:
-            return read_json(folder / "project.json")  # type: ignore[no-any-return]
+            return read_project(self.workspace, project_id)
         except FileNotFoundError:  # never existed, or deleted by a concurrent request
             raise ProjectNotFoundError(project_id) from None
 
-    def update(self, project_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    def update(self, project_id: str, changes: dict[str, Any]) -> Project:
         with self.workspace.project_lock(project_id):
             folder = self.workspace.existing_project_dir(project_id)
-            project = read_json(folder / "project.json")
+            project = read_record(folder / PROJECT_JSON, Project)
             if "name" in changes:
-                project["name"] = validate_name(changes["name"])
+                project.name = validate_name(changes["name"])
             if "description" in changes:
-                project["description"] = validate_description(changes["description"])
-            if "task" in changes and changes["task"] != project["task"]:
+                project.description = validate_description(changes["description"])
+            if "task" in changes and changes["task"] != project.task:
                 check_task(changes["task"])
                 if self._has_dataset(project_id):
                     raise ConflictError("The task cannot change once the project has a dataset; clear the dataset first")
-                project["task"] = changes["task"]
-            project["updated_at"] = utc_now_iso()
-            atomic_write_json(folder / "project.json", project)
+                project.task = changes["task"]
+            project.updated_at = utc_now_iso()
+            atomic_write_json(folder / PROJECT_JSON, project)
             return project
 
     def delete(self, project_id: str) -> None:

@@ -22,6 +22,8 @@ from .locks import LockTable
 log = logging.getLogger(__name__)
 
 
+PROJECT_JSON = "project.json"
+
 class Workspace:
     """Paths and locks of one workspace root."""
 
@@ -51,15 +53,19 @@ class Workspace:
     def existing_project_dir(self, project_id: str) -> Path:
         """Folder of an existing project, or ``ProjectNotFoundError``."""
         folder = self.project_dir(project_id)
-        if not (folder / "project.json").is_file():
+        if not (folder / PROJECT_JSON).is_file():
             raise ProjectNotFoundError(project_id)
         return folder
+
+    def project_json(self, project_id: str) -> Path:
+        """``project.json`` of an existing project, or ``ProjectNotFoundError``."""
+        return self.existing_project_dir(project_id) / PROJECT_JSON
 
     def project_ids(self) -> list[str]:
         if not self.projects_dir.is_dir():
             return []
         return sorted(
-            p.name for p in self.projects_dir.iterdir() if is_valid_id(p.name, "proj") and (p / "project.json").is_file()
+            p.name for p in self.projects_dir.iterdir() if is_valid_id(p.name, "proj") and (p / PROJECT_JSON).is_file()
         )
 
     @contextlib.contextmanager

@@ -19,6 +19,7 @@ import msgspec
 from ..errors import ImageNotFoundError, ValidationError
 from ..plugin_types import DatasetImporter
 from ..projects import ensure_no_active_run
+from ..records import Dataset, DatasetSource, ImageStats
 from ..registry import ImporterRegistry
 from ..settings import Settings
 from ..storage import translate_storage_full
@@ -110,19 +111,19 @@ class DatasetService:
         return importer
 
     # -- reading -----------------------------------------------------------------
-    def info(self, project_id: str) -> dict[str, Any]:
+    def info(self, project_id: str) -> Dataset:
         """Classes, counts, image statistics, split names and source of the dataset (empty before any import)."""
         index = self.store.index(project_id)
-        return {
-            "task": index.task,
-            "classes": index.classes,
-            "class_counts": index.class_counts(),
-            "num_images": len(index),
-            "num_unlabelled": int((index.class_codes < 0).sum()),
-            "image_stats": index.image_stats,
-            "split_names": index.split_names,
-            "source": index.source,
-        }
+        return Dataset(
+            task=index.task,
+            classes=list(index.classes),
+            class_counts=index.class_counts(),
+            num_images=len(index),
+            num_unlabelled=int((index.class_codes < 0).sum()),
+            image_stats=msgspec.convert(index.image_stats, ImageStats, strict=False),
+            split_names=list(index.split_names),
+            source=msgspec.convert(index.source, DatasetSource, strict=False) if index.source else None,
+        )
 
     def list_images(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ConflictError, SplitNotFoundError, ValidationError
+from ..errors import ConflictError, SplitNotFoundError
 from ..projects import ensure_no_active_run, validate_name
 from ..workspace import Workspace
 from .document import SPLIT_VALUES, class_name

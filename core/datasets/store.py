@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..jsonio import atomic_write_json, read_json
+from ..projects import read_project
 from ..workspace import Workspace
 from .commit import DatasetPaths
 from .document import empty_dataset, image_stats
@@ -30,8 +31,7 @@ class DatasetStore:
 
     def task(self, project_id: str) -> str:
         """The task of an existing project (``ProjectNotFoundError`` otherwise)."""
-        folder = self.workspace.existing_project_dir(project_id)
-        return str(read_json(folder / "project.json").get("task", "classification"))
+        return read_project(self.workspace, project_id).task
 
     def load(self, project_id: str) -> dict[str, Any]:
         """The dataset document (an empty one before the first import). Call under the project lock to modify it."""

@@ -16,8 +16,9 @@ from ..devices import known_device_ids
 from ..errors import ConflictError, EvaluationNotFoundError, SplitNotFoundError, ValidationError
 from ..jobs.kinds import EVALUATE
 from ..jobs.queue import JobQueue
-from ..jobs.records import JobRecords
+from ..jobs.store import JobStore
 from ..jsonio import read_json
+from ..records import Evaluation
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
 from ..training.run_folder import trained_split_index
 from ..datasets.document import split_items
@@ -85,7 +86,7 @@ class EvaluationService:
         self.workspace = workspace
         self.queue = queue
         self.indexes = ResultsIndexCache()
-        self.records = JobRecords(workspace, queue, EVALUATE, workspace.evaluations_dir, lambda eval_id: EvaluationNotFoundError(
+        self.jobs = JobStore(workspace, queue, EVALUATE, Evaluation, workspace.evaluations_dir, lambda eval_id: EvaluationNotFoundError(
             f"Evaluation {eval_id} not found", {"evaluation_id": eval_id}))
 
     # -- create ------------------------------------------------------------------
@@ -100,7 +101,7 @@ class EvaluationService:
         split_subset: str | list[str] = "test",
         batch_size: int = 32,
         devices: list[str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Evaluation:
         """Validate the request, write a ``pending`` evaluation and start its worker."""
         ref = find_run(self.workspace, project_id, experiment_id, run_id)
         existing_checkpoint(ref, checkpoint)
@@ -119,7 +120,7 @@ class EvaluationService:
         if not 1 <= batch_size <= 4096:
             raise ValidationError("batch_size must be between 1 and 4096", field="batch_size")
         devices = check_devices(devices)
-        return self.records.submit(project_id, {
+        return self.jobs.submit(project_id, {
             "experiment_id": experiment_id,
             "run_id": run_id,
             "checkpoint": checkpoint,
@@ -129,30 +130,27 @@ class EvaluationService:
             "batch_size": batch_size,
             "devices": devices,
             "progress": {"done": 0, "total": total},
-            "num_images": None,
-            "skipped": None,
-            "metrics": None,
         })
 
     # -- read ----------------------------------------------------------------------
-    def get(self, project_id: str, eval_id: str) -> dict[str, Any]:
-        return self.records.get(project_id, eval_id)
+    def get(self, project_id: str, eval_id: str) -> Evaluation:
+        return self.jobs.get(project_id, eval_id)
 
-    def list(self, project_id: str) -> list[dict[str, Any]]:
-        return self.records.list(project_id)
+    def list(self, project_id: str) -> list[Evaluation]:
+        return self.jobs.list(project_id)
 
     def results(self, project_id: str, eval_id: str, query: ResultsQuery) -> tuple[list[dict[str, Any]], int]:
         """One page of per-image results of a completed evaluation, and the filtered total."""
-        folder = self.records.folder(project_id, eval_id)
+        folder = self.jobs.folder(project_id, eval_id)
         record = self.get(project_id, eval_id)
-        if record.get("status") != "completed":
+        if record.status != "completed":
             raise ConflictError(
-                f"Evaluation {eval_id} is {record.get('status')}; per-image results exist once it has completed",
-                {"status": record.get("status")},
+                f"Evaluation {eval_id} is {record.status}; per-image results exist once it has completed",
+                {"status": record.status},
             )
         return self.indexes.get(folder / RESULTS_FILE).query(query)
 
     # -- delete ------------------------------------------------------------------
     def delete(self, project_id: str, eval_id: str) -> None:
         """Stop the worker if it still runs, then remove the evaluation folder."""
-        self.indexes.forget(self.records.delete(project_id, eval_id))
+        self.indexes.forget(self.jobs.delete(project_id, eval_id))

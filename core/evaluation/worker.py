@@ -20,6 +20,7 @@ from ..jobs.folder import JobFolder
 from ..jobs.kinds import EVALUATE
 from ..jsonio import read_json
 from ..plugin_manager import PluginHost
+from ..records import Evaluation
 from ..registry import ArchitectureRegistry
 from ..datasets.document import split_items
 from ..workspace import Workspace
@@ -78,26 +79,27 @@ def run_evaluation(workspace: Workspace, eval_dir: Path, plugins: PluginHost | N
     return "completed"
 
 
-def _evaluate(workspace: Workspace, job: JobFolder, record: dict[str, Any], registry: ArchitectureRegistry | None) -> dict[str, Any]:
+def _evaluate(workspace: Workspace, job: JobFolder[Evaluation], record: Evaluation,
+              registry: ArchitectureRegistry | None) -> dict[str, Any]:
     import numpy as np
     import torch
     import torch.nn.functional as F
 
     from ..training.checkpoints import load_trained_model
 
-    project_id = str(record["project_id"])
+    project_id = record.project_id
     trained = load_trained_model(
-        workspace, project_id, str(record["run_id"]), str(record["checkpoint"]),
-        experiment_id=str(record["experiment_id"]), registry=registry, device=torch_device(record.get("devices")),
+        workspace, project_id, record.run_id, record.checkpoint,
+        experiment_id=record.experiment_id, registry=registry, device=torch_device(record.devices),
     )
     trained.use_fast_cpu_layout()
     dataset = read_json(workspace.dataset_json(project_id))
-    subsets = subsets_of(record["split_subset"])
-    items, skipped = select_items(dataset, int(record["split_index"]), subsets, trained.classes)
+    subsets = subsets_of(record.split_subset)
+    items, skipped = select_items(dataset, record.split_index, subsets, trained.classes)
     if not items:
         raise ModelyardError("none of the subset's images is labelled with a class the model knows")
     images_dir = workspace.images_dir(project_id)
-    batch_size = int(record.get("batch_size") or 32)
+    batch_size = record.batch_size
     probabilities, losses = [], []
     last_report = 0.0
     with torch.no_grad():

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonio import atomic_write_bytes
+from ..records import DeploymentMetadata, Export
 
 BUNDLE_SUFFIX = "-bundle.zip"
 
@@ -53,12 +54,12 @@ print(labels[int(logits.argmax())])
 """)
 
 
-def preprocessing_document(metadata: dict[str, Any]) -> dict[str, Any]:
+def preprocessing_document(metadata: DeploymentMetadata) -> dict[str, Any]:
     """How to turn an image file into the model's input, exactly as training validated it."""
     return {
-        "input_size": list(metadata["input_size"]),
-        "channels": int(metadata.get("channels", 3)),
-        "color_mode": "RGB" if int(metadata.get("channels", 3)) == 3 else "L",
+        "input_size": list(metadata.input_size),
+        "channels": metadata.channels,
+        "color_mode": "RGB" if metadata.channels == 3 else "L",
         "resize": "bilinear, straight to input_size (no crop, no aspect ratio kept)",
         "pillow": {
             "exif_transpose": True,
@@ -67,26 +68,26 @@ def preprocessing_document(metadata: dict[str, Any]) -> dict[str, Any]:
             "jpeg_draft": "Image.draft(mode, (w, h)) first when a JPEG is at least 2x input_size on both sides",
         },
         "scale": 1.0 / 255.0,
-        "mean": list(metadata["mean"]),
-        "std": list(metadata["std"]),
+        "mean": list(metadata.mean),
+        "std": list(metadata.std),
         "layout": "NCHW",
         "formula": "x = (pixel / 255 - mean[c]) / std[c]",
         "output": "logits, one per class in labels.json order; softmax gives probabilities",
     }
 
 
-def readme_text(record: dict[str, Any], model_name: str) -> str:
-    metadata = record["metadata"]
-    snippet = (_TORCHSCRIPT_SNIPPET if record.get("format") == "torchscript" else _ONNX_SNIPPET).format(model=model_name)
-    verification = record.get("verification") or {}
+def readme_text(record: Export, metadata: DeploymentMetadata, model_name: str) -> str:
+    snippet = (_TORCHSCRIPT_SNIPPET if record.format == "torchscript" else _ONNX_SNIPPET).format(model=model_name)
+    verification = record.verification
+    checked = (f"Verification against PyTorch on {verification.images} images: "
+               f"top-1 agreement {verification.top1_agreement}, max abs logit difference {verification.max_abs_diff}, "
+               f"passed: {verification.passed}." if verification else "Not verified against PyTorch.")
     lines = [
-        f"{model_name}: {metadata['architecture']} exported by modelyard as {record.get('format')}",
-        f"run {metadata['run_id']} ({metadata.get('checkpoint', 'best')} checkpoint), {len(metadata['classes'])} classes.",
+        f"{model_name}: {metadata.architecture} exported by modelyard as {record.format}",
+        f"run {metadata.run_id} ({metadata.checkpoint} checkpoint), {len(metadata.classes)} classes.",
         "",
         "Files: labels.json (class names, output order), preprocessing.json (how to build the input).",
-        f"Verification against PyTorch on {verification.get('images', 0)} images: "
-        f"top-1 agreement {verification.get('top1_agreement')}, max abs logit difference {verification.get('max_abs_diff')}, "
-        f"passed: {verification.get('passed')}.",
+        checked,
         "",
         "Minimal usage:",
         "",
@@ -95,14 +96,16 @@ def readme_text(record: dict[str, Any], model_name: str) -> str:
     return "\n".join(lines)
 
 
-def build_bundle(model_path: Path, record: dict[str, Any], target: Path) -> Path:
-    """Write the ZIP bundle of an export to ``target`` (atomically) and return it."""
-    metadata = record["metadata"]
+def build_bundle(model_path: Path, record: Export, target: Path) -> Path:
+    """Write the ZIP bundle of a finished export to ``target`` (atomically) and return it."""
+    metadata = record.metadata
+    if metadata is None:
+        raise ValueError(f"export {record.id} has no deployment metadata (it did not finish)")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.write(model_path, arcname=model_path.name)
-        archive.writestr("labels.json", json.dumps(list(metadata["classes"]), indent=2, ensure_ascii=False) + "\n")
+        archive.writestr("labels.json", json.dumps(list(metadata.classes), indent=2, ensure_ascii=False) + "\n")
         archive.writestr("preprocessing.json", json.dumps(preprocessing_document(metadata), indent=2) + "\n")
-        archive.writestr("README.txt", readme_text(record, model_path.name))
+        archive.writestr("README.txt", readme_text(record, metadata, model_path.name))
     atomic_write_bytes(target, buffer.getvalue())
     return target

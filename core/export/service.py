@@ -20,8 +20,9 @@ from ..errors import ConflictError, ExportNotFoundError, ValidationError
 from ..export_options import resolve_options
 from ..jobs.kinds import EXPORT
 from ..jobs.queue import JobQueue
-from ..jobs.records import JobRecords
+from ..jobs.store import JobStore
 from ..plugin_manager import PluginHost
+from ..records import Export
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
 from ..workspace import Workspace
 from .bundle import BUNDLE_SUFFIX, build_bundle
@@ -69,7 +70,7 @@ class ExportService:
         self.workspace = workspace
         self.plugins = plugins
         self.queue = queue
-        self.records = JobRecords(workspace, queue, EXPORT, workspace.exports_dir, lambda export_id: ExportNotFoundError(
+        self.jobs = JobStore(workspace, queue, EXPORT, Export, workspace.exports_dir, lambda export_id: ExportNotFoundError(
             f"Export {export_id} not found", {"export_id": export_id}))
 
     # -- create ------------------------------------------------------------------
@@ -82,7 +83,7 @@ class ExportService:
         checkpoint: str = "best",
         format: str = "onnx",  # noqa: A002 - the reference's field name
         options: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Export:
         """Validate the request, write a ``pending`` export and start its worker."""
         ref = find_run(self.workspace, project_id, experiment_id, run_id)
         exporter = self.plugins.exporters.get(format, field="format")
@@ -90,45 +91,40 @@ class ExportService:
         existing_checkpoint(ref, checkpoint)
         config = frozen_config(ref)
         check_input_shape(resolved, int(config.data.channels), config.data.image_size)  # type: ignore[arg-type]
-        return self.records.submit(project_id, {
+        return self.jobs.submit(project_id, {
             "experiment_id": experiment_id,
             "run_id": run_id,
             "checkpoint": checkpoint,
             "format": exporter.id,
             "options": resolved,
             "progress": {"done": 0, "total": 4},
-            "file": None,
-            "verification": None,
-            "verification_failed": False,
-            "metadata": None,
         })
 
     # -- read ----------------------------------------------------------------------
-    def get(self, project_id: str, export_id: str) -> dict[str, Any]:
-        return self.records.get(project_id, export_id)
+    def get(self, project_id: str, export_id: str) -> Export:
+        return self.jobs.get(project_id, export_id)
 
-    def list(self, project_id: str) -> list[dict[str, Any]]:
-        return self.records.list(project_id)
+    def list(self, project_id: str) -> list[Export]:
+        return self.jobs.list(project_id)
 
     # -- download --------------------------------------------------------------------
     def download(self, project_id: str, export_id: str, bundle: bool = False) -> Download:
         """The model file (or its ZIP bundle) of a finished export; 409 while there is nothing to send."""
-        folder = self.records.folder(project_id, export_id)
+        folder = self.jobs.folder(project_id, export_id)
         record = self.get(project_id, export_id)
-        file_info = record.get("file") or {}
-        name = file_info.get("name")
-        downloadable = record.get("status") == "completed" or (record.get("status") == "failed" and record.get("verification_failed"))
-        if not downloadable or not isinstance(name, str) or not (folder / name).is_file():
+        name = record.file.name if record.file else None
+        downloadable = record.status == "completed" or (record.status == "failed" and record.verification_failed)
+        if not downloadable or name is None or record.metadata is None or not (folder / name).is_file():
             raise ConflictError(
-                f"Export {export_id} is {record.get('status')}; there is no model file to download",
-                {"status": record.get("status")},
+                f"Export {export_id} is {record.status}; there is no model file to download",
+                {"status": record.status},
             )
         model_path = folder / name
-        failed = bool(record.get("verification_failed"))
+        failed = record.verification_failed
         if not bundle:
             return Download(model_path, name, failed)
         target = folder / (Path(name).stem + BUNDLE_SUFFIX)
-        job = self.records.job(folder)
+        job = self.jobs.job(folder)
         with job.locked():
             if not target.is_file():
                 build_bundle(model_path, record, target)
@@ -137,4 +133,4 @@ class ExportService:
     # -- delete ------------------------------------------------------------------
     def delete(self, project_id: str, export_id: str) -> None:
         """Stop the worker if it still runs, then remove the export folder."""
-        self.records.delete(project_id, export_id)
+        self.jobs.delete(project_id, export_id)

@@ -25,6 +25,7 @@ from ..jobs.kinds import EXPORT
 from ..jsonio import read_json
 from ..plugin_manager import PluginHost, default_plugin_host
 from ..plugin_types import ExportMetadata
+from ..records import Export
 from ..datasets.document import split_items
 from ..workspace import Workspace
 from .service import model_file_name
@@ -79,17 +80,17 @@ def _step(job: JobFolder, done: int) -> None:
     job.report_progress(done, TOTAL_STEPS)
 
 
-def _export(workspace: Workspace, job: JobFolder, record: dict[str, Any], plugins: PluginHost) -> dict[str, Any]:
+def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugins: PluginHost) -> dict[str, Any]:
     import torch
 
     from ..training.checkpoints import load_trained_model
 
-    project_id = str(record["project_id"])
-    exporter = plugins.exporters.get(str(record["format"]), field="format")
-    options = dict(record.get("options") or {})
+    project_id = record.project_id
+    exporter = plugins.exporters.get(record.format, field="format")
+    options = dict(record.options)
     trained = load_trained_model(
-        workspace, project_id, str(record["run_id"]), str(record["checkpoint"]),
-        experiment_id=str(record["experiment_id"]), registry=plugins.architectures,
+        workspace, project_id, record.run_id, record.checkpoint,
+        experiment_id=record.experiment_id, registry=plugins.architectures,
     )
     dataset = read_json(workspace.dataset_json(project_id))
     names = verification_files(dataset, trained.split_index)

@@ -24,17 +24,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from ..errors import CorruptDataError, JobClaimedError, ModelyardError
+import msgspec
+
+from ..errors import JobClaimedError, ModelyardError
 from ..ids import is_valid_id, new_id
-from ..jsonio import atomic_write_json, read_json
+from ..jsonio import atomic_write_json
+from ..records import JobClaim, JobError, JobRecord, read_record
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
 from .process import pid_alive, start_ticks
 from .status import ACTIVE_STATUSES
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=JobRecord)
 
 HEARTBEAT = "heartbeat"
 #: A stop request for the job's worker (runs honour it after the current step).
@@ -52,18 +57,20 @@ class Claimant:
     def this_process(cls, by: str) -> Claimant:
         return cls(by, os.getpid())
 
-    def as_record(self) -> dict[str, Any]:
-        return {"by": self.by, "pid": self.pid, "started": start_ticks(self.pid), "at": utc_now_iso()}
+    def as_record(self) -> JobClaim:
+        return JobClaim(by=self.by, pid=self.pid, started=start_ticks(self.pid), at=utc_now_iso())
 
 
-class JobFolder:
-    """One job's folder and its record file."""
+class JobFolder(Generic[R]):
+    """One job's folder and its record file, read and written as ``record_type``."""
 
-    def __init__(self, workspace: Workspace, folder: Path, record_name: str, log_name: str) -> None:
+    def __init__(self, workspace: Workspace, folder: Path, record_name: str, log_name: str,
+                 record_type: type[R]) -> None:
         self.workspace = workspace
         self.folder = folder
         self.record_path = folder / record_name
         self.log_path = folder / log_name
+        self.record_type = record_type
 
     @property
     def job_id(self) -> str:
@@ -74,26 +81,26 @@ class JobFolder:
         with self.workspace.locks.hold(self.job_id):
             yield
 
-    def read(self) -> dict[str, Any]:
-        record = read_json(self.record_path)
-        if not isinstance(record, dict):
-            raise CorruptDataError(f"{self.record_path.name} of {self.job_id} is not an object", {"file": self.record_path.name})
-        return record
+    def read(self) -> R:
+        return read_record(self.record_path, self.record_type)
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: R) -> None:
         with self.locked():
-            atomic_write_json(self.record_path, record)
+            self.write_locked(record)
 
-    def update(self, mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Read, apply ``mutate`` in place, write back: atomically and under the job lock."""
+    def write_locked(self, record: R) -> None:
+        """Write ``record`` (derived fields left out); the caller holds the job lock."""
+        atomic_write_json(self.record_path, record.stored())
+
+    def update(self, change: Callable[[R], R]) -> R:
+        """Read, apply ``change`` (which returns the new record), write back: atomically and under the job lock."""
         with self.locked():
-            record = self.read()
-            mutate(record)
-            atomic_write_json(self.record_path, record)
+            record = change(self.read())
+            self.write_locked(record)
             return record
 
     # -- the claim -----------------------------------------------------------------
-    def claim(self, claimant: Claimant) -> dict[str, Any]:
+    def claim(self, claimant: Claimant) -> R:
         """Move a ``pending`` job to ``running`` for ``claimant``; ``JobClaimedError`` when it is not pending.
 
         A CLI claimant is also the worker (its pid is recorded as ``worker_pid``);
@@ -101,62 +108,65 @@ class JobFolder:
         """
         with self.locked():
             record = self.read()
-            if record.get("status") != "pending":
-                raise JobClaimedError(self._refusal(record), {"job_id": self.job_id, "status": record.get("status"),
-                                                              "claimed_by": record.get("claimed_by")})
-            now = utc_now_iso()
-            record.update(status="running", claimed_by=claimant.as_record(), finished_at=None, error=None)
-            record["started_at"] = record.get("started_at") or now
-            worker = {"worker_pid": claimant.pid, "worker_started": start_ticks(claimant.pid),
-                      "worker_pgid": os.getpgid(0)} if claimant.by == "cli" else {"worker_pid": None,
-                                                                                  "worker_started": None}
-            record.update(worker)
+            if record.status != "pending":
+                raise JobClaimedError(self._refusal(record), {
+                    "job_id": self.job_id, "status": record.status,
+                    "claimed_by": msgspec.to_builtins(record.claimed_by)})
+            record.status = "running"
+            record.claimed_by = claimant.as_record()
+            record.finished_at = None
+            record.error = None
+            record.started_at = record.started_at or utc_now_iso()
+            cli = claimant.by == "cli"
+            record.worker_pid = claimant.pid if cli else None
+            record.worker_started = start_ticks(claimant.pid) if cli else None
+            if cli:
+                record.worker_pgid = os.getpgid(0)
             with contextlib.suppress(FileNotFoundError):  # a request of an earlier attempt would read as a stop
                 (self.folder / STOP_REQUEST).unlink()
             self.touch_heartbeat(claimant.pid)  # liveness counts from the claim, not from an old attempt
-            atomic_write_json(self.record_path, record)
+            self.write_locked(record)
             return record
 
-    def _refusal(self, record: dict[str, Any]) -> str:
-        claimed = record.get("claimed_by") or {}
-        if record.get("status") == "running" and claimed:
-            return (f"{self.job_id} is already being run by the {claimed.get('by')} (pid {claimed.get('pid')}, "
-                    f"since {claimed.get('at')}); it runs once")
-        return f"{self.job_id} is {record.get('status')}, not pending; only a pending job can be started"
+    def _refusal(self, record: R) -> str:
+        claimed = record.claimed_by
+        if record.status == "running" and claimed:
+            return (f"{self.job_id} is already being run by the {claimed.by} (pid {claimed.pid}, "
+                    f"since {claimed.at}); it runs once")
+        return f"{self.job_id} is {record.status}, not pending; only a pending job can be started"
 
-    def assigned_to_me(self, record: dict[str, Any]) -> bool:
+    def assigned_to_me(self, record: R) -> bool:
         """Worker side: whether this process may execute the job (claimed, and for this process or not yet bound)."""
-        claimed = record.get("claimed_by") or {}
-        if record.get("status") != "running" or not claimed:
+        claimed = record.claimed_by
+        if record.status != "running" or claimed is None:
             return False
         me = os.getpid()
-        return record.get("worker_pid") in (None, me) or claimed.get("pid") == me
+        return record.worker_pid in (None, me) or claimed.pid == me
 
     # -- worker side -----------------------------------------------------------------
-    def claimed_record(self) -> dict[str, Any] | None:
+    def claimed_record(self) -> R | None:
         """The record of a claimed (``running``) job, to execute; ``None`` when it is not running or gone."""
         try:
             record = self.read()
         except FileNotFoundError:
             return None
-        return record if record.get("status") == "running" and record.get("claimed_by") else None
+        return record if record.status == "running" and record.claimed_by else None
 
     def finish(self, **fields: Any) -> None:
-        """Record the final fields of a ``running`` job (a job deleted meanwhile is left alone)."""
+        """Record the final fields of a ``running`` job (plain values, validated); a job deleted meanwhile is left alone."""
 
-        def mutate(record: dict[str, Any]) -> None:
-            if record.get("status") == "running":
-                record.update(fields, finished_at=utc_now_iso())
+        def change(record: R) -> R:
+            return record.with_fields(**fields, finished_at=utc_now_iso()) if record.status == "running" else record
 
         try:
-            self.update(mutate)
+            self.update(change)
         except FileNotFoundError:
             log.info("%s was deleted while its worker ran", self.job_id)
 
     def report_progress(self, done: int, total: int) -> None:
         """``progress`` {done, total}, and a heartbeat: progress is what liveness is judged by."""
         with contextlib.suppress(FileNotFoundError):
-            self.update(lambda r: r.update(progress={"done": done, "total": total}))
+            self.update(lambda record: record.with_fields(progress={"done": done, "total": total}))
             self.touch_heartbeat(os.getpid())
 
     def touch_heartbeat(self, pid: int) -> None:
@@ -166,34 +176,36 @@ class JobFolder:
         return heartbeat_age_s(self.folder)
 
     # -- readers -----------------------------------------------------------------------
-    def fail_if_orphaned(self, record: dict[str, Any]) -> dict[str, Any]:
+    def fail_if_orphaned(self, record: R) -> R:
         """A reader with no queue (the CLI): an active job whose claimant and worker are both gone is ``failed``."""
-        if record.get("status") not in ACTIVE_STATUSES or not _orphaned(record):
+        if record.status not in ACTIVE_STATUSES or not _orphaned(record):
             return record
 
-        def mark(current: dict[str, Any]) -> None:
-            if current.get("status") in ACTIVE_STATUSES and _orphaned(current):
-                current.update(status="failed", finished_at=utc_now_iso(), error=dict(WORKER_LOST_ERROR))
+        def mark(current: R) -> R:
+            if current.status in ACTIVE_STATUSES and _orphaned(current):
+                current.status = "failed"
+                current.finished_at = utc_now_iso()
+                current.error = JobError("WorkerLost", WORKER_LOST)
+            return current
 
         try:
             updated = self.update(mark)
         except FileNotFoundError:
             return record
-        if updated.get("status") == "failed" and record.get("status") != "failed":
+        if updated.status == "failed" and record.status != "failed":
             log.warning("%s: %s", self.job_id, WORKER_LOST)
         return updated
 
 
 WORKER_LOST = "worker exited unexpectedly"
-WORKER_LOST_ERROR: dict[str, str] = {"type": "WorkerLost", "message": WORKER_LOST}
 
 
-def _orphaned(record: dict[str, Any]) -> bool:
+def _orphaned(record: JobRecord) -> bool:
     """Running, and neither its worker nor its claimant lives (pending jobs wait for a queue: never orphans)."""
-    if record.get("status") != "running":
+    if record.status != "running":
         return False
-    claimed = record.get("claimed_by") or {}
-    return not pid_alive(record.get("worker_pid")) and not pid_alive(claimed.get("pid"))
+    claimed_pid = record.claimed_by.pid if record.claimed_by else None
+    return not pid_alive(record.worker_pid) and not pid_alive(claimed_pid)
 
 
 def touch_heartbeat(folder: Path, pid: int) -> None:
@@ -251,7 +263,7 @@ def iter_job_folders(parent: Path, prefix: str, record_name: str) -> Iterator[Pa
             yield folder
 
 
-def list_records(jobs: Iterable[JobFolder]) -> list[dict[str, Any]]:
+def list_records(jobs: Iterable[JobFolder[R]]) -> list[R]:
     """The records of ``jobs`` (orphans marked failed), oldest first; unreadable ones are logged and skipped."""
     records = []
     for job in jobs:
@@ -261,4 +273,4 @@ def list_records(jobs: Iterable[JobFolder]) -> list[dict[str, Any]]:
             continue  # deleted while listing
         except Exception as exc:  # one broken record must not hide the others
             log.warning("skipping job %s in listing: %s", job.job_id, exc)
-    return sorted(records, key=lambda r: (str(r.get("created_at", "")), str(r.get("id"))))
+    return sorted(records, key=lambda r: (r.created_at, r.id))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobClaimedError
+from ..records import JobProgress, JobRecord, RunProgress
 from ..server_lock import serving_server
 from ..workspace import Workspace
 from .folder import Claimant, JobFolder
@@ -37,22 +38,20 @@ EventSink = Callable[[dict[str, Any]], None]
 POLL_S = 0.25
 
 
-def progress_of(record: dict[str, Any]) -> tuple[int, int]:
+def progress_of(record: JobRecord) -> tuple[int, int]:
     """``(done, total)`` of any job record: images of an evaluation/export, steps of a training run."""
-    progress = record.get("progress") or {}
-    try:
-        if "steps_per_epoch" in progress:
-            per_epoch = int(progress.get("steps_per_epoch") or 0)
-            epoch = max(0, int(progress.get("epoch") or 0) - 1)
-            return epoch * per_epoch + int(progress.get("step") or 0), int(progress.get("total_epochs") or 0) * per_epoch
-        return int(progress.get("done") or 0), int(progress.get("total") or 0)
-    except (TypeError, ValueError):
-        return 0, 0
+    progress = getattr(record, "progress", None)
+    if isinstance(progress, RunProgress):
+        per_epoch = progress.steps_per_epoch
+        return max(0, progress.epoch - 1) * per_epoch + progress.step, progress.total_epochs * per_epoch
+    if isinstance(progress, JobProgress):
+        return progress.done, progress.total
+    return 0, 0
 
 
 def run_or_submit(
     workspace: Workspace,
-    job: JobFolder,
+    job: JobFolder[Any],
     work: Callable[[], str],
     on_progress: Progress | None = None,
     on_event: EventSink | None = None,
@@ -84,7 +83,7 @@ def run_or_submit(
             return status
 
 
-def follow(workspace: Workspace, job: JobFolder, on_progress: Progress | None = None,
+def follow(workspace: Workspace, job: JobFolder[Any], on_progress: Progress | None = None,
            on_event: EventSink | None = None) -> str | None:
     """Report a job another process executes until it ends; ``None`` if it still waits and no server serves.
 
@@ -105,7 +104,7 @@ def follow(workspace: Workspace, job: JobFolder, on_progress: Progress | None = 
         if on_progress is not None and current != last_progress and current[1]:
             on_progress(*current)
             last_progress = current
-        status = str(record.get("status"))
+        status = record.status
         if status in TERMINAL_STATUSES:
             return status
         if status == "pending" and serving_server(workspace.root) is None:
@@ -113,7 +112,7 @@ def follow(workspace: Workspace, job: JobFolder, on_progress: Progress | None = 
         time.sleep(POLL_S)
 
 
-def _with_progress(job: JobFolder, work: Callable[[], str], on_progress: Progress | None) -> str:
+def _with_progress(job: JobFolder[Any], work: Callable[[], str], on_progress: Progress | None) -> str:
     """Run ``work`` here, passing the record's progress to ``on_progress`` while it runs."""
     if on_progress is None:
         return work()
@@ -145,7 +144,7 @@ def _with_progress(job: JobFolder, work: Callable[[], str], on_progress: Progres
     return outcome.get("status", "failed")
 
 
-Submitted = Callable[[dict[str, Any]], None]
+Submitted = Callable[[dict[str, Any]], None]  # the serving server's lock record
 
 
 def train_or_follow(workspace: Workspace, run_dir: Path, plugins: Any, progress_bar: bool = True,

@@ -12,9 +12,10 @@ import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..ids import is_valid_id
+from ..records import Evaluation, Export, JobRecord, Run
 from ..workspace import Workspace
 from .folder import JobFolder
 
@@ -41,6 +42,7 @@ class JobKind:
     name: str
     prefix: str
     record_name: str
+    record_type: type[JobRecord]
     log_name: str
     layout: str
     lost_status: str
@@ -56,8 +58,8 @@ class JobKind:
                 if is_valid_id(record.parent.name, self.prefix):
                     yield record.parent
 
-    def job(self, workspace: Workspace, folder: Path) -> JobFolder:
-        return JobFolder(workspace, folder, self.record_name, self.log_name)
+    def job(self, workspace: Workspace, folder: Path) -> JobFolder[JobRecord]:
+        return JobFolder(workspace, folder, self.record_name, self.log_name, self.record_type)
 
     def worker_function(self) -> WorkerFunction:
         module, _, function = self.runner.partition(":")
@@ -77,16 +79,16 @@ class JobKind:
 
 
 TRAIN = JobKind(
-    name="train", prefix="run", record_name="run.json", log_name="train.log", layout="experiments/exp-*/runs/run-*",
+    name="train", prefix="run", record_name="run.json", record_type=Run, log_name="train.log", layout="experiments/exp-*/runs/run-*",
     lost_status="interrupted", liveness="heartbeat_timeout_s", runner="modelyard.core.training.worker.job:run_training_job",
     events=True, exclusive_cpu=True,
 )
 EVALUATE = JobKind(
-    name="evaluate", prefix="eval", record_name="evaluation.json", log_name="evaluation.log", layout="evaluations/eval-*",
+    name="evaluate", prefix="eval", record_name="evaluation.json", record_type=Evaluation, log_name="evaluation.log", layout="evaluations/eval-*",
     lost_status="failed", liveness="short_job_timeout_s", runner="modelyard.core.evaluation.worker:run_evaluation",
 )
 EXPORT = JobKind(
-    name="export", prefix="export", record_name="export.json", log_name="export.log", layout="exports/export-*",
+    name="export", prefix="export", record_name="export.json", record_type=Export, log_name="export.log", layout="exports/export-*",
     lost_status="failed", liveness="short_job_timeout_s", runner="modelyard.core.export.worker:run_export",
 )
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (TRAIN, EVALUATE, EXPORT)}
@@ -104,6 +106,6 @@ def kind_of_folder(workspace: Workspace, folder: Path) -> JobKind | None:
     return next((kind for kind in KINDS.values() if kind.owns(workspace, folder)), None)
 
 
-def job_devices(record: dict[str, Any]) -> frozenset[str]:
-    """The device ids a job needs (``cpu`` when it names none)."""
-    return frozenset(str(d) for d in (record.get("devices") or ["cpu"]))
+def job_devices(record: JobRecord) -> frozenset[str]:
+    """The device ids a job needs (``cpu`` when it names none; exports name none)."""
+    return frozenset(getattr(record, "devices", None) or ["cpu"])

@@ -14,6 +14,8 @@ import signal
 import time
 from pathlib import Path
 
+from ..records import JobRecord
+
 #: How long a killed worker gets to disappear.
 KILL_WAIT_S = 5.0
 
@@ -85,16 +87,16 @@ def is_extra_rank() -> bool:
     return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
 
 
-def kill_worker(record: dict[str, object], job_id: str) -> bool:
+def kill_worker(record: JobRecord, job_id: str) -> bool:
     """Kill the recorded worker of ``job_id`` when it provably is that worker; whether it is gone now.
 
     A pid that now belongs to another process is never killed (it is not
     this job's worker, so the worker is gone too).
     """
-    pid = record.get("worker_pid")
-    if not isinstance(pid, int):
+    pid = record.worker_pid
+    if pid is None:
         return True
-    if not is_process(pid, record.get("worker_started"), job_id):
+    if not is_process(pid, record.worker_started, job_id):
         return True
-    kill_process(pid, record.get("worker_pgid"))
+    kill_process(pid, record.worker_pgid)
     return not pid_alive(pid)

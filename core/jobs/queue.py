@@ -33,10 +33,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 from ..errors import JobClaimedError, ModelyardError
-from ..jsonio import atomic_write_json
+from ..records import JobError, JobRecord, Run
 from ..settings import Settings
 from ..timeutil import parse_iso, utc_now_iso
 from ..workspace import Workspace
@@ -48,6 +50,8 @@ from .spawn import WarmPool, spawn_cold
 
 log = logging.getLogger(__name__)
 
+R = TypeVar("R", bound=JobRecord)
+
 LOST = "without reporting a final status"
 
 
@@ -57,11 +61,11 @@ class Seen:
 
     kind: JobKind
     folder: Path
-    record: dict[str, Any]
+    record: JobRecord
 
     @property
     def status(self) -> str:
-        return str(self.record.get("status"))
+        return self.record.status
 
     @property
     def job_id(self) -> str:
@@ -87,22 +91,23 @@ class RecoveryReport:
 
 def queue_key(seen: Seen) -> tuple[str, int, str]:
     """FIFO order: when the job (re-)entered the queue, then creation order on disk, then its id."""
-    resumes = seen.record.get("resumes") or []
-    queued_at = (resumes[-1].get("at") if resumes else None) or seen.record.get("created_at") or ""
+    resumes = seen.record.resumes if isinstance(seen.record, Run) else []
+    queued_at = (resumes[-1].at if resumes else None) or seen.record.created_at
     try:
         tie_break = seen.folder.stat().st_mtime_ns
     except OSError:
         tie_break = 0
-    return str(queued_at), tie_break, seen.job_id
+    return queued_at, tie_break, seen.job_id
 
 
 def end_by_server(workspace: Workspace, kind: JobKind, folder: Path, status: str, reason: str,
-                  expect: frozenset[str], **fields: Any) -> dict[str, Any] | None:
+                  expect: frozenset[str], **fields: Any) -> JobRecord | None:
     """Record an end the server decides (lost worker, killed, stopped before it started), with its events.
 
     Applies only while the job is in one of the ``expect`` statuses (read under
     the job lock), so a worker that wrote its own final status just before is
-    never overwritten. Returns the new record, or ``None`` if skipped.
+    never overwritten. ``fields`` are set too (plain values, validated).
+    Returns the new record, or ``None`` if skipped.
     """
     job = kind.job(workspace, folder)
     with job.locked():
@@ -110,12 +115,10 @@ def end_by_server(workspace: Workspace, kind: JobKind, folder: Path, status: str
             record = job.read()
         except (FileNotFoundError, ModelyardError):
             return None
-        if record.get("status") not in expect:
+        if record.status not in expect:
             return None
-        record.update(fields)
-        record["status"] = status
-        record["finished_at"] = utc_now_iso()
-        atomic_write_json(job.record_path, record)
+        record = record.with_fields(**fields, status=status, finished_at=utc_now_iso())
+        job.write_locked(record)
         if kind.events:
             from .events import EventLog
 
@@ -126,8 +129,8 @@ def end_by_server(workspace: Workspace, kind: JobKind, folder: Path, status: str
     return record
 
 
-def lost_error(message: str) -> dict[str, str]:
-    return {"type": "WorkerLost", "message": message}
+def lost_error(message: str) -> JobError:
+    return JobError("WorkerLost", message)
 
 
 class JobQueue:
@@ -141,7 +144,7 @@ class JobQueue:
         self._launched_at: dict[str, float] = {}
         self._stop_seen_at: dict[str, float] = {}
         self._warned: set[str] = set()
-        self._ended_records: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        self._ended_records: dict[Path, tuple[tuple[int, int, int], JobRecord]] = {}
         self._tick_lock = threading.RLock()
         self._wake = threading.Event()
         self._halt = threading.Event()
@@ -194,10 +197,10 @@ class JobQueue:
             elif seen.status == "running":
                 if self._worker_alive(seen):
                     report.adopted.append(seen.job_id)
-                    log.info("%s %s: adopted live worker pid %s", seen.kind.name, seen.job_id, seen.record.get("worker_pid"))
+                    log.info("%s %s: adopted live worker pid %s", seen.kind.name, seen.job_id, seen.record.worker_pid)
                 elif end_by_server(
                     self.workspace, seen.kind, seen.folder, seen.kind.lost_status,
-                    f"worker {seen.record.get('worker_pid')} is gone (found at server start)", frozenset({"running"}),
+                    f"worker {seen.record.worker_pid} is gone (found at server start)", frozenset({"running"}),
                     error=lost_error(f"The worker process ended {LOST}"),
                 ):
                     report.lost.append(seen.job_id)
@@ -217,7 +220,7 @@ class JobQueue:
     def scan(self) -> list[Seen]:
         """Every job and its record; an ended job's record is re-read only when its file was replaced."""
         found = []
-        ended: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        ended: dict[Path, tuple[tuple[int, int, int], JobRecord]] = {}
         for kind in KINDS.values():
             for folder in kind.folders(self.workspace):
                 job = kind.job(self.workspace, folder)
@@ -226,7 +229,7 @@ class JobQueue:
                     key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # records are replaced, never edited in place
                     cached = self._ended_records.get(folder)
                     record = cached[1] if cached is not None and cached[0] == key else job.read()
-                    if record.get("status") in TERMINAL_STATUSES:
+                    if record.status in TERMINAL_STATUSES:
                         ended[folder] = (key, record)
                     found.append(Seen(kind, folder, record))
                 except FileNotFoundError:
@@ -248,13 +251,14 @@ class JobQueue:
     def _worker_alive(self, seen: Seen) -> bool:
         record = seen.record
         child = self._children.get(seen.job_id)
-        pid = record.get("worker_pid")
+        pid = record.worker_pid
         if child is not None and (pid is None or child.pid == pid):
             return child.poll() is None
         if pid is None:  # claimed by a server that died before it recorded the worker
-            claimed = record.get("claimed_by") or {}
-            return claimed.get("pid") != os.getpid() and is_process(claimed.get("pid"), claimed.get("started"), seen.job_id)
-        return is_process(pid, record.get("worker_started"), seen.job_id)
+            claimed = record.claimed_by
+            return (claimed is not None and claimed.pid != os.getpid()
+                    and is_process(claimed.pid, claimed.started, seen.job_id))
+        return is_process(pid, record.worker_started, seen.job_id)
 
     def _supervise(self, seen: Seen) -> None:
         kind, record = seen.kind, seen.record
@@ -263,11 +267,11 @@ class JobQueue:
             note = f"exited with code {child.returncode}" if child is not None and child.poll() is not None else "is gone"
             seen.record = end_by_server(
                 self.workspace, kind, seen.folder, kind.lost_status,
-                f"worker {record.get('worker_pid')} {note} {LOST}", frozenset({"running"}),
+                f"worker {record.worker_pid} {note} {LOST}", frozenset({"running"}),
                 error=lost_error(f"The worker process {note} {LOST}"),
             ) or record
             return
-        if record.get("stop_requested") and self._stop_overdue(seen):
+        if record.stop_requested and self._stop_overdue(seen):
             self._kill_and_end(seen, "stopped",
                                f"the worker did not stop within {self.settings.stop_timeout_s:g} s and was killed",
                                killed=True)
@@ -287,7 +291,7 @@ class JobQueue:
             return (age, max(limit, self.settings.worker_start_grace_s)) if age is not None else (None, limit)
         if age is not None:
             return age, limit
-        started_at = parse_iso(seen.record.get("started_at"))
+        started_at = parse_iso(seen.record.started_at)
         return (time.time() - started_at if started_at is not None else None), max(limit, self.settings.worker_start_grace_s)
 
     def _stop_overdue(self, seen: Seen) -> bool:
@@ -310,7 +314,7 @@ class JobQueue:
                 record = job.read()
             except (FileNotFoundError, ModelyardError):
                 return
-            if record.get("status") != "running":
+            if record.status != "running":
                 return
             gone = kill_worker(record, seen.job_id)
             child = self._children.get(seen.job_id)
@@ -318,7 +322,7 @@ class JobQueue:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(5)
                 gone = gone or child.poll() is not None
-            log.warning("%s %s: killed worker pid %s (%s)", seen.kind.name, seen.job_id, record.get("worker_pid"), reason)
+            log.warning("%s %s: killed worker pid %s (%s)", seen.kind.name, seen.job_id, record.worker_pid, reason)
             if not gone and status == "stopped":
                 return
             seen.record = end_by_server(self.workspace, seen.kind, seen.folder, status, reason,
@@ -331,7 +335,7 @@ class JobQueue:
             record = kind.job(self.workspace, folder).read()
         except (FileNotFoundError, ModelyardError):
             return
-        if record.get("status") == "running":
+        if record.status == "running":
             kill_worker(record, folder.name)
 
     # -- the queue -------------------------------------------------------------------
@@ -384,11 +388,11 @@ class JobQueue:
                                                     "no server is running to start it (start `modelyard serve`)"))
         return None
 
-    def with_place(self, folder: Path, record: dict[str, Any]) -> dict[str, Any]:
-        """``record`` plus ``queue_position`` and ``waiting_reason`` (both ``None`` unless it is pending)."""
-        waiting = self.waiting(folder) if record.get("status") == "pending" else None
-        return {**record, "queue_position": waiting.position if waiting else None,
-                "waiting_reason": waiting.reason if waiting else None}
+    def with_place(self, folder: Path, record: R) -> R:
+        """``record`` with ``queue_position`` and ``waiting_reason`` (both ``None`` unless it is pending)."""
+        waiting = self.waiting(folder) if record.status == "pending" else None
+        return msgspec.structs.replace(record, queue_position=waiting.position if waiting else None,
+                                       waiting_reason=waiting.reason if waiting else None)
 
     def _start_pending(self, seen: list[Seen]) -> None:
         for item, reason in self.plan(seen):
@@ -411,15 +415,16 @@ class JobQueue:
         except OSError as exc:
             log.exception("%s %s: cannot start its worker", kind.name, seen.job_id)
             end_by_server(self.workspace, kind, seen.folder, "failed", "the worker could not be started",
-                          frozenset({"running"}), error={"type": "WorkerStartError", "message": f"Cannot start the worker: {exc}"})
+                          frozenset({"running"}), error=JobError("WorkerStartError", f"Cannot start the worker: {exc}"))
             return
         self._children[seen.job_id] = child
         self._launched_at[seen.job_id] = time.monotonic()
         self._stop_seen_at.pop(seen.job_id, None)
 
-        def record_worker(record: dict[str, Any]) -> None:
-            if record.get("worker_pid") in (None, child.pid):
-                record.update(worker_pid=child.pid, worker_started=start_ticks(child.pid), worker_pgid=child.pid)
+        def record_worker(record: JobRecord) -> JobRecord:
+            if record.worker_pid in (None, child.pid):
+                record.worker_pid, record.worker_started, record.worker_pgid = child.pid, start_ticks(child.pid), child.pid
+            return record
 
         with contextlib.suppress(FileNotFoundError, ModelyardError):
             job.update(record_worker)

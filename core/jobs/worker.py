@@ -22,7 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..records import JobRecord
 from ..workspace import Workspace
+from .folder import JobFolder
 from .kinds import KINDS, JobKind, kind_named
 from .process import is_extra_rank, start_ticks
 
@@ -64,23 +66,21 @@ def execute(workspace: Workspace, kind: JobKind, job_dir: Path) -> int:
     return EXIT_CODES.get(status, 1)
 
 
-def _bind(job: object) -> str | None:
+def _bind(job: JobFolder[JobRecord]) -> str | None:
     """Record this process as the job's worker; the reason when the job is not claimed for it."""
-    from .folder import JobFolder
-
-    assert isinstance(job, JobFolder)
     refusal: list[str] = []
 
-    def mutate(record: dict[str, object]) -> None:
+    def bind(record: JobRecord) -> JobRecord:
         if not job.assigned_to_me(record):
-            refusal.append(f"{job.job_id} is {record.get('status')} and not claimed for this worker; "
+            refusal.append(f"{job.job_id} is {record.status} and not claimed for this worker; "
                            "only the server's queue or the CLI starts jobs")
-            return
+            return record
         me = os.getpid()
-        record.update(worker_pid=me, worker_started=start_ticks(me), worker_pgid=os.getpgid(0))
+        record.worker_pid, record.worker_started, record.worker_pgid = me, start_ticks(me), os.getpgid(0)
+        return record
 
     try:
-        job.update(mutate)
+        job.update(bind)
     except FileNotFoundError:
         return f"{job.job_id} was deleted before it started"
     return refusal[0] if refusal else None

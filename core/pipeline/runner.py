@@ -197,18 +197,18 @@ def ensure_project(services: Services, spec: ProjectSpec, reporter: Reporter | N
     """The project named by ``spec``: reused (same task) or created."""
     reporter = reporter or SilentReporter()
     for project in services.projects.list():
-        if project.get("name") == spec.name.strip():
-            if project.get("task") != spec.task:
+        if project.name == spec.name.strip():
+            if project.task != spec.task:
                 raise ConflictError(
-                    f"project '{spec.name}' exists with task '{project.get('task')}', but the pipeline asks for "
+                    f"project '{spec.name}' exists with task '{project.task}', but the pipeline asks for "
                     f"'{spec.task}'; rename the project in the pipeline file",
-                    {"field": "project.task", "project_id": project["id"]},
+                    {"field": "project.task", "project_id": project.id},
                 )
-            reporter.note(f"reusing project {project['id']}")
-            return {"id": project["id"], "name": project["name"], "task": project["task"], "created": False}
+            reporter.note(f"reusing project {project.id}")
+            return {"id": project.id, "name": project.name, "task": project.task, "created": False}
     project = services.projects.create(spec.name, spec.task, spec.description)
-    reporter.note(f"created project {project['id']}")
-    return {"id": project["id"], "name": project["name"], "task": project["task"], "created": True}
+    reporter.note(f"created project {project.id}")
+    return {"id": project.id, "name": project.name, "task": project.task, "created": True}
 
 
 def _read_dataset(services: Services, project_id: str) -> dict[str, Any] | None:
@@ -320,22 +320,23 @@ def _train_step(services: Services, run_dir: Path, progress_bar: bool, reporter:
     status = train_or_follow(services.workspace, run_dir, services.plugins, progress_bar=progress_bar,
                              on_progress=reporter.progress("training"), on_submitted=_submitted(reporter))
     record = read_run(run_dir)
-    checkpoints = {kind: str(run_dir / relative) for kind, relative in (record.get("checkpoints") or {}).items() if relative}
+    checkpoints = {kind: str(run_dir / relative)
+                   for kind, relative in msgspec.structs.asdict(record.checkpoints).items() if relative}
     reproducibility = run_dir / REPRODUCIBILITY_JSON
     return {
         "id": run_dir.name,
         "status": status,
         "dir": str(run_dir),
-        "error": record.get("error"),
-        "best_epoch": record.get("best_epoch"),
-        "stopped_early": record.get("stopped_early"),
-        "monitor": record.get("monitor"),
-        "best_metrics": record.get("best_metrics") or {},
+        "error": msgspec.to_builtins(record.error),
+        "best_epoch": record.best_epoch,
+        "stopped_early": msgspec.to_builtins(record.stopped_early),
+        "monitor": record.monitor,
+        "best_metrics": record.best_metrics,
         "checkpoints": checkpoints,
         "config": str(run_dir / CONFIG_YAML),
         "metrics": str(run_dir / METRICS_JSON),
         "reproducibility": read_json(reproducibility) if reproducibility.is_file() else None,
-        "train_s": (record.get("timings") or {}).get("train_s"),
+        "train_s": record.timings.train_s,
     }
 
 
@@ -347,24 +348,25 @@ def _evaluate_step(services: Services, pipeline: Pipeline, project_id: str, expe
         project_id, experiment_id=experiment_id, run_id=run_dir.name, checkpoint=spec.checkpoint,
         split_index=result["split"]["index"], split_subset=list(spec.subsets), batch_size=spec.batch_size,
     )
-    folder = services.workspace.evaluations_dir(project_id) / created["id"]
+    folder = services.workspace.evaluations_dir(project_id) / created.id
     evaluate_or_follow(services.workspace, folder, services.plugins, reporter.progress("evaluating"),
                        _submitted(reporter))
-    record = services.evaluations.get(project_id, created["id"])
-    metrics = record.get("metrics") or {}
+    record = services.evaluations.get(project_id, created.id)
+    metrics = record.metrics
     return {
-        "id": created["id"],
-        "status": record.get("status"),
-        "error": record.get("error"),
+        "id": created.id,
+        "status": record.status,
+        "error": msgspec.to_builtins(record.error),
         "checkpoint": spec.checkpoint,
         "subsets": list(spec.subsets),
-        "num_images": record.get("num_images"),
-        "accuracy": metrics.get("accuracy"),
-        "macro": metrics.get("macro"),
-        "weighted": metrics.get("weighted"),
-        "per_class": {name: {k: v for k, v in values.items() if k in ("precision", "recall", "f1", "support")}
-                      for name, values in (metrics.get("per_class") or {}).items()},
-        "confusion_matrix": metrics.get("confusion_matrix"),
+        "num_images": record.num_images,
+        "accuracy": metrics.accuracy if metrics else None,
+        "macro": msgspec.to_builtins(metrics.macro) if metrics else None,
+        "weighted": msgspec.to_builtins(metrics.weighted) if metrics else None,
+        "per_class": {name: {"precision": values.precision, "recall": values.recall, "f1": values.f1,
+                             "support": values.support}
+                      for name, values in (metrics.per_class if metrics else {}).items()},
+        "confusion_matrix": msgspec.to_builtins(metrics.confusion_matrix) if metrics else None,
         "dir": str(folder),
     }
 
@@ -375,20 +377,20 @@ def _export_step(services: Services, export: ExportSpec, project_id: str, experi
         project_id, experiment_id=experiment_id, run_id=run_dir.name, checkpoint=export.checkpoint,
         format=export.format, options=dict(export.options),
     )
-    folder = services.workspace.exports_dir(project_id) / created["id"]
+    folder = services.workspace.exports_dir(project_id) / created.id
     export_or_follow(services.workspace, folder, services.plugins, reporter.progress(f"exporting {export.format}"),
                      _submitted(reporter))
-    record = services.exports.get(project_id, created["id"])
-    file_info = record.get("file") or {}
+    record = services.exports.get(project_id, created.id)
+    file_info = record.file
     return {
-        "id": created["id"],
+        "id": created.id,
         "format": export.format,
-        "status": record.get("status"),
-        "error": record.get("error"),
-        "options": record.get("options"),
-        "file": str(folder / file_info["name"]) if file_info.get("name") else None,
-        "sha256": file_info.get("sha256"),
-        "size": file_info.get("size"),
-        "verification": record.get("verification"),
+        "status": record.status,
+        "error": msgspec.to_builtins(record.error),
+        "options": record.options,
+        "file": str(folder / file_info.name) if file_info else None,
+        "sha256": file_info.sha256 if file_info else None,
+        "size": file_info.size if file_info else None,
+        "verification": msgspec.to_builtins(record.verification),
         "dir": str(folder),
     }

@@ -25,6 +25,8 @@ from ..settings import Settings
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
 from .config import ExperimentConfig, config_to_dict, monitor_mode, resolve_config
+from ..projects import read_project
+from ..records import Run
 from .run_folder import ACTIVE_STATUSES, EXPERIMENT_JSON, RUN_JSON, read_run
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,7 @@ class ExperimentService:
         return data if isinstance(data, dict) else None
 
     def _task(self, project_id: str) -> str:
-        project = read_json(self.workspace.existing_project_dir(project_id) / "project.json")
-        return str(project.get("task", "classification"))
+        return read_project(self.workspace, project_id).task
 
     def _weight_roots(self) -> list[Path]:
         roots = [self.workspace.root]
@@ -182,7 +183,7 @@ class ExperimentService:
         """Remove the experiment and its runs; 409 while one of its runs is pending or running."""
         with self.workspace.project_lock(project_id):
             folder = self.experiment_dir(project_id, experiment_id)
-            active = [r["id"] for r in self._runs(folder) if r.get("status") in ACTIVE_STATUSES]
+            active = [r.id for r in self._runs(folder) if r.status in ACTIVE_STATUSES]
             if active:
                 raise ConflictError(
                     f"Cannot delete experiment {experiment_id} while a run is pending or running: {', '.join(active)}",
@@ -210,12 +211,12 @@ class ExperimentService:
                 raise ConflictError(f"An experiment named '{name}' already exists", {"name": name, "id": path.parent.name})
 
     @staticmethod
-    def _runs(folder: Path) -> list[dict[str, Any]]:
+    def _runs(folder: Path) -> list[Run]:
         runs = []
         for run_json in (folder / "runs").glob("run-*/" + RUN_JSON):
             with contextlib.suppress(ModelyardError, OSError):
                 runs.append(read_run(run_json.parent))
-        return sorted(runs, key=lambda r: (r.get("created_at") or "", r.get("id", "")))
+        return sorted(runs, key=lambda r: (r.created_at, r.id))
 
     def _with_runs(self, project_id: str, experiment: dict[str, Any], summary: bool = False) -> dict[str, Any]:
         folder = self.workspace.experiments_dir(project_id) / experiment["id"]
@@ -238,31 +239,31 @@ def _not_found(experiment_id: str) -> ExperimentNotFoundError:
     return ExperimentNotFoundError(f"Experiment {experiment_id} not found", {"experiment_id": experiment_id})
 
 
-def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
+def _run_summary(run: Run) -> dict[str, Any]:
     return {
-        "id": run.get("id"),
-        "status": run.get("status"),
-        "created_at": run.get("created_at"),
-        "started_at": run.get("started_at"),
-        "finished_at": run.get("finished_at"),
-        "monitor": run.get("monitor"),
-        "best_metrics": run.get("best_metrics") or {},
-        "best_epoch": run.get("best_epoch"),
+        "id": run.id,
+        "status": run.status,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "monitor": run.monitor,
+        "best_metrics": run.best_metrics,
+        "best_epoch": run.best_epoch,
     }
 
 
-def _best_metric(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _best_metric(runs: list[Run]) -> dict[str, Any] | None:
     """The best value of the latest run's monitored metric over the runs that monitor it."""
     if not runs:
         return None
-    monitor = runs[-1].get("monitor") or "val/loss"
+    monitor = runs[-1].monitor
     candidates = []
     for run in runs:
-        value = (run.get("best_metrics") or {}).get(monitor)
-        if run.get("monitor", monitor) == monitor and isinstance(value, int | float):
+        value = run.best_metrics.get(monitor)
+        if run.monitor == monitor and isinstance(value, int | float):
             candidates.append((float(value), run))
     if not candidates:
         return None
     pick = min if monitor_mode(monitor) == "min" else max
     value, run = pick(candidates, key=lambda c: c[0])
-    return {"name": monitor, "value": value, "run_id": run.get("id"), "epoch": run.get("best_epoch")}
+    return {"name": monitor, "value": value, "run_id": run.id, "epoch": run.best_epoch}

@@ -11,19 +11,16 @@ update. See ``docs/internals/run-protocol.md``.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConflictError, ExperimentNotFoundError, RunNotFoundError
 from ..ids import is_valid_id, new_id
-from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
+from ..jsonio import atomic_write_bytes, read_json
+from ..records import Run, RunEarlyStop, RunProgress, read_record
 from ..timeutil import utc_now_iso
 from ..jobs.events import EVENTS_JSONL, EventLog
-from ..jobs.folder import HEARTBEAT, STOP_REQUEST, heartbeat_age_s, touch_heartbeat
+from ..jobs.folder import HEARTBEAT, STOP_REQUEST, JobFolder, heartbeat_age_s, touch_heartbeat
 from ..jobs.process import pid_alive
 from ..jobs.status import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES
 from ..workspace import Workspace
@@ -42,10 +39,10 @@ TRAIN_LOG = "train.log"
 CHECKPOINTS = "checkpoints"
 
 
-def describe_early_stop(stopped_early: dict[str, Any]) -> str:
+def describe_early_stop(stopped_early: RunEarlyStop) -> str:
     """One line for logs and the CLI: why a run ended before ``max_epochs`` and where."""
-    return (f"early stopping: {stopped_early['monitor']} did not improve for {stopped_early['patience']} epoch(s); "
-            f"stopped after epoch {stopped_early['epoch']} of {stopped_early['max_epochs']}")
+    return (f"early stopping: {stopped_early.monitor} did not improve for {stopped_early.patience} epoch(s); "
+            f"stopped after epoch {stopped_early.epoch} of {stopped_early.max_epochs}")
 
 
 def runs_dir(workspace: Workspace, project_id: str, experiment_id: str) -> Path:
@@ -73,59 +70,18 @@ def iter_run_dirs(workspace: Workspace, project_id: str | None = None) -> Iterat
             yield run_json.parent
 
 
-def new_run_record(run_id: str, experiment_id: str, project_id: str, devices: list[str], num_processes: int,
-                   total_epochs: int, monitor: str) -> dict[str, Any]:
-    return {
-        "id": run_id,
-        "experiment_id": experiment_id,
-        "project_id": project_id,
-        "status": "pending",
-        "created_at": utc_now_iso(),
-        "started_at": None,
-        "finished_at": None,
-        "devices": devices,
-        "num_processes": num_processes,
-        "worker_pid": None,
-        "worker_pgid": None,
-        "progress": {"epoch": 0, "total_epochs": total_epochs, "step": 0, "steps_per_epoch": 0,
-                     "eta_s": None, "images_per_s": None},
-        "latest_metrics": {},
-        "best_metrics": {},
-        "best_epoch": None,
-        "stopped_early": None,
-        "monitor": monitor,
-        "checkpoints": {"best": None, "last": None},
-        "timings": {"queued_s": None, "train_s": None},
-        "error": None,
-        "stop_requested": False,
-        "killed": False,
-        "resumes": [],
-    }
+def run_job(workspace: Workspace, run_dir: Path) -> JobFolder[Run]:
+    """The run folder as a job folder: ``run.json`` read and written as a ``Run`` under the run's lock."""
+    return JobFolder(workspace, run_dir, RUN_JSON, TRAIN_LOG, Run)
 
 
-def run_lock_name(run_dir: Path) -> str:
-    return run_dir.name
+def read_run(run_dir: Path) -> Run:
+    return read_record(run_dir / RUN_JSON, Run)
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
-    data = read_json(run_dir / RUN_JSON)
-    if not isinstance(data, dict):
-        raise RunNotFoundError(f"Run {run_dir.name} has an unreadable run.json", {"run_id": run_dir.name})
-    return data
-
-
-def write_run(workspace: Workspace, run_dir: Path, record: dict[str, Any]) -> None:
-    with workspace.locks.hold(run_lock_name(run_dir)):
-        atomic_write_json(run_dir / RUN_JSON, record)
-
-
-def update_run(workspace: Workspace, run_dir: Path, mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Read ``run.json``, apply ``mutate`` in place and write it back, atomically and under the run lock."""
-    with workspace.locks.hold(run_lock_name(run_dir)):
-        record = read_run(run_dir)
-        mutate(record)
-        atomic_write_json(run_dir / RUN_JSON, record)
-        return record
+def update_run(workspace: Workspace, run_dir: Path, change: Callable[[Run], Run]) -> Run:
+    """Read ``run.json``, apply ``change`` (which returns the new record) and write it back, under the run lock."""
+    return run_job(workspace, run_dir).update(change)
 
 
 __all__ = ["ACTIVE_STATUSES", "EVENTS_JSONL", "HEARTBEAT", "STOP_REQUEST", "TERMINAL_STATUSES", "EventLog", "heartbeat_age_s",
@@ -182,14 +138,16 @@ def create_run_folder(workspace: Workspace, project_id: str, experiment_id: str,
         (run_dir / CHECKPOINTS).mkdir()
         atomic_write_bytes(run_dir / CONFIG_YAML, dump_yaml(config).encode("utf-8"))
         hardware = config.hardware
-        record = new_run_record(
-            run_id,
-            experiment_id,
-            project_id,
+        record = Run(
+            id=run_id,
+            experiment_id=experiment_id,
+            project_id=project_id,
+            status="pending",
+            created_at=utc_now_iso(),
             devices=list(hardware.devices),
             num_processes=hardware.num_processes if hardware.devices == ["cpu"] else len(hardware.devices),
-            total_epochs=config.training.max_epochs,
+            progress=RunProgress(total_epochs=config.training.max_epochs),
             monitor=monitor_of(config),
         )
-        write_run(workspace, run_dir, record)
+        run_job(workspace, run_dir).write(record)
     return run_dir

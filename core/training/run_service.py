@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import yaml
 
 from ..errors import CheckpointError, ConflictError, CorruptDataError, ModelyardError, ValidationError
 from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
+from ..records import Run, RunResumeRecord
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
 from .checkpoints import RunRef, frozen_config, usable_checkpoint
@@ -39,7 +41,7 @@ from .run_folder import (
     find_run_dir,
     heartbeat_age_s,
     read_run,
-    run_lock_name,
+    run_job,
     runs_dir,
     trained_split_index,
 )
@@ -71,21 +73,21 @@ class RunService:
         return find_run_dir(self.workspace, project_id, run_id)
 
     # -- start -----------------------------------------------------------------
-    def start_run(self, project_id: str, experiment_id: str) -> dict[str, Any]:
+    def start_run(self, project_id: str, experiment_id: str) -> Run:
         """Freeze the experiment's config into a new pending run and queue it."""
         self.workspace.existing_project_dir(project_id)
         config = self.experiments.run_config(project_id, experiment_id)
         run_dir = create_run_folder(self.workspace, project_id, experiment_id, config)
         self.queue.wake()
-        return read_run(run_dir)
+        return self._with_derived(run_dir, read_run(run_dir))
 
     # -- read ------------------------------------------------------------------
-    def get_run(self, project_id: str, run_id: str) -> dict[str, Any]:
+    def get_run(self, project_id: str, run_id: str) -> Run:
         """The run record plus what is derived at read time (elapsed time, heartbeat age, queue place)."""
         run_dir = self.run_dir(project_id, run_id)
         return self._with_derived(run_dir, read_run(run_dir))
 
-    def list_runs(self, project_id: str, experiment_id: str) -> list[dict[str, Any]]:
+    def list_runs(self, project_id: str, experiment_id: str) -> list[Run]:
         """Runs of one experiment, newest first."""
         self.workspace.existing_project_dir(project_id)
         folder = runs_dir(self.workspace, project_id, experiment_id)
@@ -93,7 +95,7 @@ class RunService:
         for run_json in folder.glob("run-*/" + RUN_JSON):
             with contextlib.suppress(FileNotFoundError, ModelyardError):
                 records.append(self._with_derived(run_json.parent, read_run(run_json.parent), queue=False))
-        return sorted(records, key=lambda r: (r.get("created_at") or "", r["id"]), reverse=True)
+        return sorted(records, key=lambda r: (r.created_at, r.id), reverse=True)
 
     def get_metrics(self, project_id: str, run_id: str) -> list[dict[str, Any]]:
         """``metrics.json``: one record per finished epoch (empty before the first one)."""
@@ -107,30 +109,31 @@ class RunService:
     def events_after(self, project_id: str, run_id: str, after_id: int) -> tuple[list[dict[str, Any]], str, str | None]:
         """Events with ``id > after_id``, the run's status, and the name of the last event in the log."""
         run_dir = self.run_dir(project_id, run_id)
-        status = str(read_run(run_dir).get("status"))
+        status = read_run(run_dir).status
         events = EventLog(self.workspace, run_dir).read(after_id=0)
         last_name = events[-1]["event"] if events else None
         return [e for e in events if e["id"] > after_id], status, last_name
 
     # -- stop ------------------------------------------------------------------
-    def stop_run(self, project_id: str, run_id: str) -> dict[str, Any]:
+    def stop_run(self, project_id: str, run_id: str) -> Run:
         """Ask the worker to save ``last.ckpt`` and exit ``stopped``; a queued run is simply stopped.
 
         The queue kills the worker's process group if it has not exited
         ``stop_timeout_s`` after the request (recorded as ``killed: true``).
         """
         run_dir = self.run_dir(project_id, run_id)
-        with self.workspace.locks.hold(run_lock_name(run_dir)):
-            record = read_run(run_dir)
-            status = record.get("status")
+        job = run_job(self.workspace, run_dir)
+        with job.locked():
+            record = job.read()
+            status = record.status
             if status == "pending":
                 end_by_server(self.workspace, TRAIN, run_dir, "stopped", "stopped before it started",
                               frozenset({"pending"}))
             elif status == "running":
-                if not record.get("stop_requested"):
+                if not record.stop_requested:
                     atomic_write_json(run_dir / STOP_REQUEST, {"requested_at": utc_now_iso()})
-                    record["stop_requested"] = True
-                    atomic_write_json(run_dir / RUN_JSON, record)
+                    record.stop_requested = True
+                    job.write_locked(record)
             else:
                 raise ConflictError(
                     f"Run {run_id} is not running (status {status}); only a pending or running run can be stopped",
@@ -140,7 +143,7 @@ class RunService:
         return self.get_run(project_id, run_id)
 
     # -- resume ----------------------------------------------------------------
-    def resume_run(self, project_id: str, run_id: str, max_epochs: int | None = None) -> dict[str, Any]:
+    def resume_run(self, project_id: str, run_id: str, max_epochs: int | None = None) -> Run:
         """Queue a stopped, failed or interrupted run again, to continue from its last checkpoint.
 
         The checkpoint is loaded (``weights_only=True``) before anything
@@ -161,10 +164,11 @@ class RunService:
             )
         from_epoch = checkpoint.epochs_done if checkpoint else 0
         self._check_split_unmoved(project_id, run_id, run_dir)
-        with self.workspace.locks.hold(run_lock_name(run_dir)):
-            record = read_run(run_dir)
+        job = run_job(self.workspace, run_dir)
+        with job.locked():
+            record = job.read()
             self._check_resumable(run_id, record)  # again, under the lock
-            total = int(record.get("progress", {}).get("total_epochs") or 0)
+            total = record.progress.total_epochs
             if max_epochs is not None:
                 if max_epochs <= from_epoch:
                     raise ValidationError(
@@ -182,17 +186,17 @@ class RunService:
                 )
             if checkpoint and checkpoint.fallback_from:
                 checkpoint.promote_to_last()
-            record.update(status="pending", finished_at=None, error=None, stop_requested=False, killed=False,
-                          worker_pid=None, worker_pgid=None, worker_started=None, claimed_by=None)
-            record.setdefault("progress", {})["total_epochs"] = total
-            record.setdefault("resumes", []).append({
-                "at": utc_now_iso(),
-                "from_epoch": from_epoch,
-                "max_epochs": total,
-                "checkpoint": f"{CHECKPOINTS}/last.ckpt" if checkpoint else None,
-                **({"fallback_from": checkpoint.fallback_from} if checkpoint and checkpoint.fallback_from else {}),
-            })
-            atomic_write_json(run_dir / RUN_JSON, record)
+            record = msgspec.structs.replace(
+                record, status="pending", finished_at=None, error=None, stop_requested=False, killed=False,
+                worker_pid=None, worker_pgid=None, worker_started=None, claimed_by=None,
+                progress=msgspec.structs.replace(record.progress, total_epochs=total),
+                resumes=[*record.resumes, RunResumeRecord(
+                    at=utc_now_iso(), from_epoch=from_epoch, max_epochs=total,
+                    checkpoint=f"{CHECKPOINTS}/last.ckpt" if checkpoint else None,
+                    fallback_from=checkpoint.fallback_from if checkpoint else None,
+                )],
+            )
+            job.write_locked(record)
             for leftover in (STOP_REQUEST, HEARTBEAT):  # of the last attempt; a fresh heartbeat would block the start
                 with contextlib.suppress(FileNotFoundError):
                     (run_dir / leftover).unlink()
@@ -203,8 +207,8 @@ class RunService:
         return self.get_run(project_id, run_id)
 
     @staticmethod
-    def _check_resumable(run_id: str, record: dict[str, Any]) -> None:
-        status = record.get("status")
+    def _check_resumable(run_id: str, record: Run) -> None:
+        status = record.status
         if status == "completed":
             raise ConflictError(
                 f"Run {run_id} is completed and cannot be resumed; start a new run (or raise max_epochs in a new run)",
@@ -248,9 +252,10 @@ class RunService:
     def delete_run(self, project_id: str, run_id: str) -> None:
         """Remove the run folder; refused while its worker runs (stop it first)."""
         run_dir = self.run_dir(project_id, run_id)
-        with self.workspace.locks.hold(run_lock_name(run_dir)):
+        job = run_job(self.workspace, run_dir)
+        with job.locked():
             try:
-                status = read_run(run_dir).get("status")
+                status: str | None = job.read().status
             except CorruptDataError:  # an unreadable run.json must not trap the run: delete unless a worker beats
                 age = heartbeat_age_s(run_dir)
                 status = "running" if age is not None and age < self.queue.settings.heartbeat_timeout_s else None
@@ -265,16 +270,15 @@ class RunService:
         self.queue.wake()
 
     # -- derived fields ----------------------------------------------------------
-    def _with_derived(self, run_dir: Path, record: dict[str, Any], queue: bool = True) -> dict[str, Any]:
-        status = record.get("status")
-        started = parse_iso(record.get("started_at"))
-        finished = parse_iso(record.get("finished_at"))
+    def _with_derived(self, run_dir: Path, record: Run, queue: bool = True) -> Run:
+        status = record.status
+        started = parse_iso(record.started_at)
+        finished = parse_iso(record.finished_at)
         end = finished if status in TERMINAL_STATUSES and finished is not None else time.time()
-        derived = {
-            "elapsed_s": round(max(0.0, end - started), 3) if started is not None else None,
-            "heartbeat_age_s": round(age, 3) if status == "running" and (age := heartbeat_age_s(run_dir)) is not None
-            else None,
-        }
-        placed = self.queue.with_place(run_dir, record) if queue else {**record, "queue_position": None,
-                                                                         "waiting_reason": None}
-        return {**placed, **derived}
+        age = heartbeat_age_s(run_dir) if status == "running" else None
+        placed = self.queue.with_place(run_dir, record) if queue else record
+        return msgspec.structs.replace(
+            placed,
+            elapsed_s=round(max(0.0, end - started), 3) if started is not None else None,
+            heartbeat_age_s=round(age, 3) if age is not None else None,
+        )

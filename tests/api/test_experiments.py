@@ -33,7 +33,7 @@ def create(client, project_id: str, name: str = "baseline", config: dict | None 
 def add_run(services, project_id: str, experiment_id: str, **fields) -> Path:
     run_dir = create_run_folder(services.workspace, project_id, experiment_id,
                                 services.experiments.run_config(project_id, experiment_id))
-    update_run(services.workspace, run_dir, lambda r: r.update(fields))
+    update_run(services.workspace, run_dir, lambda r: r.with_fields(**fields))
     return run_dir
 
 

@@ -172,12 +172,12 @@ def test_export_that_fails_verification_is_still_downloadable_and_flagged(client
     in_process = ExportService(services.workspace, plugins, services.queue)
     record = in_process.create(trained_run.project_id, experiment_id=trained_run.experiment_id,
                                run_id=trained_run.run_id, format="onnx_damaged")
-    export_or_follow(services.workspace, services.workspace.exports_dir(trained_run.project_id) / record["id"], plugins)
+    export_or_follow(services.workspace, services.workspace.exports_dir(trained_run.project_id) / record.id, plugins)
 
-    got = client.get(f"/api/export/{trained_run.project_id}/{record['id']}").json()["data"]
+    got = client.get(f"/api/export/{trained_run.project_id}/{record.id}").json()["data"]
     assert got["status"] == "failed" and got["verification_failed"] is True
     assert got["verification"]["passed"] is False and got["verification"]["images"] == 6
-    download = client.get(f"/api/export/{trained_run.project_id}/{record['id']}/download")
+    download = client.get(f"/api/export/{trained_run.project_id}/{record.id}/download")
     assert download.status_code == 200
     assert download.headers["x-modelyard-verification"] == "failed"
     assert hashlib.sha256(download.content).hexdigest() == got["file"]["sha256"]

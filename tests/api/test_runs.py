@@ -187,7 +187,7 @@ def test_get_with_wait_answers_when_the_run_has_ended(client, services, project_
     services.queue.shutdown()  # nobody supervises: the run ends when the test says so
     run_dir = make_run_folder(services.workspace, project_id, status="running")
     url = _run_url(project_id, run_dir.name)
-    ended = threading.Timer(0.6, lambda: update_run(services.workspace, run_dir, lambda r: r.update(status="stopped")))
+    ended = threading.Timer(0.6, lambda: update_run(services.workspace, run_dir, lambda r: r.with_fields(status="stopped")))
     ended.start()
     try:
         started = time.monotonic()

@@ -56,16 +56,16 @@ def write_history(workspace: Workspace, run_dir: Path, status: str = "completed"
         events.append("epoch", {"epoch": epoch, "train/loss": 1.0 / epoch, "val/loss": 1.1 / epoch})
     events.append("status", {"status": status})
     events.append("end", {"status": status})
-    update_run(workspace, run_dir, lambda r: r.update(status=status))
+    update_run(workspace, run_dir, lambda r: r.with_fields(status=status))
     return events.read()
 
 
 @pytest.fixture
 def finished_run(services) -> tuple[str, Path, list[dict[str, Any]]]:
     project = services.projects.create("Stream")
-    run_dir = make_run_folder(services.workspace, project["id"], status="running")
+    run_dir = make_run_folder(services.workspace, project.id, status="running")
     history = write_history(services.workspace, run_dir)
-    return project["id"], run_dir, history
+    return project.id, run_dir, history
 
 
 def _stream_url(project_id: str, run_id: str) -> str:
@@ -139,7 +139,7 @@ def _reader(services, project_id: str, run_dir: Path):
 
 def test_live_events_are_streamed_with_keep_alive_comments_until_the_end(services) -> None:
     project = services.projects.create("Live")
-    run_dir = make_run_folder(services.workspace, project["id"], status="running")
+    run_dir = make_run_folder(services.workspace, project.id, status="running")
     events = EventLog(services.workspace, run_dir)
     events.append("status", {"status": "running"})
 
@@ -147,12 +147,12 @@ def test_live_events_are_streamed_with_keep_alive_comments_until_the_end(service
         time.sleep(0.4)
         events.append("epoch", {"epoch": 1})
         time.sleep(0.4)
-        update_run(services.workspace, run_dir, lambda r: r.update(status="completed"))
+        update_run(services.workspace, run_dir, lambda r: r.with_fields(status="completed"))
         events.append("end", {"status": "completed"})
 
     thread = threading.Thread(target=worker)
     thread.start()
-    messages = _collect(_reader(services, project["id"], run_dir), keepalive_s=0.15)
+    messages = _collect(_reader(services, project.id, run_dir), keepalive_s=0.15)
     thread.join()
     named = [(m.id, m.event) for m in messages if m.comment is None]
     assert named == [(1, "status"), (2, "epoch"), (3, "end")]
@@ -163,34 +163,34 @@ def test_live_events_are_streamed_with_keep_alive_comments_until_the_end(service
 
 def test_a_resumed_run_streams_past_its_earlier_end_event(services) -> None:
     project = services.projects.create("Resumed")
-    run_dir = make_run_folder(services.workspace, project["id"], status="running")
+    run_dir = make_run_folder(services.workspace, project.id, status="running")
     events = EventLog(services.workspace, run_dir)
     events.append("status", {"status": "stopped"})
     events.append("end", {"status": "stopped"})
     events.append("status", {"status": "running"})
     events.append("epoch", {"epoch": 2})
     events.append("end", {"status": "completed"})
-    update_run(services.workspace, run_dir, lambda r: r.update(status="completed"))
-    messages = _collect(_reader(services, project["id"], run_dir))
+    update_run(services.workspace, run_dir, lambda r: r.with_fields(status="completed"))
+    messages = _collect(_reader(services, project.id, run_dir))
     assert [m.id for m in messages] == [1, 2, 3, 4, 5]
 
 
 def test_a_finished_run_whose_end_event_is_missing_closes_after_a_grace(services) -> None:
     project = services.projects.create("Torn")
-    run_dir = make_run_folder(services.workspace, project["id"], status="failed")
+    run_dir = make_run_folder(services.workspace, project.id, status="failed")
     EventLog(services.workspace, run_dir).append("status", {"status": "failed"})
     started = time.monotonic()
-    messages = _collect(_reader(services, project["id"], run_dir), end_grace_s=0.3)
+    messages = _collect(_reader(services, project.id, run_dir), end_grace_s=0.3)
     assert [m.event for m in messages] == ["status"]
     assert 0.25 <= time.monotonic() - started < 5
 
 
 def test_a_run_deleted_while_followed_ends_the_stream(services) -> None:
     project = services.projects.create("Gone")
-    run_dir = make_run_folder(services.workspace, project["id"], status="running")
+    run_dir = make_run_folder(services.workspace, project.id, status="running")
     EventLog(services.workspace, run_dir).append("status", {"status": "running"})
     threading.Timer(0.2, lambda: __import__("shutil").rmtree(run_dir)).start()
-    messages = _collect(_reader(services, project["id"], run_dir))
+    messages = _collect(_reader(services, project.id, run_dir))
     assert [m.event for m in messages] == ["status"]
 
 

@@ -89,5 +89,5 @@ def write_shapes_dataset(
 def create_project_with_dataset(services: Any, name: str = "Shapes", **dataset_options: Any) -> str:
     """A new project (through ``ProjectService``) holding a generated shapes dataset; returns its id."""
     project = services.projects.create(name)
-    write_shapes_dataset(services.workspace.project_dir(project["id"]), **dataset_options)
-    return str(project["id"])
+    write_shapes_dataset(services.workspace.project_dir(project.id), **dataset_options)
+    return str(project.id)

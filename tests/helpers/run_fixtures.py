@@ -1,7 +1,7 @@
 """Run folders and processes for the run lifecycle tests.
 
-``make_run_folder`` writes a run folder by the protocol (``run.json`` from
-``new_run_record``) for supervisor tests that need a given state without a
+``make_run_folder`` writes a run folder by the protocol (``run.json`` from a
+``Run`` record) for supervisor tests that need a given state without a
 training; ``stand_in_worker`` is a real process that names the run in its
 command line (as a worker does) but never trains, heartbeats or stops by
 itself; ``kill_run_workers`` ends whatever a test left running.
@@ -22,7 +22,9 @@ from modelyard.core.ids import new_id
 from modelyard.core.jobs.kinds import KINDS
 from modelyard.core.jobs.process import kill_worker, start_ticks
 from modelyard.core.jsonio import atomic_write_json, read_json
-from modelyard.core.training.run_folder import RUN_JSON, new_run_record, touch_heartbeat
+from modelyard.core.records import Run, RunProgress, read_record
+from modelyard.core.timeutil import utc_now_iso
+from modelyard.core.training.run_folder import RUN_JSON, touch_heartbeat
 from modelyard.core.workspace import Workspace
 
 
@@ -40,9 +42,9 @@ def make_run_folder(
     run_dir = workspace.experiments_dir(project_id) / experiment_id / "runs" / run_id
     run_dir.mkdir(parents=True)
     ensure_project(workspace, project_id)
-    record = new_run_record(run_id, experiment_id, project_id, devices or ["cpu"], 1, 3, "val/loss")
-    record.update(status=status, **fields)
-    atomic_write_json(run_dir / RUN_JSON, record)
+    record = Run(id=run_id, experiment_id=experiment_id, project_id=project_id, status=status, created_at=utc_now_iso(),
+                 devices=devices or ["cpu"], progress=RunProgress(total_epochs=3), monitor="val/loss")
+    atomic_write_json(run_dir / RUN_JSON, record.with_fields(**fields))
     (run_dir / "config.yaml").write_text("{}\n", encoding="utf-8")
     return run_dir
 
@@ -100,6 +102,6 @@ def kill_run_workers(workspace_root: Path) -> None:
     for kind in KINDS.values():
         for record_path in workspace_root.glob(f"projects/*/{kind.layout}/{kind.record_name}"):
             with contextlib.suppress(Exception):
-                record = read_json(record_path)
-                if record.get("status") == "running" and record.get("worker_pid") != os.getpid():
+                record = read_record(record_path, kind.record_type)
+                if record.status == "running" and record.worker_pid != os.getpid():
                     kill_worker(record, record_path.parent.name)

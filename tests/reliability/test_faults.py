@@ -177,8 +177,8 @@ def test_training_run_whose_checkpoint_hits_a_full_disk_fails_with_a_clear_error
     assert train_run(services.workspace, run_dir) == "failed"
     assert disk.hits >= 1
     record = read_run(run_dir)
-    assert record["error"]["type"] == "StorageFullError", record["error"]
-    assert "full" in record["error"]["message"]
+    assert record.error.type == "StorageFullError", record.error
+    assert "full" in record.error.message
     assert files_under(run_dir / "checkpoints") == []  # no torn .ckpt, no temp file
 
 

@@ -37,12 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import msgspec
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ...jsonio import atomic_write_json, read_json
+from ...records import Run
 from ...workspace import Workspace
 from ..checkpoints import BEST, LAST, read_checkpoint, write_checkpoint
 from ..run_folder import (
@@ -260,8 +262,8 @@ class RunFilesCallback(L.Callback):
     def _write_enabled(self, trainer: L.Trainer) -> bool:
         return bool(trainer.is_global_zero)
 
-    def _update_run(self, mutate: Callable[[dict[str, Any]], None]) -> None:
-        update_run(self.workspace, self.run_dir, mutate)
+    def _update_run(self, change: Callable[[Run], Run]) -> None:
+        update_run(self.workspace, self.run_dir, change)
 
     def _checkpoint_paths(self) -> dict[str, str | None]:
         """Run-relative paths; ``last`` is written right after the epoch record."""
@@ -326,7 +328,7 @@ class RunFilesCallback(L.Callback):
     def _write_progress(self, progress: dict[str, Any]) -> None:
         """On the writer thread: fsyncs release the GIL, so training does not wait for the disk."""
         self.events.append("progress", progress)
-        self._update_run(lambda record: record.__setitem__("progress", progress))
+        self._update_run(lambda record: record.with_fields(progress=progress))
 
     def flush(self) -> None:
         """Wait for the pending progress report, so later events keep their order behind it."""
@@ -410,15 +412,13 @@ class RunFilesCallback(L.Callback):
         progress = self._progress(trainer, self.steps_per_epoch, record["images_per_s"])
         progress["epoch"] = record["epoch"]
 
-        def mutate(run: dict[str, Any]) -> None:
-            run["latest_metrics"] = record
-            run["best_metrics"] = best or {}
-            run["best_epoch"] = best["epoch"] if best else None
-            run["checkpoints"] = checkpoints
-            run["progress"] = {**run.get("progress", {}), **progress}
+        def change(run: Run) -> Run:
+            return run.with_fields(latest_metrics=record, best_metrics=best or {},
+                                   best_epoch=best["epoch"] if best else None, checkpoints=checkpoints,
+                                   progress={**msgspec.to_builtins(run.progress), **progress})
 
         self.flush()
-        self._update_run(mutate)
+        self._update_run(change)
         self._emit("epoch", record)
 
     def close(self) -> None:

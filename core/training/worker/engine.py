@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import yaml
 
 from ...errors import CheckpointError, ModelyardError, ValidationError
 from ...jobs.process import is_extra_rank, start_ticks
 from ...jsonio import atomic_write_json, read_json
 from ...plugin_manager import PluginHost, default_plugin_host
+from ...records import JobError, Run, RunEarlyStop, RunPrecision
 from ...timeutil import parse_iso, utc_now_iso
 from ...workspace import Workspace
 from ..config import ExperimentConfig, config_hash, config_to_dict, monitor_mode, monitor_of, parse_config
@@ -239,47 +241,44 @@ def reproducibility_record(config: ExperimentConfig, dataset: dict[str, Any], pl
 
 
 def _mark_running(workspace: Workspace, run_dir: Path) -> None:
-    def mutate(record: dict[str, Any]) -> None:
-        now = utc_now_iso()
-        record["status"] = "running"
-        record["started_at"] = record.get("started_at") or now
-        record["finished_at"] = None
-        record["error"] = None
-        record["worker_pid"] = os.getpid()
-        record["worker_started"] = start_ticks(os.getpid())
-        record["worker_pgid"] = os.getpgid(0)
-        timings = record.setdefault("timings", {})
-        created = parse_iso(record.get("created_at"))
-        if timings.get("queued_s") is None and created is not None:
-            timings["queued_s"] = round(max(0.0, time.time() - created), 3)
+    def change(record: Run) -> Run:
+        record.status = "running"
+        record.started_at = record.started_at or utc_now_iso()
+        record.finished_at = None
+        record.error = None
+        record.worker_pid, record.worker_started, record.worker_pgid = os.getpid(), start_ticks(os.getpid()), os.getpgid(0)
+        created = parse_iso(record.created_at)
+        if record.timings.queued_s is None and created is not None:
+            record.timings.queued_s = round(max(0.0, time.time() - created), 3)
+        return record
 
-    update_run(workspace, run_dir, mutate)
+    update_run(workspace, run_dir, change)
 
 
 
-def _finish(workspace: Workspace, run_dir: Path, events: EventLog, status: str, error: dict[str, str] | None,
-            session_s: float, stopped_early: dict[str, Any] | None = None) -> None:
-    def mutate(record: dict[str, Any]) -> None:
-        record["status"] = status
-        record["finished_at"] = utc_now_iso()
-        record["error"] = error
-        record["stopped_early"] = stopped_early
-        timings = record.setdefault("timings", {})
-        timings["train_s"] = round(float(timings.get("train_s") or 0.0) + session_s, 3)
+def _finish(workspace: Workspace, run_dir: Path, events: EventLog, status: str, error: JobError | None,
+            session_s: float, stopped_early: RunEarlyStop | None = None) -> None:
+    def change(record: Run) -> Run:
+        record.status = status
+        record.finished_at = utc_now_iso()
+        record.error = error
+        record.stopped_early = stopped_early
+        record.timings.train_s = round((record.timings.train_s or 0.0) + session_s, 3)
+        return record
 
-    record = update_run(workspace, run_dir, mutate)
+    record = update_run(workspace, run_dir, change)
     if error is not None:
-        events.append("log", {"level": "error", "message": f"{error['type']}: {error['message']}"})
+        events.append("log", {"level": "error", "message": f"{error.type}: {error.message}"})
     if stopped_early is not None:
         events.append("log", {"level": "info", "message": describe_early_stop(stopped_early)})
-    events.append("status", {"status": status, **({"error": error} if error else {})})
-    events.append("end", {"status": status, "best_metrics": record.get("best_metrics") or {},
-                          "best_epoch": record.get("best_epoch"), "stopped_early": stopped_early})
+    events.append("status", {"status": status, **({"error": msgspec.to_builtins(error)} if error else {})})
+    events.append("end", {"status": status, "best_metrics": record.best_metrics, "best_epoch": record.best_epoch,
+                          "stopped_early": msgspec.to_builtins(stopped_early)})
 
 
-def _error_of(exc: BaseException) -> dict[str, str]:
+def _error_of(exc: BaseException) -> JobError:
     message = exc.message if isinstance(exc, ModelyardError) else str(exc)
-    return {"type": type(exc).__name__, "message": (message or type(exc).__name__)[:_ERROR_MESSAGE_MAX]}
+    return JobError(type(exc).__name__, (message or type(exc).__name__)[:_ERROR_MESSAGE_MAX])
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -333,9 +332,9 @@ def train_run(
     rank0 = is_rank_zero()
     events = EventLog(workspace, run_dir)
     record = read_run(run_dir)
-    if rank0 and record.get("status") not in ACTIVE_STATUSES:
-        log.warning("run %s is %s, not pending or running; nothing to do", run_dir.name, record.get("status"))
-        return str(record.get("status"))
+    if rank0 and record.status not in ACTIVE_STATUSES:
+        log.warning("run %s is %s, not pending or running; nothing to do", run_dir.name, record.status)
+        return record.status
     from .callbacks import HeartbeatPacer
 
     heartbeat = HeartbeatPacer(run_dir) if rank0 else None
@@ -371,7 +370,7 @@ def train_run(
 def _fit(
     workspace: Workspace,
     run_dir: Path,
-    record: dict[str, Any],
+    record: Run,
     events: EventLog | None,
     resume: bool,
     progress_bar: bool,
@@ -393,15 +392,15 @@ def _fit(
 
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    project_id = str(record["project_id"])
+    project_id = record.project_id
     if not run_dir.is_relative_to(workspace.project_dir(project_id)):
         raise ValidationError(f"run folder {run_dir} is not inside project {project_id}", field="run_dir")
     config = load_run_config(run_dir)
     dataset = read_json(workspace.dataset_json(project_id))
     plan = hardware_plan(config)
     if events is not None:  # what was chosen and why, visible in GET run before the first epoch
-        choice = {"requested": config.training.precision, "precision": plan.precision, "reason": plan.precision_reason}
-        update_run(workspace, run_dir, lambda record: record.__setitem__("precision", choice))
+        choice = RunPrecision(requested=config.training.precision, precision=plan.precision, reason=plan.precision_reason)
+        update_run(workspace, run_dir, lambda record: msgspec.structs.replace(record, precision=choice))
     L.seed_everything(config.training.seed, workers=True, verbose=False)
 
     datamodule = ImageDataModule(workspace.images_dir(project_id), dataset, config, pin_memory=plan.accelerator == "gpu",
@@ -497,15 +496,15 @@ def _fit(
     return "completed"
 
 
-def _early_stop_of(trainer: Any, config: ExperimentConfig) -> dict[str, Any] | None:
-    """``{epoch, monitor, patience, max_epochs}`` when early stopping ended this session before ``max_epochs``."""
+def _early_stop_of(trainer: Any, config: ExperimentConfig) -> RunEarlyStop | None:
+    """Where and why early stopping ended this session before ``max_epochs`` (``None`` when it did not)."""
     from lightning.pytorch.callbacks import EarlyStopping
 
     epochs_run = int(trainer.current_epoch) + 1 if trainer.should_stop else int(trainer.current_epoch)
     for callback in trainer.callbacks:
         if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0 and epochs_run < config.training.max_epochs:
-            return {"epoch": int(callback.stopped_epoch) + 1, "monitor": str(callback.monitor),
-                    "patience": int(callback.patience), "max_epochs": int(config.training.max_epochs)}
+            return RunEarlyStop(epoch=int(callback.stopped_epoch) + 1, monitor=str(callback.monitor),
+                                patience=int(callback.patience), max_epochs=int(config.training.max_epochs))
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...records import Run
 from ...workspace import Workspace
 from ..run_folder import read_run
 
@@ -12,10 +13,9 @@ if TYPE_CHECKING:
     from ...plugin_manager import PluginHost
 
 
-def resumes_from_checkpoint(record: dict[str, object]) -> bool:
+def resumes_from_checkpoint(record: Run) -> bool:
     """Whether the run's latest queueing was a resume that continues from a checkpoint."""
-    resumes = record.get("resumes") or []
-    return bool(resumes) and isinstance(resumes, list) and resumes[-1].get("checkpoint") is not None
+    return bool(record.resumes) and record.resumes[-1].checkpoint is not None
 
 
 def run_training_job(workspace: Workspace, run_dir: Path, plugins: PluginHost) -> str:

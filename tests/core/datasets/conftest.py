@@ -9,4 +9,4 @@ from modelyard.core.services import Services
 
 @pytest.fixture
 def project(services: Services) -> str:
-    return str(services.projects.create("Datasets")["id"])
+    return str(services.projects.create("Datasets").id)

@@ -118,7 +118,7 @@ def test_invalid_files_are_skipped_with_their_reason(services: Services, project
 
 def test_pixel_limit_comes_from_settings_and_bounds_the_file_size(workspace_dir: Path, import_root: Path) -> None:
     services = build_services(Settings(workspace=workspace_dir, import_roots=[import_root], max_image_pixels=100))
-    project = services.projects.create("p")["id"]
+    project = services.projects.create("p").id
     write(import_root / "set" / "cat" / "small.png", image_bytes(size=(10, 10)))
     write(import_root / "set" / "cat" / "big.png", image_bytes(size=(11, 10)))
     write(import_root / "set" / "cat" / "huge_file.png", image_bytes(size=(10, 10)) + bytes(2 * 1024 * 1024))
@@ -245,7 +245,7 @@ def snapshot(services: Services, project: str) -> tuple[bytes, list[str], list[s
 
 def test_importer_crash_leaves_previous_dataset_untouched(services_with_crashing_importer: Services, import_root: Path) -> None:
     services = services_with_crashing_importer
-    project = services.projects.create("p")["id"]
+    project = services.projects.create("p").id
     shapes_folder(import_root / "one", per_class=2, shapes=("circle",))
     services.datasets.import_local(project, str(import_root / "one"))
     before = snapshot(services, project)

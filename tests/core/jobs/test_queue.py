@@ -26,6 +26,7 @@ from modelyard.core.jobs.folder import Claimant, JobFolder
 from modelyard.core.jobs.kinds import EVALUATE, TRAIN
 from modelyard.core.jobs.queue import JobQueue, Seen, queue_key
 from modelyard.core.jobs.spawn import cold_command
+from modelyard.core.records import JobRecord
 from modelyard.core.timeutil import parse_iso
 from modelyard.core.training.run_folder import HEARTBEAT, STOP_REQUEST, EventLog, pid_alive, read_run
 from modelyard.core.workspace import Workspace
@@ -80,8 +81,8 @@ def test_recovery_marks_a_running_run_whose_worker_is_gone_interrupted(workspace
     report = JobQueue(workspace, settings).recover()
     record = read_run(run_dir)
     assert report.lost == [run_dir.name]
-    assert record["status"] == "interrupted" and record["finished_at"]
-    assert record["error"]["type"] == "WorkerLost"
+    assert record.status == "interrupted" and record.finished_at
+    assert record.error.type == "WorkerLost"
     (status_name, status_data), end = _events(workspace, run_dir)[-2:]
     assert status_name == "status" and status_data["status"] == "interrupted" and "gone" in status_data["reason"]
     assert end == ("end", {"status": "interrupted"})
@@ -96,12 +97,12 @@ def test_recovery_adopts_a_live_worker_and_requeues_pending_runs(workspace, sett
     queue = JobQueue(workspace, settings)
     report = queue.recover()
     assert report.adopted == [running.name] and report.pending == [pending.name] and report.lost == []
-    assert read_run(running)["status"] == "running"
+    assert read_run(running).status == "running"
     # The adopted worker stays supervised: when it dies the run becomes interrupted.
     worker.kill()
     worker.wait()
     queue.tick()
-    assert read_run(running)["status"] == "interrupted"
+    assert read_run(running).status == "interrupted"
 
 
 def test_recovery_leaves_finished_runs_untouched(workspace, settings, project_id) -> None:
@@ -125,13 +126,13 @@ def test_a_worker_without_progress_is_killed_and_marked_interrupted_after_the_li
     mark_running(workspace, run_dir, worker)
     queue = JobQueue(workspace, settings)
     queue.tick()
-    assert read_run(run_dir)["status"] == "running"  # fresh heartbeat
+    assert read_run(run_dir).status == "running"  # fresh heartbeat
     stale = time.time() - 10
     os.utime(run_dir / HEARTBEAT, (stale, stale))
     queue.tick()
     record = read_run(run_dir)
-    assert record["status"] == "interrupted"
-    assert "no progress" in record["error"]["message"]
+    assert record.status == "interrupted"
+    assert "no progress" in record.error.message
     assert worker.wait(timeout=5) == -signal.SIGKILL
 
 
@@ -146,7 +147,7 @@ def test_a_process_that_is_not_the_runs_worker_is_never_killed(workspace, projec
         stale = time.time() - 10
         os.utime(run_dir / HEARTBEAT, (stale, stale))
         JobQueue(workspace, settings).tick()
-        assert read_run(run_dir)["status"] == "interrupted"
+        assert read_run(run_dir).status == "interrupted"
         assert stranger.poll() is None and pid_alive(stranger.pid)
 
 
@@ -157,16 +158,16 @@ def test_worker_that_ignores_a_stop_request_is_killed_after_the_stop_timeout(wor
     processes.append(worker)
     mark_running(workspace, run_dir, worker)
     record = read_run(run_dir)
-    record["stop_requested"] = True
+    record.stop_requested = True
     atomic_write_json(run_dir / "run.json", record)
     (run_dir / STOP_REQUEST).write_text("{}")
     queue = JobQueue(workspace, settings)
     queue.tick()
-    assert read_run(run_dir)["status"] == "running"  # still within the timeout
+    assert read_run(run_dir).status == "running"  # still within the timeout
     time.sleep(1.2)
     queue.tick()
     record = read_run(run_dir)
-    assert record["status"] == "stopped" and record["killed"] is True
+    assert record.status == "stopped" and record.killed is True
     assert worker.wait(timeout=5) == -signal.SIGKILL
     assert [name for name, _ in _events(workspace, run_dir)] == ["status", "end"]
     assert _events(workspace, run_dir)[-1] == ("end", {"status": "stopped"})
@@ -184,8 +185,8 @@ def test_a_pending_run_waits_while_its_device_is_busy(workspace, settings, proje
     queue = JobQueue(workspace, settings)
     queue.tick()
     queue.tick()
-    assert read_run(waiting)["status"] == "pending"
-    assert read_run(waiting)["worker_pid"] is None
+    assert read_run(waiting).status == "pending"
+    assert read_run(waiting).worker_pid is None
     place = queue.waiting(waiting)
     assert place is not None and place.position == 1 and busy.name in place.reason
 
@@ -204,10 +205,10 @@ def test_queue_is_first_in_first_out_and_a_waiting_run_reserves_its_devices(work
                                 created_at="2026-01-01T00:00:03Z")
     queue = JobQueue(workspace, settings)
     queue.tick()
-    assert read_run(first)["status"] == "pending"  # gpu:0 is busy
-    assert read_run(second)["status"] == "pending"  # gpu:1 is free, but `first` came earlier and needs it
+    assert read_run(first).status == "pending"  # gpu:0 is busy
+    assert read_run(second).status == "pending"  # gpu:1 is free, but `first` came earlier and needs it
     started = read_run(elsewhere)
-    assert started["status"] == "running" and started["worker_pid"] and started["claimed_by"]["by"] == "server"
+    assert started.status == "running" and started.worker_pid and started.claimed_by.by == "server"
     assert [queue.waiting(first).position, queue.waiting(second).position] == [1, 2]
     assert "gpu:0" in queue.waiting(first).reason and "gpu:1" in queue.waiting(second).reason
 
@@ -217,8 +218,8 @@ def test_a_cold_worker_is_the_job_worker_module_in_its_own_session(workspace, se
     queue = JobQueue(workspace, settings)
     queue.tick()
     record = read_run(run_dir)
-    assert record["status"] == "running" and record["worker_pgid"] == record["worker_pid"]
-    pid = record["worker_pid"]
+    assert record.status == "running" and record.worker_pgid == record.worker_pid
+    pid = record.worker_pid
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert [part.decode() for part in cmdline if part] == cold_command(TRAIN, run_dir, workspace.root)
@@ -236,14 +237,14 @@ def test_an_ended_jobs_record_is_parsed_once_and_read_again_when_it_is_replaced(
     parsed: list[Path] = []
     original = JobFolder.read
 
-    def counting_read(job: JobFolder) -> dict:
+    def counting_read(job: JobFolder) -> JobRecord:
         parsed.append(job.folder)
         return original(job)
 
     monkeypatch.setattr(JobFolder, "read", counting_read)
     assert [seen.status for seen in queue.scan()] == ["completed"]
     assert parsed == []  # unchanged since the last scan: a stat, no parse
-    atomic_write_json(ended / "run.json", {**read_run(ended), "status": "pending"})  # resumed elsewhere
+    atomic_write_json(ended / "run.json", read_run(ended).with_fields(status="pending"))  # resumed elsewhere
     assert [seen.status for seen in queue.scan()] == ["pending"]
     assert parsed == [ended]
 
@@ -268,7 +269,7 @@ def test_background_thread_starts_and_shuts_down_without_touching_workers(worksp
         assert report.adopted == [run_dir.name] and queue.running
         worker.kill()
         worker.wait()
-        wait_for(lambda: read_run(run_dir)["status"] == "interrupted", timeout=5, what="interrupted")
+        wait_for(lambda: read_run(run_dir).status == "interrupted", timeout=5, what="interrupted")
     finally:
         queue.shutdown()
     assert not queue.running
@@ -289,12 +290,12 @@ def test_two_runs_on_the_cpu_train_one_after_the_other(workspace) -> None:
     project_id = create_project_with_dataset(services, per_class=4, size=16)
     config = {**TINY_TRAINING_CONFIG, "training": {"max_epochs": 1, "scheduler": {"name": "none"}}}
     experiment = services.experiments.create(project_id, "queue", config=config)
-    first = services.runs.start_run(project_id, experiment["id"])["id"]
-    second = services.runs.start_run(project_id, experiment["id"])["id"]
+    first = services.runs.start_run(project_id, experiment["id"]).id
+    second = services.runs.start_run(project_id, experiment["id"]).id
     observed: list[tuple[str, str]] = []
 
     def both_finished() -> bool:
-        statuses = tuple(services.runs.get_run(project_id, run_id)["status"] for run_id in (first, second))
+        statuses = tuple(services.runs.get_run(project_id, run_id).status for run_id in (first, second))
         observed.append(statuses)
         return not set(statuses) & {"pending", "running"}
 
@@ -307,7 +308,7 @@ def test_two_runs_on_the_cpu_train_one_after_the_other(workspace) -> None:
     assert ("running", "running") not in observed
     assert ("running", "pending") in observed
     done_first, done_second = (services.runs.get_run(project_id, run_id) for run_id in (first, second))
-    assert parse_iso(done_second["started_at"]) >= parse_iso(done_first["finished_at"])
+    assert parse_iso(done_second.started_at) >= parse_iso(done_first.finished_at)
 
 
 def test_a_running_job_whose_claimant_and_worker_are_gone_is_lost(workspace, project_id) -> None:
@@ -317,7 +318,7 @@ def test_a_running_job_whose_claimant_and_worker_are_gone_is_lost(workspace, pro
                               claimed_by={"by": "server", "pid": _dead_pid(), "started": 1, "at": "2026-01-01T00:00:00Z"})
     JobQueue(workspace, settings).tick()
     record = read_run(run_dir)
-    assert record["status"] == "interrupted" and record["error"]["type"] == "WorkerLost"
+    assert record.status == "interrupted" and record.error.type == "WorkerLost"
 
 
 def test_a_job_claimed_by_the_cli_is_never_started_by_the_queue(workspace, settings, project_id) -> None:
@@ -327,8 +328,8 @@ def test_a_job_claimed_by_the_cli_is_never_started_by_the_queue(workspace, setti
     queue = JobQueue(workspace, settings)
     queue.tick()
     record = read_run(run_dir)
-    assert record["status"] == "running" and record["worker_pid"] == os.getpid()
-    assert record["claimed_by"]["by"] == "cli" and queue._children == {}
+    assert record.status == "running" and record.worker_pid == os.getpid()
+    assert record.claimed_by.by == "cli" and queue._children == {}
     with pytest.raises(JobClaimedError, match="already being run by the cli"):
         TRAIN.job(workspace, run_dir).claim(Claimant.this_process("server"))
 
@@ -392,17 +393,17 @@ def test_an_evaluation_without_progress_fails_after_its_kinds_timeout(workspace,
     worker = stand_in_worker(eval_dir)
     processes.append(worker)
     job = EVALUATE.job(workspace, eval_dir)
-    job.update(lambda r: r.update(worker_pid=worker.pid, worker_pgid=worker.pid,
-                                  claimed_by={"by": "server", "pid": os.getpid(), "at": "2026-01-01T00:00:00Z"}))
+    job.update(lambda r: r.with_fields(worker_pid=worker.pid, worker_pgid=worker.pid,
+                                       claimed_by={"by": "server", "pid": os.getpid(), "at": "2026-01-01T00:00:00Z"}))
     job.touch_heartbeat(worker.pid)
     queue = JobQueue(workspace, settings)
     queue.tick()
-    assert job.read()["status"] == "running"
+    assert job.read().status == "running"
     stale = time.time() - 10
     os.utime(eval_dir / HEARTBEAT, (stale, stale))
     queue.tick()
     record = job.read()
-    assert record["status"] == "failed" and "no progress" in record["error"]["message"]
+    assert record.status == "failed" and "no progress" in record.error.message
     assert worker.wait(timeout=5) == -signal.SIGKILL
 
 

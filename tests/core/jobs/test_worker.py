@@ -36,7 +36,7 @@ def _worker(kind, folder: Path, workspace_root: Path, timeout: float = 240) -> s
 
 def _evaluation(services: Services, run: TrainedRun) -> Path:
     record = services.evaluations.create(run.project_id, experiment_id=run.experiment_id, run_id=run.run_id)
-    return services.workspace.evaluations_dir(run.project_id) / record["id"]
+    return services.workspace.evaluations_dir(run.project_id) / record.id
 
 
 def test_worker_refuses_a_folder_that_is_not_a_job_of_the_workspace(services, tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_cpu_ddp_with_two_processes_trains_one_consistent_run_through_the_job_wo
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     run = read_run(run_dir)
-    assert run["status"] == "completed" and run["num_processes"] == 2
+    assert run.status == "completed" and run.num_processes == 2
     metrics = read_json(run_dir / "metrics.json")
     assert [m["epoch"] for m in metrics] == [1]  # one writer: no duplicate records
     events = EventLog(services.workspace, run_dir).read()

@@ -48,9 +48,9 @@ def split_spec(seed: int = 7, name: str = "s") -> SplitSpec:
 def test_a_project_is_reused_by_name_and_created_otherwise(services: Services) -> None:
     existing = services.projects.create("Shapes")
     assert ensure_project(services, ProjectSpec(name="Shapes")) == {
-        "id": existing["id"], "name": "Shapes", "task": "classification", "created": False}
+        "id": existing.id, "name": "Shapes", "task": "classification", "created": False}
     made = ensure_project(services, ProjectSpec(name="Other", description="from a pipeline"))
-    assert made["created"] is True and services.projects.get(made["id"])["description"] == "from a pipeline"
+    assert made["created"] is True and services.projects.get(made["id"]).description == "from a pipeline"
 
 
 def test_a_project_of_that_name_with_another_task_is_a_conflict(services: Services, second_task: str) -> None:
@@ -61,7 +61,7 @@ def test_a_project_of_that_name_with_another_task_is_a_conflict(services: Servic
 
 
 def test_the_dataset_is_imported_once_and_skipped_while_the_source_is_unchanged(services: Services, shapes: Path) -> None:
-    project = services.projects.create("P")["id"]
+    project = services.projects.create("P").id
     first = ensure_dataset(services, DatasetSpec(path=str(shapes)), project, shapes.parent)
     assert (first["action"], first["imported"], first["num_images"]) == ("imported", 12, 12)
     before = services.workspace.dataset_json(project).stat().st_mtime_ns
@@ -71,7 +71,7 @@ def test_the_dataset_is_imported_once_and_skipped_while_the_source_is_unchanged(
 
 
 def test_a_changed_source_is_merged_in_or_replaces_the_dataset_when_asked(services: Services, shapes: Path) -> None:
-    project = services.projects.create("P")["id"]
+    project = services.projects.create("P").id
     ensure_dataset(services, DatasetSpec(path=str(shapes)), project, shapes.parent)
     generate_shapes(shapes.parent / "more", per_class=1, size=16, seed=99, shapes=("circle",))
     shutil.copy(shapes.parent / "more" / "circle" / "circle_0000.png", shapes / "circle" / "extra.png")
@@ -83,7 +83,7 @@ def test_a_changed_source_is_merged_in_or_replaces_the_dataset_when_asked(servic
 
 
 def test_a_relabelled_image_makes_the_source_differ(services: Services, shapes: Path) -> None:
-    project = services.projects.create("P")["id"]
+    project = services.projects.create("P").id
     ensure_dataset(services, DatasetSpec(path=str(shapes)), project, shapes.parent)
     (shapes / "square").mkdir(exist_ok=True)
     shutil.move(shapes / "circle" / "circle_0000.png", shapes / "square" / "circle_0000.png")
@@ -101,7 +101,7 @@ def test_a_zip_source_is_extracted_safely_imported_and_recognised_next_time(serv
         for path in sorted(shapes.rglob("*.png")):
             zf.write(path, path.relative_to(shapes).as_posix())
         zf.writestr("../escaped.png", b"not really an image")
-    project = services.projects.create("P")["id"]
+    project = services.projects.create("P").id
     with pytest.raises(HostileArchiveError, match=r"\.\./escaped\.png"):  # refuses the whole archive
         ensure_dataset(services, DatasetSpec(path=str(archive)), project, tmp_path)
     assert not (tmp_path / "escaped.png").exists() and not (services.workspace.root / "escaped.png").exists()
@@ -121,7 +121,7 @@ def test_a_zip_source_is_extracted_safely_imported_and_recognised_next_time(serv
 def test_a_folder_outside_the_allowed_roots_is_refused(services: Services, tmp_path: Path) -> None:
     outside = tmp_path / "elsewhere"
     generate_shapes(outside, per_class=1, size=16, seed=1)
-    project = services.projects.create("P")["id"]
+    project = services.projects.create("P").id
     with pytest.raises(ForbiddenError):
         ensure_dataset(services, DatasetSpec(path=str(outside)), project, tmp_path)
 
@@ -131,7 +131,7 @@ def test_a_link_to_a_file_outside_the_source_is_neither_imported_nor_hashed(serv
     secret = tmp_path / "secret.png"
     shutil.copy(shapes / "star" / "star_0000.png", secret)
     (shapes / "star" / "link.png").symlink_to(secret)
-    project = services.projects.create("P")["id"]
+    project = services.projects.create("P").id
     result = ensure_dataset(services, DatasetSpec(path=str(shapes)), project, shapes.parent)
     assert result["num_images"] == 12 and result["skipped_files"] == 1
     assert ensure_dataset(services, DatasetSpec(path=str(shapes)), project, shapes.parent)["action"] == "skipped"
@@ -139,7 +139,7 @@ def test_a_link_to_a_file_outside_the_source_is_neither_imported_nor_hashed(serv
 
 def test_a_split_is_reused_only_when_it_holds_exactly_what_its_ratios_and_seed_give(services: Services,
                                                                                     shapes: Path) -> None:
-    project = services.projects.create("P")["id"]
+    project = services.projects.create("P").id
     ensure_dataset(services, DatasetSpec(path=str(shapes)), project, shapes.parent)
     made = ensure_split(services, split_spec(seed=7), project)
     assert (made["index"], made["reused"]) == (0, False)

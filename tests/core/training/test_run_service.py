@@ -18,6 +18,7 @@ import yaml
 
 from modelyard.core.errors import ConflictError, ExperimentNotFoundError, RunNotFoundError, ValidationError
 from modelyard.core.jsonio import atomic_write_json, read_json
+from modelyard.core.records import RunResumeRecord
 from modelyard.core.training.run_folder import EventLog, read_run, update_run
 from tests.conftest import TINY_TRAINING_CONFIG, TrainedRun
 from tests.helpers.datasets import create_project_with_dataset
@@ -34,7 +35,7 @@ def experiment(services) -> tuple[str, str]:
 @pytest.fixture
 def interrupted_run(trained_run: TrainedRun, services) -> TrainedRun:
     """The trained run as a worker that died after its last checkpoint leaves it: ``interrupted``."""
-    update_run(services.workspace, trained_run.run_dir, lambda r: r.update(status="interrupted"))
+    update_run(services.workspace, trained_run.run_dir, lambda r: r.with_fields(status="interrupted"))
     return trained_run
 
 
@@ -54,12 +55,12 @@ class Evil:
 def test_start_run_freezes_the_config_and_queues_a_pending_run(services, experiment) -> None:
     project_id, experiment_id = experiment
     record = services.runs.start_run(project_id, experiment_id)
-    run_dir = services.runs.run_dir(project_id, record["id"])
-    assert record["status"] == "pending" and record["experiment_id"] == experiment_id
+    run_dir = services.runs.run_dir(project_id, record.id)
+    assert record.status == "pending" and record.experiment_id == experiment_id
     frozen = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert frozen == services.experiments.get(project_id, experiment_id)["config"]
-    assert frozen["training"]["max_epochs"] == record["progress"]["total_epochs"] == 2
-    assert services.runs.get_run(project_id, record["id"])["queue_position"] == 1
+    assert frozen["training"]["max_epochs"] == record.progress.total_epochs == 2
+    assert services.runs.get_run(project_id, record.id).queue_position == 1
     # Editing the experiment later never changes the run's frozen copy.
     services.experiments.update(project_id, experiment_id, {"config": {"training": {"max_epochs": 9}}})
     assert yaml.safe_load((run_dir / "config.yaml").read_text()) == frozen
@@ -92,7 +93,7 @@ def test_runs_of_an_experiment_are_listed_newest_first(services, experiment) -> 
                             created_at="2026-01-01T00:00:00Z")
     second = make_run_folder(services.workspace, project_id, experiment_id=experiment_id,
                              created_at="2026-01-02T00:00:00Z")
-    assert [r["id"] for r in services.runs.list_runs(project_id, experiment_id)] == [second.name, first.name]
+    assert [r.id for r in services.runs.list_runs(project_id, experiment_id)] == [second.name, first.name]
 
 
 # -- read ---------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def test_get_run_adds_elapsed_time_of_a_finished_run(services, project_id) -> No
     run_dir = make_run_folder(services.workspace, project_id, status="completed",
                               started_at="2026-01-01T00:00:00Z", finished_at="2026-01-01T00:01:30Z")
     run = services.runs.get_run(project_id, run_dir.name)
-    assert run["elapsed_s"] == 90.0 and run["heartbeat_age_s"] is None and run["queue_position"] is None
+    assert run.elapsed_s == 90.0 and run.heartbeat_age_s is None and run.queue_position is None
 
 
 def test_metrics_of_a_run_without_finished_epochs_are_empty(services, project_id) -> None:
@@ -122,14 +123,14 @@ def test_unknown_run_id_is_not_found_in_an_existing_project(services, project_id
 def test_stopping_a_pending_run_stops_it_without_a_worker(services, project_id) -> None:
     run_dir = make_run_folder(services.workspace, project_id, status="pending")
     run = services.runs.stop_run(project_id, run_dir.name)
-    assert run["status"] == "stopped" and run["worker_pid"] is None and not run["killed"]
+    assert run.status == "stopped" and run.worker_pid is None and not run.killed
     assert [e["event"] for e in EventLog(services.workspace, run_dir).read()] == ["status", "end"]
 
 
 def test_stopping_a_running_run_asks_its_worker_through_the_stop_file(services, project_id) -> None:
     run_dir = make_run_folder(services.workspace, project_id, status="running")
     run = services.runs.stop_run(project_id, run_dir.name)
-    assert run["status"] == "running" and run["stop_requested"] is True
+    assert run.status == "running" and run.stop_requested is True
     assert (run_dir / "stop.request").is_file()
 
 
@@ -146,7 +147,7 @@ def test_stopping_a_finished_run_is_a_conflict(services, project_id, status) -> 
 def test_resuming_a_completed_run_is_refused_with_a_clear_conflict(services, trained_run: TrainedRun) -> None:
     with pytest.raises(ConflictError, match="completed and cannot be resumed"):
         services.runs.resume_run(trained_run.project_id, trained_run.run_id)
-    assert read_run(trained_run.run_dir)["status"] == "completed"
+    assert read_run(trained_run.run_dir).status == "completed"
 
 
 @pytest.mark.parametrize("status", ["pending", "running"])
@@ -165,9 +166,9 @@ def test_resume_extends_max_epochs_and_trains_only_the_new_epochs(services, inte
     with pytest.raises(ConflictError, match="max_epochs"):
         services.runs.resume_run(run.project_id, run.run_id)  # all 2 epochs are trained already
     resumed = services.runs.resume_run(run.project_id, run.run_id, max_epochs=3)
-    assert resumed["status"] == "pending" and resumed["progress"]["total_epochs"] == 3
-    assert resumed["resumes"][-1] == {"at": resumed["resumes"][-1]["at"], "from_epoch": 2, "max_epochs": 3,
-                                      "checkpoint": "checkpoints/last.ckpt"}
+    assert resumed.status == "pending" and resumed.progress.total_epochs == 3
+    assert resumed.resumes[-1] == RunResumeRecord(at=resumed.resumes[-1].at, from_epoch=2, max_epochs=3,
+                                                  checkpoint="checkpoints/last.ckpt")
     assert yaml.safe_load((run.run_dir / "config.yaml").read_text())["training"]["max_epochs"] == 3
     resumed_from = EventLog(services.workspace, run.run_dir).last_id()
 
@@ -178,14 +179,14 @@ def test_resume_extends_max_epochs_and_trains_only_the_new_epochs(services, inte
     assert after[:2] == before
     new_events = EventLog(services.workspace, run.run_dir).read(after_id=resumed_from)
     assert [e["data"]["epoch"] for e in new_events if e["event"] == "epoch"] == [3]
-    assert services.runs.get_run(run.project_id, run.run_id)["status"] == "completed"
+    assert services.runs.get_run(run.project_id, run.run_id).status == "completed"
 
 
 def test_resume_refuses_a_max_epochs_that_is_not_above_the_trained_epochs(services, interrupted_run) -> None:
     with pytest.raises(ValidationError) as caught:
         services.runs.resume_run(interrupted_run.project_id, interrupted_run.run_id, max_epochs=2)
     assert caught.value.field == "max_epochs"
-    assert read_run(interrupted_run.run_dir)["status"] == "interrupted"
+    assert read_run(interrupted_run.run_dir).status == "interrupted"
 
 
 def test_torn_last_checkpoint_falls_back_to_best_on_resume(services, interrupted_run) -> None:
@@ -193,8 +194,8 @@ def test_torn_last_checkpoint_falls_back_to_best_on_resume(services, interrupted
     torn = (folder / "last.ckpt").read_bytes()[:1000]
     (folder / "last.ckpt").write_bytes(torn)
     resumed = services.runs.resume_run(interrupted_run.project_id, interrupted_run.run_id, max_epochs=4)
-    assert resumed["status"] == "pending"
-    assert resumed["resumes"][-1]["fallback_from"] == "last.ckpt"
+    assert resumed.status == "pending"
+    assert resumed.resumes[-1].fallback_from == "last.ckpt"
     assert (folder / "last.ckpt").read_bytes() == (folder / "best.ckpt").read_bytes()
     assert (folder / "last.ckpt.corrupt").read_bytes() == torn
 
@@ -224,8 +225,8 @@ def test_a_malicious_pickle_planted_as_checkpoint_is_never_executed(services, in
 def test_a_run_that_never_checkpointed_resumes_from_scratch(services, project_id) -> None:
     run_dir = make_run_folder(services.workspace, project_id, status="interrupted")
     resumed = services.runs.resume_run(project_id, run_dir.name)
-    assert resumed["status"] == "pending"
-    assert resumed["resumes"][-1]["checkpoint"] is None and resumed["resumes"][-1]["from_epoch"] == 0
+    assert resumed.status == "pending"
+    assert resumed.resumes[-1].checkpoint is None and resumed.resumes[-1].from_epoch == 0
 
 
 def test_a_run_with_trained_epochs_but_no_checkpoint_is_not_restarted_silently(services, project_id) -> None:
@@ -312,7 +313,7 @@ def test_resume_is_refused_when_the_runs_split_was_deleted(services, interrupted
     services.splits.delete(interrupted_run.project_id, 0)
     with pytest.raises(ConflictError, match="cannot be resumed.*'default'.*deleted"):
         services.runs.resume_run(interrupted_run.project_id, interrupted_run.run_id, max_epochs=5)
-    assert read_run(interrupted_run.run_dir)["status"] == "interrupted"
+    assert read_run(interrupted_run.run_dir).status == "interrupted"
 
 
 def test_resume_is_refused_when_the_runs_split_moved(services, interrupted_run) -> None:

@@ -55,7 +55,7 @@ def test_cpu_ddp_with_two_processes_and_one_validation_image_completes(services:
     run_dir, result = _train_in_worker(services, project_id, DDP)
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert read_run(run_dir)["status"] == "completed"
+    assert read_run(run_dir).status == "completed"
     assert read_json(run_dir / "reproducibility.json")["num_val_images"] == 1
     metrics = read_json(run_dir / "metrics.json")
     assert [m["epoch"] for m in metrics] == [1, 2]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
 from modelyard.core.jsonio import read_json
+from modelyard.core.records import Run, RunCheckpoints, RunEarlyStop
 from modelyard.core.training.worker.engine import train_run
 from modelyard.core.training.run_folder import EventLog, create_run_folder, read_run, update_run
 from tests.conftest import TINY_TRAINING_CONFIG, TrainedRun
@@ -81,13 +81,16 @@ def test_both_checkpoints_load_with_weights_only_and_hold_plain_hyperparameters(
 def test_run_json_reports_completion_with_latest_and_best_metrics(trained_run: TrainedRun) -> None:
     run = read_run(trained_run.run_dir)
     metrics = read_json(trained_run.run_dir / "metrics.json")
-    assert run["status"] == "completed" and run["error"] is None and run["finished_at"].endswith("Z")
-    assert run["latest_metrics"] == metrics[-1]
+    assert run.status == "completed" and run.error is None and run.finished_at.endswith("Z")
+    assert run.latest_metrics == metrics[-1]
     best = min(metrics, key=lambda m: m["val/loss"])
-    assert run["best_metrics"] == best and run["best_epoch"] == best["epoch"]
-    assert run["checkpoints"] == {"best": "checkpoints/best.ckpt", "last": "checkpoints/last.ckpt"}
-    assert run["progress"]["epoch"] == 2 and run["progress"]["images_per_s"] > 0
-    assert run["timings"]["train_s"] > 0 and run["worker_pid"] is not None
+    assert run.best_metrics == best and run.best_epoch == best["epoch"]
+    assert run.checkpoints == RunCheckpoints(best="checkpoints/best.ckpt", last="checkpoints/last.ckpt")
+    assert run.progress.epoch == 2 and run.progress.images_per_s > 0
+    assert run.timings.train_s > 0 and run.worker_pid is not None
+    stored = read_json(trained_run.run_dir / "run.json")
+    assert set(stored) == set(Run.__struct_fields__)  # the file is the record: every field, nothing else
+    assert all(stored[name] is None for name in Run.DERIVED)
 
 
 def test_reproducibility_json_records_hashes_versions_and_seed(trained_run: TrainedRun) -> None:
@@ -145,14 +148,14 @@ def test_stop_request_ends_after_the_current_step_and_resume_continues_that_epoc
     assert train_run(services.workspace, run_dir) == "stopped"
 
     run = read_run(run_dir)
-    assert run["status"] == "stopped" and run["error"] is None
+    assert run.status == "stopped" and run.error is None
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 1  # finished the step it was in, no more
     assert not (run_dir / "metrics.json").exists()  # a cut-short epoch is not an epoch record
     assert not (run_dir / "checkpoints" / "best.ckpt").exists()
 
     resumed = services.runs.resume_run(project_id, run_dir.name, max_epochs=2)
-    assert resumed["resumes"][-1]["from_epoch"] == 0
+    assert resumed.resumes[-1].from_epoch == 0
     mark = EventLog(services.workspace, run_dir).last_id()
     assert train_run(services.workspace, run_dir, resume=True) == "completed"
 
@@ -182,7 +185,7 @@ def test_stop_request_on_an_epochs_last_step_lets_that_epoch_finish_and_be_recor
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 1
     resumed = services.runs.resume_run(project_id, run_dir.name, max_epochs=2)
-    assert resumed["resumes"][-1]["from_epoch"] == 1
+    assert resumed.resumes[-1].from_epoch == 1
 
     mark = EventLog(services.workspace, run_dir).last_id()
     assert train_run(services.workspace, run_dir, resume=True) == "completed"
@@ -201,7 +204,7 @@ def test_early_stopping_says_in_the_record_and_the_event_stream_after_which_epoc
     assert train_run(services.workspace, run_dir) == "completed"
 
     stopped = {"epoch": 2, "monitor": "val/loss", "patience": 1, "max_epochs": 5}
-    assert read_run(run_dir)["stopped_early"] == stopped
+    assert read_run(run_dir).stopped_early == RunEarlyStop(**stopped)
     assert [m["epoch"] for m in read_json(run_dir / "metrics.json")] == [1, 2]
     events = EventLog(services.workspace, run_dir).read()
     assert events[-1]["event"] == "end" and events[-1]["data"]["stopped_early"] == stopped
@@ -218,7 +221,7 @@ def test_a_run_that_trains_all_its_epochs_has_no_early_stop(trained_run: Trained
 
 def interrupt(services, run: TrainedRun, max_epochs: int) -> None:
     """The run as the server leaves it before a resume: pending again, maybe with more epochs."""
-    update_run(services.workspace, run.run_dir, lambda r: r.update(status="pending"))
+    update_run(services.workspace, run.run_dir, lambda r: r.with_fields(status="pending"))
     set_max_epochs(run.run_dir, max_epochs)
 
 
@@ -230,7 +233,7 @@ def test_best_checkpoint_still_holds_the_best_epoch_after_resuming_a_moved_run(s
     best_epoch = min(metrics, key=lambda m: m["val/loss"])["epoch"]
     best = torch.load(trained_run.run_dir / "checkpoints" / "best.ckpt", weights_only=True)
     assert best["global_step"] == best_epoch * 3
-    assert read_run(trained_run.run_dir)["best_epoch"] == best_epoch
+    assert read_run(trained_run.run_dir).best_epoch == best_epoch
 
 
 def test_truncated_last_checkpoint_resumes_from_best_instead(services, trained_run: TrainedRun) -> None:
@@ -257,9 +260,9 @@ def test_damaged_checkpoints_fail_the_resume_with_a_clear_error(services, traine
 
     assert train_run(services.workspace, trained_run.run_dir, resume=True) == "failed"
 
-    error = read_run(trained_run.run_dir)["error"]
-    assert error["type"] == "CheckpointError"
-    assert "last.ckpt cannot be loaded" in error["message"] and "Traceback" not in error["message"]
+    error = read_run(trained_run.run_dir).error
+    assert error.type == "CheckpointError"
+    assert "last.ckpt cannot be loaded" in error.message and "Traceback" not in error.message
     events = EventLog(services.workspace, trained_run.run_dir).read()
     assert events[-1]["event"] == "end" and events[-1]["data"]["status"] == "failed"
 
@@ -274,7 +277,7 @@ def test_a_malicious_pickle_planted_as_checkpoint_is_never_executed(services, tr
     assert train_run(services.workspace, trained_run.run_dir, resume=True) == "failed"
 
     assert not marker.exists()
-    assert read_run(trained_run.run_dir)["error"]["type"] == "CheckpointError"
+    assert read_run(trained_run.run_dir).error.type == "CheckpointError"
 
 
 def test_a_malicious_pickle_given_as_weights_path_is_never_executed(services, tmp_path: Path) -> None:
@@ -287,8 +290,8 @@ def test_a_malicious_pickle_given_as_weights_path_is_never_executed(services, tm
     assert train_run(services.workspace, run_dir) == "failed"
 
     assert not marker.exists()
-    error = read_run(run_dir)["error"]
-    assert error["type"] == "ValidationError" and "weights.pt" in error["message"]
+    error = read_run(run_dir).error
+    assert error.type == "ValidationError" and "weights.pt" in error.message
 
 
 def test_a_failure_records_its_type_and_message_and_ends_the_event_stream(services) -> None:
@@ -300,8 +303,8 @@ def test_a_failure_records_its_type_and_message_and_ends_the_event_stream(servic
     assert train_run(services.workspace, run_dir) == "failed"
 
     run = read_run(run_dir)
-    assert run["error"]["type"] == "CorruptDataError" and victim.name in run["error"]["message"]
-    assert run["finished_at"] is not None
+    assert run.error.type == "CorruptDataError" and victim.name in run.error.message
+    assert run.finished_at is not None
     events = EventLog(services.workspace, run_dir).read()
     assert [e["event"] for e in events][-3:] == ["log", "status", "end"]
     assert events[-3]["data"]["level"] == "error"

@@ -108,7 +108,7 @@ def straight(services: Any, project: str) -> Path:
 @pytest.mark.parametrize("stop_step", [6, 4], ids=["mid-epoch", "epoch-boundary"])
 def test_a_stopped_and_resumed_run_ends_with_the_weights_and_records_of_the_uninterrupted_run(
         services: Any, project: str, straight: Path, monkeypatch: pytest.MonkeyPatch, stop_step: int) -> None:
-    steps_per_epoch = read_run(straight)["progress"]["steps_per_epoch"]
+    steps_per_epoch = read_run(straight).progress.steps_per_epoch
     assert steps_per_epoch == 4
     run_dir = _run_folder(services, project, AUGMENTED)
     _stop_at_step(monkeypatch, run_dir, stop_step)
@@ -176,7 +176,7 @@ def test_a_sigkilled_worker_resumed_from_its_epoch_checkpoint_matches_the_uninte
             os.killpg(worker.pid, signal.SIGKILL)
     point = usable_checkpoint(run_dir / "checkpoints")
     assert point is not None and 1 <= point.epochs_done < 3
-    update_run(services.workspace, run_dir, lambda r: r.update(status="interrupted"))  # what the server records
+    update_run(services.workspace, run_dir, lambda r: r.with_fields(status="interrupted"))  # what the server records
 
     _resume(services, project, run_dir)
 

@@ -110,7 +110,7 @@ def test_resuming_with_more_epochs_continues_the_learning_rate_without_a_jump(
     monkeypatch.undo()
 
     resumed = services.runs.resume_run(project_id, run_dir.name, max_epochs=4)
-    assert resumed["resumes"][-1]["max_epochs"] == 4
+    assert resumed.resumes[-1].max_epochs == 4
     after = _lrs(monkeypatch)
     assert train_run(services.workspace, run_dir, resume=True) == "completed"
 

@@ -89,10 +89,10 @@ def test_cpu_training_in_the_chosen_precision_records_what_and_why(services: Any
     assert train_run(services.workspace, run_dir) == "completed"
 
     assert set(seen) == {dtype}  # every step ran under that autocast (or none)
-    choice = read_run(run_dir)["precision"]
-    assert choice["requested"] == requested and choice["precision"] == precision and choice["reason"]
+    choice = read_run(run_dir).precision
+    assert choice.requested == requested and choice.precision == precision and choice.reason
     facts = read_json(run_dir / "reproducibility.json")
-    assert facts["precision"] == precision and facts["precision_reason"] == choice["reason"]
+    assert facts["precision"] == precision and facts["precision_reason"] == choice.reason
     metrics = read_json(run_dir / "metrics.json")
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert all(math.isfinite(m["train/loss"]) and math.isfinite(m["val/loss"]) for m in metrics)

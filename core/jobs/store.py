@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+import msgspec
 
 from ..errors import ModelyardError
+from ..records import JobRecord
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
 from .folder import (
@@ -24,24 +27,28 @@ from .folder import (
 from .kinds import JobKind
 from .queue import JobQueue
 
+R = TypeVar("R", bound=JobRecord)
 
-class JobRecords:
+
+class JobStore(Generic[R]):
     """The jobs of one kind in every project: ``parent(project_id)`` holds their folders."""
 
-    def __init__(self, workspace: Workspace, queue: JobQueue, kind: JobKind, parent: Callable[[str], Path],
-                 not_found: Callable[[str], ModelyardError]) -> None:
+    def __init__(self, workspace: Workspace, queue: JobQueue, kind: JobKind, record_type: type[R],
+                 parent: Callable[[str], Path], not_found: Callable[[str], ModelyardError]) -> None:
+        if kind.record_type is not record_type:
+            raise TypeError(f"{kind.name} jobs are {kind.record_type.__name__} records, not {record_type.__name__}")
         self.workspace = workspace
         self.queue = queue
         self.kind = kind
+        self.record_type = record_type
         self.parent = parent
         self.not_found = not_found
 
-    def submit(self, project_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, project_id: str, fields: dict[str, Any]) -> R:
         """Write a new ``pending`` job (the fields every job has, then the kind's ``fields``) and wake the queue."""
         job_id, folder = new_job_folder(self.parent(project_id), self.kind.prefix)
-        record: dict[str, Any] = {"id": job_id, "project_id": project_id, **fields, "status": "pending",
-                                  "created_at": utc_now_iso(), "started_at": None, "finished_at": None,
-                                  "error": None, "worker_pid": None}
+        record = msgspec.convert({**fields, "id": job_id, "project_id": project_id, "status": "pending",
+                                  "created_at": utc_now_iso()}, self.record_type)
         job = self.job(folder)
         job.write(record)
         self.queue.wake()
@@ -53,15 +60,15 @@ class JobRecords:
         return existing_job_folder(self.parent(project_id), job_id, self.kind.prefix, self.kind.record_name,
                                    self.not_found(job_id))
 
-    def job(self, folder: Path) -> JobFolder:
-        return self.kind.job(self.workspace, folder)
+    def job(self, folder: Path) -> JobFolder[R]:
+        return self.kind.job(self.workspace, folder)  # type: ignore[return-value]
 
-    def get(self, project_id: str, job_id: str) -> dict[str, Any]:
+    def get(self, project_id: str, job_id: str) -> R:
         """The record, an orphan marked failed, with its place in the queue while it waits."""
         job = self.job(self.folder(project_id, job_id))
         return self.queue.with_place(job.folder, job.fail_if_orphaned(job.read()))
 
-    def list(self, project_id: str) -> list[dict[str, Any]]:
+    def list(self, project_id: str) -> list[R]:
         self.workspace.existing_project_dir(project_id)
         return list_records(self.jobs(project_id))
 
@@ -73,6 +80,6 @@ class JobRecords:
             remove_job_folder(self.workspace, folder)
         return folder
 
-    def jobs(self, project_id: str) -> Iterator[JobFolder]:
+    def jobs(self, project_id: str) -> Iterator[JobFolder[R]]:
         for folder in iter_job_folders(self.parent(project_id), self.kind.prefix, self.kind.record_name):
             yield self.job(folder)

@@ -1,0 +1,350 @@
+"""The records modelyard keeps on disk and serves, typed: projects, dataset summaries, runs, evaluations, exports.
+
+Core reads and writes these Structs and the API returns them as they are, so
+a field has one name and one type from the file to the client. Reading is
+forgiving where it must be: a field this version does not know (written by
+an older or newer one) is ignored, and a field an older version did not
+write takes its default. ``read_record`` is the one reader; writing is
+``atomic_write_json(path, record.stored())``.
+
+Only a job's ``id`` and ``status`` are required: every other field has a
+default, so a record from any version reads. Fields listed in a type's ``DERIVED`` are computed when a record is read
+(queue place, elapsed time, heartbeat age) and never stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
+
+from .errors import CorruptDataError
+from .jsonio import plain_value
+
+R = TypeVar("R", bound=msgspec.Struct)
+
+Metrics = dict[str, float | int | None]
+
+
+def read_record(path: Path, record_type: type[R]) -> R:
+    """Decode a record file as ``record_type``; ``CorruptDataError`` naming the file when it is not one."""
+    data = path.read_bytes()
+    try:
+        return msgspec.json.decode(data, type=record_type, strict=False)
+    except msgspec.DecodeError as exc:
+        raise CorruptDataError(f"{path.name} is corrupt and cannot be read ({exc})", {"file": path.name}) from exc
+
+
+# -- projects and datasets -----------------------------------------------------------------
+class Project(msgspec.Struct, kw_only=True):
+    """``project.json``."""
+
+    id: str
+    name: str
+    task: str = "classification"
+    description: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+
+
+class ImageStats(msgspec.Struct):
+    num_images: int = 0
+    min_width: int | None = None
+    max_width: int | None = None
+    min_height: int | None = None
+    max_height: int | None = None
+    formats: list[str] = msgspec.field(default_factory=list)
+
+
+class DatasetSource(msgspec.Struct):
+    kind: str
+    format: str
+    imported_at: str
+
+
+class Dataset(msgspec.Struct, kw_only=True):
+    """What ``GET /api/datasets/{project_id}`` answers: a summary of ``dataset.json``."""
+
+    task: str
+    classes: list[str]
+    class_counts: dict[str, int]
+    num_images: int
+    num_unlabelled: int
+    image_stats: ImageStats
+    split_names: list[str]
+    source: DatasetSource | None
+
+
+# -- every job -------------------------------------------------------------------------------
+class JobError(msgspec.Struct):
+    type: str
+    message: str
+
+
+class JobClaim(msgspec.Struct):
+    """Who executes the job: the server's queue or a CLI command (docs/internals/jobs.md)."""
+
+    by: str
+    pid: int
+    at: str
+    started: int | None = None
+
+
+class JobProgress(msgspec.Struct):
+    done: int = 0
+    total: int = 0
+
+
+class JobRecord(msgspec.Struct, kw_only=True):
+    """The fields every job's record has (``run.json``, ``evaluation.json``, ``export.json``)."""
+
+    id: str
+    project_id: str = ""
+    status: str
+    created_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: JobError | None = None
+    worker_pid: int | None = None
+    #: the worker's start time in clock ticks, so a reused pid is not mistaken for it
+    worker_started: int | None = None
+    worker_pgid: int | None = None
+    claimed_by: JobClaim | None = None
+    stop_requested: bool = False
+    #: the server killed the worker (it ignored a stop request or stopped making progress)
+    killed: bool = False
+    #: while pending: place among all queued jobs, and what it waits for
+    queue_position: int | None = None
+    waiting_reason: str | None = None
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("queue_position", "waiting_reason")
+
+    def stored(self: R) -> R:
+        """The record as it is written: derived fields cleared."""
+        return msgspec.structs.replace(self, **{name: None for name in self.DERIVED})  # type: ignore[attr-defined]
+
+    def with_fields(self: R, **fields: Any) -> R:
+        """A copy with ``fields`` set from plain values (dicts, lists), validated against the field types.
+
+        A name that is not a field is refused (``TypeError``): it would be dropped silently otherwise.
+        """
+        if unknown := sorted(set(fields) - set(self.__struct_fields__)):  # type: ignore[attr-defined]
+            raise TypeError(f"{type(self).__name__} has no field(s) {', '.join(unknown)}")
+        plain = msgspec.to_builtins(fields, enc_hook=plain_value)
+        return msgspec.convert({**msgspec.to_builtins(self), **plain}, type(self), strict=False)
+
+
+# -- runs ---------------------------------------------------------------------------------------
+class RunProgress(msgspec.Struct):
+    epoch: int = 0
+    total_epochs: int = 0
+    step: int = 0
+    steps_per_epoch: int = 0
+    eta_s: float | None = None
+    images_per_s: float | None = None
+
+
+class RunCheckpoints(msgspec.Struct):
+    best: str | None = None
+    last: str | None = None
+
+
+class RunTimings(msgspec.Struct):
+    queued_s: float | None = None
+    train_s: float | None = None
+
+
+class RunPrecision(msgspec.Struct):
+    """What ``training.precision`` asked for, what the run uses, and why (``auto`` decides per device)."""
+
+    requested: str
+    precision: str
+    reason: str
+
+
+class RunResumeRecord(msgspec.Struct):
+    at: str
+    from_epoch: int
+    max_epochs: int
+    checkpoint: str | None = None
+    fallback_from: str | None = None
+
+
+class RunEarlyStop(msgspec.Struct):
+    """The epoch (1-based) after which early stopping ended the run, and the rule that did it."""
+
+    epoch: int
+    monitor: str
+    patience: int
+    max_epochs: int
+
+
+class Run(JobRecord, kw_only=True):
+    """``run.json`` (docs/internals/run-protocol.md) plus the fields derived when it is read."""
+
+    experiment_id: str = ""
+    devices: list[str] = msgspec.field(default_factory=lambda: ["cpu"])
+    num_processes: int = 1
+    progress: RunProgress = msgspec.field(default_factory=RunProgress)
+    latest_metrics: Metrics = msgspec.field(default_factory=dict)
+    best_metrics: Metrics = msgspec.field(default_factory=dict)
+    best_epoch: int | None = None
+    monitor: str = "val/loss"
+    checkpoints: RunCheckpoints = msgspec.field(default_factory=RunCheckpoints)
+    timings: RunTimings = msgspec.field(default_factory=RunTimings)
+    resumes: list[RunResumeRecord] = msgspec.field(default_factory=list)
+    #: set when training starts
+    precision: RunPrecision | None = None
+    #: set when early stopping ended the run before ``max_epochs``
+    stopped_early: RunEarlyStop | None = None
+    #: derived: seconds from start to end (or to now while it runs)
+    elapsed_s: float | None = None
+    #: derived, while running: seconds since the worker's last heartbeat
+    heartbeat_age_s: float | None = None
+
+    DERIVED: ClassVar[tuple[str, ...]] = (*JobRecord.DERIVED, "elapsed_s", "heartbeat_age_s")
+
+
+# -- evaluations ----------------------------------------------------------------------------
+class Averages(msgspec.Struct):
+    precision: float | None
+    recall: float | None
+    f1: float | None
+
+
+class ClassMetrics(msgspec.Struct):
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int
+    ap: float | None
+
+
+class ConfusionMatrix(msgspec.Struct):
+    labels: list[str]
+    matrix: list[list[int]]
+
+
+class PrCurve(msgspec.Struct):
+    precision: list[float | None]
+    recall: list[float | None]
+
+
+class RocCurve(msgspec.Struct):
+    fpr: list[float | None]
+    tpr: list[float | None]
+
+
+class ClassCurves(msgspec.Struct):
+    pr: PrCurve
+    roc: RocCurve
+
+
+class EvaluationMetrics(msgspec.Struct, omit_defaults=True):
+    num_images: int
+    accuracy: float | None
+    loss: float | None
+    macro: Averages
+    weighted: Averages
+    per_class: dict[str, ClassMetrics]
+    confusion_matrix: ConfusionMatrix
+    #: only with more than 5 classes
+    top5_accuracy: float | None = None
+    #: one-vs-rest PR and ROC curves per class, at most 200 points each; only with ``?include=curves``
+    curves: dict[str, ClassCurves] | None = None
+
+
+class Evaluation(JobRecord, kw_only=True):
+    """``evaluation.json``."""
+
+    experiment_id: str = ""
+    run_id: str = ""
+    checkpoint: str = "best"
+    split_index: int = 0
+    split_name: str = ""
+    split_subset: str | list[str] = "test"
+    batch_size: int = 32
+    devices: list[str] = msgspec.field(default_factory=lambda: ["cpu"])
+    progress: JobProgress = msgspec.field(default_factory=JobProgress)
+    num_images: int | None = None
+    skipped: int | None = None
+    #: the model's class names, in class-id order
+    classes: list[str] | None = None
+    metrics: EvaluationMetrics | None = None
+
+
+class EvaluationSummary(msgspec.Struct, kw_only=True):
+    """A list entry: the record without the (large) metrics, plus the headline numbers."""
+
+    id: str
+    experiment_id: str
+    run_id: str
+    checkpoint: str
+    split_index: int
+    split_subset: str | list[str]
+    status: str
+    created_at: str
+    finished_at: str | None
+    progress: JobProgress
+    num_images: int | None
+    accuracy: float | None
+    loss: float | None
+    error: JobError | None
+
+    @classmethod
+    def of(cls, evaluation: Evaluation) -> EvaluationSummary:
+        metrics = evaluation.metrics
+        return cls(
+            id=evaluation.id, experiment_id=evaluation.experiment_id, run_id=evaluation.run_id,
+            checkpoint=evaluation.checkpoint, split_index=evaluation.split_index, split_subset=evaluation.split_subset,
+            status=evaluation.status, created_at=evaluation.created_at, finished_at=evaluation.finished_at,
+            progress=evaluation.progress, num_images=evaluation.num_images, error=evaluation.error,
+            accuracy=metrics.accuracy if metrics else None, loss=metrics.loss if metrics else None,
+        )
+
+
+# -- exports ------------------------------------------------------------------------------------
+class ExportFile(msgspec.Struct):
+    name: str
+    size: int
+    sha256: str
+
+
+class Verification(msgspec.Struct, omit_defaults=True):
+    """Exported model vs PyTorch on real images (tolerance relative to the logit scale)."""
+
+    max_abs_diff: float | None
+    top1_agreement: float
+    images: int
+    passed: bool
+    tolerance: float
+    problem: str | None = None
+
+
+class DeploymentMetadata(msgspec.Struct):
+    classes: list[str]
+    input_size: list[int]
+    channels: int
+    mean: list[float]
+    std: list[float]
+    architecture: str
+    run_id: str
+    experiment_id: str
+    checkpoint: str
+
+
+class Export(JobRecord, kw_only=True):
+    """``export.json``."""
+
+    experiment_id: str = ""
+    run_id: str = ""
+    checkpoint: str = "best"
+    format: str = "onnx"
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    progress: JobProgress = msgspec.field(default_factory=JobProgress)
+    file: ExportFile | None = None
+    verification: Verification | None = None
+    #: true when the file exists but does not match PyTorch (still downloadable, flagged)
+    verification_failed: bool = False
+    metadata: DeploymentMetadata | None = None
