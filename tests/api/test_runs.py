@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.core.jsonio import atomic_write_json
+from modelyard.core.records import Run
 from modelyard.core.settings import Settings
 from modelyard.core.training.run_folder import EventLog, update_run
 from tests.api.test_stream import parse_sse
@@ -199,3 +201,18 @@ def test_get_with_wait_answers_when_the_run_has_ended(client, services, project_
     assert still["status"] == "stopped"
     assert_error(client.get(url, params={"wait": -1}), 422, "VALIDATION_ERROR")
     assert_error(client.get(url, params={"wait": 601}), 422, "VALIDATION_ERROR")
+
+
+def test_a_run_recorded_by_an_older_version_is_served_whole(client, services) -> None:
+    from tests.core.test_records import OLD_RUN
+
+    project_id = services.projects.create("old runs").id
+    run_dir = make_run_folder(services.workspace, project_id)
+    atomic_write_json(run_dir / "run.json", {**OLD_RUN, "id": run_dir.name, "project_id": project_id,
+                                             "experiment_id": run_dir.parent.parent.name})
+    response = client.get(_run_url(project_id, run_dir.name))
+    assert response.status_code == 200, response.text
+    run = response.json()["data"]
+    assert run["status"] == "completed" and run["best_epoch"] == 2 and "gpu_name" not in run
+    assert run["resumes"] == [] and run["claimed_by"] is None and run["stopped_early"] is None
+    assert set(run) == set(Run.__struct_fields__)
