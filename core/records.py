@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
-from .errors import CorruptDataError
+from .errors import CorruptDataError, ModelyardError
 from .jsonio import plain_value
 
 R = TypeVar("R", bound=msgspec.Struct)
@@ -77,9 +77,19 @@ class Dataset(msgspec.Struct, kw_only=True):
 
 
 # -- every job -------------------------------------------------------------------------------
+#: A job error's message is cut to this many characters (a traceback belongs in the job's log).
+ERROR_MESSAGE_MAX = 2000
+
+
 class JobError(msgspec.Struct):
     type: str
     message: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> JobError:
+        """What a job records about the exception that ended it: a domain error's message, else ``str(exc)``."""
+        message = exc.message if isinstance(exc, ModelyardError) else str(exc)
+        return cls(type(exc).__name__, (message or type(exc).__name__)[:ERROR_MESSAGE_MAX])
 
 
 class JobClaim(msgspec.Struct):

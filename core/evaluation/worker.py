@@ -20,7 +20,7 @@ from ..jobs.folder import JobFolder
 from ..jobs.kinds import EVALUATE
 from ..jsonio import read_json
 from ..plugin_manager import PluginHost
-from ..records import Evaluation
+from ..records import Evaluation, JobError
 from ..registry import ArchitectureRegistry
 from ..datasets.document import split_items
 from ..workspace import Workspace
@@ -71,9 +71,7 @@ def run_evaluation(workspace: Workspace, eval_dir: Path, plugins: PluginHost | N
         outcome = _evaluate(workspace, job, record, plugins.architectures if plugins is not None else None)
     except Exception as exc:
         log.error("evaluation %s failed:\n%s", eval_dir.name, traceback.format_exc())
-        message = exc.message if isinstance(exc, ModelyardError) else f"{type(exc).__name__}: {exc}"
-        error = {"type": type(exc).__name__, "message": message[:2000]}
-        job.finish(status="failed", error=error)
+        job.finish(status="failed", error=JobError.of(exc))
         return "failed"
     job.finish(status="completed", **outcome)
     return "completed"

@@ -25,7 +25,7 @@ from ..jobs.kinds import EXPORT
 from ..jsonio import read_json
 from ..plugin_manager import PluginHost, default_plugin_host
 from ..plugin_types import ExportMetadata
-from ..records import Export
+from ..records import Export, JobError
 from ..datasets.document import split_items
 from ..workspace import Workspace
 from .service import model_file_name
@@ -58,8 +58,7 @@ def run_export(workspace: Workspace, export_dir: Path, plugins: PluginHost | Non
         outcome = _export(workspace, job, record, plugins)
     except Exception as exc:
         log.error("export %s failed:\n%s", export_dir.name, traceback.format_exc())
-        message = exc.message if isinstance(exc, ModelyardError) else f"{type(exc).__name__}: {exc}"
-        job.finish(status="failed", error={"type": type(exc).__name__, "message": message[:2000]})
+        job.finish(status="failed", error=JobError.of(exc))
         return "failed"
     finally:
         shutil.rmtree(export_dir / STAGING, ignore_errors=True)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import yaml
 
-from ...errors import CheckpointError, ModelyardError, ValidationError
+from ...errors import CheckpointError, ValidationError
 from ...jobs.process import is_extra_rank, start_ticks
 from ...jsonio import atomic_write_json, read_json
 from ...plugin_manager import PluginHost, default_plugin_host
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 
 #: Set by ``modelyard train`` so DDP ranks re-running its command line train the same run folder.
 RUN_DIR_ENV = "MODELYARD_RUN_DIR"
-_ERROR_MESSAGE_MAX = 2000
 
 _QUIET_WARNINGS = (
     r".*does not have many workers.*",
@@ -276,11 +275,6 @@ def _finish(workspace: Workspace, run_dir: Path, events: EventLog, status: str, 
                           "stopped_early": msgspec.to_builtins(stopped_early)})
 
 
-def _error_of(exc: BaseException) -> JobError:
-    message = exc.message if isinstance(exc, ModelyardError) else str(exc)
-    return JobError(type(exc).__name__, (message or type(exc).__name__)[:_ERROR_MESSAGE_MAX])
-
-
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -358,7 +352,7 @@ def train_run(
         elif isinstance(exc, KeyboardInterrupt):
             status = "stopped"
         else:
-            status, error = "failed", _error_of(exc)
+            status, error = "failed", JobError.of(exc)
             log.exception("run %s failed", run_dir.name)
     finally:
         if rank0:
