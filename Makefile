@@ -10,6 +10,8 @@ PORT   ?= 8000
 WORKSPACE ?= ./workspace
 IMPORT_ROOT ?=
 PYTEST_ARGS ?=
+#: parallel test processes (pytest-xdist): one per core, at most 4 (each imports torch); 0 runs in this process
+TEST_WORKERS ?= auto
 
 .PHONY: serve test install demo bench bench-quick fuzz fuzz-live load clean
 
@@ -25,7 +27,7 @@ serve: $(STAMP)  # IMPORT_ROOT=DIR allows local imports from DIR (the curl tour 
 	$(BIN)/modelyard serve --host $(HOST) --port $(PORT) --workspace $(WORKSPACE) $(if $(IMPORT_ROOT),--import-root $(IMPORT_ROOT))
 
 test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --maxprocesses 4 $(PYTEST_ARGS)
 
 bench: $(STAMP)  # the benchmark table, side by side (benchmarks/results/latest.json); BENCH_ARGS="--threads 1" on a shared machine
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

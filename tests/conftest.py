@@ -16,6 +16,19 @@ from modelyard.core.settings import Settings
 BASE_URL = "http://127.0.0.1:8000"
 
 
+#: Folders of the long tests (real servers, training, kills). They are collected first so that a parallel run
+#: (``make test``: pytest-xdist) starts them early instead of ending on one of them while the other workers idle.
+LONG_TEST_FOLDERS = ("e2e", "reliability")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def long_first(item: pytest.Item) -> int:
+        parts = item.path.relative_to(Path(__file__).parent).parts
+        return 0 if parts and parts[0] in LONG_TEST_FOLDERS else 1
+
+    items.sort(key=long_first)  # stable: the order within each group is unchanged
+
+
 @pytest.fixture
 def workspace_dir(tmp_path: Path) -> Path:
     return tmp_path / "workspace"
