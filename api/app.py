@@ -48,7 +48,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         middleware=[host_check_middleware(policy), *token_auth_middlewares(settings.api_token), json_body_middleware],
         request_max_body_size=settings.max_request_bytes,
         # additionalProperties: false where unknown fields are refused; every field required in a record
-        plugins=[StrictStructSchemaPlugin(), RecordSchemaPlugin()],
+        plugins=[StrictStructSchemaPlugin(task_ids=services.plugins.tasks.names), RecordSchemaPlugin()],
         before_send=[complete_allow_header, docs_security_headers],  # full Allow on OPTIONS; CSP on the docs pages
         openapi_config=OpenAPIConfig(
             title="modelyard",

@@ -8,6 +8,7 @@ with the statuses they can really answer, so the document matches the wire.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -71,7 +72,15 @@ class StrictStructSchemaPlugin(StructSchemaPlugin):
     ``A | list[B]`` unions. Both gaps were found by schema fuzzing (the
     document accepted what the server refused). Registered before Litestar's
     own Struct plugin; other Structs go to that one.
+
+    An ``enum`` of ``[REGISTERED_TASKS]`` becomes the ids of the tasks
+    registered now (``task_ids``): plugins add tasks, so no list written in
+    the code can be right.
     """
+
+    def __init__(self, task_ids: Callable[[], list[str]] = list) -> None:
+        super().__init__()
+        self.task_ids = task_ids
 
     def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
         if not super().is_plugin_supported_field(field_definition):
@@ -92,6 +101,8 @@ class StrictStructSchemaPlugin(StructSchemaPlugin):
                 continue  # a type msgspec cannot describe: keep Litestar's schema
             if isinstance(target, Schema):
                 _add_constraints(target, source)
+                if target.enum == [REGISTERED_TASKS]:
+                    target.enum = list(self.task_ids())
         return schema
 
 
@@ -172,6 +183,10 @@ def name_meta(max_length: int) -> msgspec.Meta:
 
 #: ``core.projects.validate_description``: up to 5000 characters, no NUL.
 DESCRIPTION_META = msgspec.Meta(max_length=5000, extra_json_schema={"extra": {"pattern": r"^[^\u0000]*$"}})
+
+
+#: Placeholder enum of a task id field, filled with the registered tasks (``StrictStructSchemaPlugin``).
+REGISTERED_TASKS = "<registered task ids>"
 
 
 def documented(**rules: Any) -> msgspec.Meta:

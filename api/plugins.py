@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 from modelyard.core.errors import ArchitectureNotFoundError, UnknownArchitectureError
 from modelyard.core.models import parameter_count
-from modelyard.core.plugin_types import Architecture
+from modelyard.core.plugin_types import Architecture, tasks_of
 
 from .deps import ServicesDep
 from .envelope import Ok, ok
@@ -23,6 +23,7 @@ from .openapi import error_responses
 
 
 class PluginRegistrations(msgspec.Struct):
+    tasks: list[str] = msgspec.field(default_factory=list)
     architectures: list[str] = msgspec.field(default_factory=list)
     importers: list[str] = msgspec.field(default_factory=list)
     exporters: list[str] = msgspec.field(default_factory=list)
@@ -42,6 +43,8 @@ class Plugin(msgspec.Struct):
 class ExportFormat(msgspec.Struct):
     id: str
     name: str
+    tasks: list[str]
+    """The tasks whose models it exports."""
     extension: str
     options: dict[str, Any]
     """JSON schema of the options; every property carries its default."""
@@ -61,6 +64,10 @@ class ModelArchitecture(msgspec.Struct):
 
 
 ArchitectureName = Annotated[str, Parameter(description="Architecture name, e.g. resnet18", max_length=200)]
+#: A filter, not a reference: a task id no plugin registered simply matches nothing (an empty list).
+TaskFilter = Annotated[str | None, QueryParameter(
+    max_length=64, description="Only what serves this task id (e.g. `classification`; `GET /api/system/plugins` "
+                               "shows the registered tasks); an id nothing serves gives an empty list")]
 
 
 def _plugin(info: dict[str, Any]) -> Plugin:
@@ -99,20 +106,22 @@ class ExportFormatController(Controller):
     path = "/api/export/formats"
     tags = ["Export"]
 
-    @get("/", operation_id="ListExportFormats", summary="List available export formats")
-    async def list_formats(self, services: ServicesDep) -> Ok[list[ExportFormat]]:
+    @get("/", operation_id="ListExportFormats", summary="List available export formats",
+         responses=error_responses(422))
+    async def list_formats(self, services: ServicesDep, task: TaskFilter = None) -> Ok[list[ExportFormat]]:
         registry = services.plugins.exporters
         return ok(
             [
                 ExportFormat(
                     id=exporter.id,
                     name=exporter.name,
+                    tasks=list(tasks_of(exporter)),
                     extension=exporter.extension,
                     options=exporter.options_schema,
                     description=exporter.description,
                     plugin=registry.owner(exporter.id),
                 )
-                for exporter in sorted(registry, key=lambda e: e.id)
+                for exporter in registry.for_task(task)
             ]
         )
 
@@ -121,10 +130,11 @@ class ModelController(Controller):
     path = "/api/training/models"
     tags = ["Training"]
 
-    @get("/", operation_id="ListModels", summary="List model architectures", sync_to_thread=True)
-    def list_models(self, services: ServicesDep) -> Ok[list[ModelArchitecture]]:
+    @get("/", operation_id="ListModels", summary="List model architectures", sync_to_thread=True,
+         responses=error_responses(422))
+    def list_models(self, services: ServicesDep, task: TaskFilter = None) -> Ok[list[ModelArchitecture]]:
         registry = services.plugins.architectures
-        return ok([_architecture(arch, registry.owner(arch.name)) for arch in sorted(registry, key=lambda a: a.name)])
+        return ok([_architecture(arch, registry.owner(arch.name)) for arch in registry.for_task(task)])
 
     @get("/{name:str}", operation_id="GetModel", summary="Get one model architecture", sync_to_thread=True,
          responses=error_responses(404, 422))

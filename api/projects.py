@@ -9,16 +9,16 @@ from litestar import Controller, delete, get, patch, post
 from litestar.params import JSONBody, Parameter
 
 from modelyard.core.records import Project
-from modelyard.core.tasks import SUPPORTED_TASKS
 
 from .deps import ServicesDep
 from .envelope import Deleted, Ok, ok
-from .openapi import DESCRIPTION_META, documented, error_responses, name_meta
+from .openapi import DESCRIPTION_META, REGISTERED_TASKS, documented, error_responses, name_meta
 
 
 Name = Annotated[str, name_meta(200)]
 Description = Annotated[str, DESCRIPTION_META]
-Task = Annotated[str, documented(enum=list(SUPPORTED_TASKS))]
+#: a task id registered by a plugin (``GET /api/system/plugins`` lists them)
+Task = Annotated[str, documented(enum=[REGISTERED_TASKS])]
 
 
 class ProjectCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -25,6 +25,10 @@ each hook receives a registry and adds to it::
 
 Hooks (``modelyard.core.hookspecs``):
 
+- ``register_tasks(registry)`` adds ``Task`` objects (``id``, ``name``,
+  ``description``, ``annotation_types``): a project's ``task`` must name one.
+  Architectures, importers and exporters say which tasks they serve in their
+  ``tasks`` (``("classification",)`` when they do not say).
 - ``register_architectures(registry)`` adds ``Architecture`` objects: ``build``
   returns a plain ``nn.Module`` mapping ``(N, C, H, W)`` to ``(N, num_classes)``
   logits, and accepts extra ``**options`` (modelyard passes ``image_size``).
@@ -62,10 +66,12 @@ from .errors import ValidationError
 from .export_options import resolve_options
 from .hookspecs import hookimpl, hookspec
 from .jsonio import atomic_write_bytes
-from .plugin_types import Architecture, DatasetImporter, Exporter, ExportMetadata, ImageRecord
-from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry
+from .plugin_types import Architecture, DatasetImporter, Exporter, ExportMetadata, ImageRecord, Task
+from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
 
 __all__ = [
+    "Task",
+    "TaskRegistry",
     "Architecture",
     "ArchitectureRegistry",
     "DatasetImporter",

@@ -11,12 +11,22 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry
+    from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
 
 PROJECT_NAME = "modelyard"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_tasks(registry: TaskRegistry) -> None:
+    """Add tasks with ``registry.add(Task(...))``; a project's ``task`` must name one.
+
+    :param registry: the task registry; refuses duplicate ids.
+
+    Added in 0.2.
+    """
 
 
 @hookspec

@@ -23,7 +23,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, Registry
+from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, Registry, TaskRegistry
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ TRACE_ENV = "MODELYARD_TRACE_PLUGINS"
 
 #: Built-in plugins: ordinary ``@hookimpl`` modules, loaded exactly like third-party ones.
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "modelyard.plugins.classification",
     "modelyard.plugins.simple_cnn",
     "modelyard.plugins.torchvision_models",
     "modelyard.plugins.imagefolder",
@@ -74,6 +75,7 @@ class PluginHost:
         self.disabled = set(disabled if disabled is not None else disabled_from_env())
         for name in self.disabled:
             self.pm.set_blocked(name)
+        self.tasks = TaskRegistry()
         self.architectures = ArchitectureRegistry()
         self.importers = ImporterRegistry()
         self.exporters = ExporterRegistry()
@@ -99,7 +101,7 @@ class PluginHost:
         A CLI command that never touches a plugin (``projects list``) then skips
         importing torchvision, about 3 s of its start.
         """
-        for registry in (self.architectures, self.importers, self.exporters):
+        for registry in (self.tasks, self.architectures, self.importers, self.exporters):
             registry.before_read = self.load_all
         self._deferred = True
         return self
@@ -164,6 +166,7 @@ class PluginHost:
         if not info.loaded or info.registered:
             return
         hooks: list[tuple[str, Registry[Any]]] = [
+            ("register_tasks", self.tasks),
             ("register_architectures", self.architectures),
             ("register_importers", self.importers),
             ("register_exporters", self.exporters),
@@ -180,17 +183,27 @@ class PluginHost:
                     with registry.registering_as(name):
                         impl.function(**kwargs)
         except Exception as exc:
-            for _hook, registry in hooks:
-                registry.remove_plugin(name)
-            self.pm.unregister(name=name)
+            self._forget(name)
             info.error = f"{type(exc).__name__}: {exc}"
             log.error("plugin %s failed while registering: %s\n%s", name, exc, traceback.format_exc())
             return
         info.registered = {
+            "tasks": self.tasks.names_by_plugin(name),
             "architectures": self.architectures.names_by_plugin(name),
             "importers": self.importers.names_by_plugin(name),
             "exporters": self.exporters.names_by_plugin(name),
         }
+
+    def remove_plugin(self, name: str) -> None:
+        """Unregister a plugin added with ``add_plugin`` and everything it registered (tests, embedding)."""
+        self._forget(name)
+        self.plugins.pop(name, None)
+
+    def _forget(self, name: str) -> None:
+        for registry in (self.tasks, self.architectures, self.importers, self.exporters):
+            registry.remove_plugin(name)
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
 
     def describe(self) -> list[dict[str, Any]]:
         self.ensure_loaded()

@@ -1,4 +1,4 @@
-"""What a plugin registers: architectures, dataset importers and exporters.
+"""What a plugin registers: tasks, architectures, dataset importers and exporters.
 
 These are plain, typed descriptions. A plugin builds them and hands them to
 the registry it receives in its ``register_*`` hook; core code looks them up by
@@ -16,6 +16,32 @@ if TYPE_CHECKING:  # torch is heavy; plugin metadata must not require it at impo
     import numpy as np
     import torch
     from torch import nn
+
+
+#: The task of everything that does not say (architectures, importers and exporters written before tasks).
+CLASSIFICATION = "classification"
+
+
+@dataclass(frozen=True)
+class Task:
+    """A kind of problem a project solves (DESIGN section 10): the first choice a user makes.
+
+    A project's ``task`` must name a registered one. Architectures, importers
+    and exporters say which tasks they serve in their ``tasks``; listings
+    filter by it.
+    """
+
+    id: str
+    name: str
+    description: str = ""
+    #: the ``type`` of the annotations it reads from ``dataset.json`` (``label``, ``bbox``, ...)
+    annotation_types: tuple[str, ...] = ()
+
+
+def tasks_of(entry: object) -> tuple[str, ...]:
+    """The tasks an architecture, importer or exporter serves (``classification`` when it does not say)."""
+    tasks = getattr(entry, "tasks", None)
+    return tuple(tasks) if tasks else (CLASSIFICATION,)
 
 
 class BuildArchitecture(Protocol):
@@ -40,7 +66,7 @@ class Architecture:
 
     name: str
     build: BuildArchitecture
-    tasks: tuple[str, ...] = ("classification",)
+    tasks: tuple[str, ...] = (CLASSIFICATION,)
     default_input_size: tuple[int, int] = (224, 224)
     has_pretrained: bool = False
     description: str = ""
@@ -65,7 +91,10 @@ class ImageRecord:
 
 
 class DatasetImporter(Protocol):
-    """Reads one dataset layout. ``detect`` must be cheap: ``format: auto`` asks every importer."""
+    """Reads one dataset layout. ``detect`` must be cheap: ``format: auto`` asks every importer.
+
+    An importer may also have ``tasks`` (the tasks whose annotations it reads); without it, ``classification``.
+    """
 
     id: str
     name: str
@@ -113,3 +142,5 @@ class Exporter:
     export: ExportFunction
     load_runner: LoadRunner
     description: str = ""
+    #: the tasks whose models it exports
+    tasks: tuple[str, ...] = (CLASSIFICATION,)

@@ -11,6 +11,7 @@ from .errors import ConflictError, ModelyardError, ProjectNotFoundError, Validat
 from .ids import new_id
 from .jsonio import atomic_write_json, read_json
 from .records import Project, read_record
+from .registry import TaskRegistry
 from .tasks import check_task
 from .timeutil import utc_now_iso
 from .training.run_folder import ACTIVE_STATUSES, iter_run_dirs, read_run
@@ -71,8 +72,9 @@ def read_project(workspace: Workspace, project_id: str) -> Project:
 
 
 class ProjectService:
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, tasks: TaskRegistry) -> None:
         self.workspace = workspace
+        self.tasks = tasks
 
     def list(self) -> list[Project]:
         projects = []
@@ -85,7 +87,7 @@ class ProjectService:
 
     def create(self, name: str, task: str = "classification", description: str = "") -> Project:
         name = validate_name(name)
-        check_task(task)
+        check_task(task, self.tasks)
         description = validate_description(description)
         self.workspace.projects_dir.mkdir(parents=True, exist_ok=True)
         while True:
@@ -121,7 +123,7 @@ class ProjectService:
             if "description" in changes:
                 project.description = validate_description(changes["description"])
             if "task" in changes and changes["task"] != project.task:
-                check_task(changes["task"])
+                check_task(changes["task"], self.tasks)
                 if self._has_dataset(project_id):
                     raise ConflictError("The task cannot change once the project has a dataset; clear the dataset first")
                 project.task = changes["task"]

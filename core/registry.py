@@ -12,8 +12,15 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
-from .errors import PluginError, UnknownArchitectureError, UnknownExportFormatError, UnknownImporterError, UnknownNameError
-from .plugin_types import Architecture, DatasetImporter, Exporter
+from .errors import (
+    PluginError,
+    UnknownArchitectureError,
+    UnknownExportFormatError,
+    UnknownImporterError,
+    UnknownNameError,
+    UnknownTaskError,
+)
+from .plugin_types import Architecture, DatasetImporter, Exporter, Task, tasks_of
 
 T = TypeVar("T")
 
@@ -90,6 +97,12 @@ class Registry(Generic[T]):
         self.before_read()
         return self._owners[name]
 
+    def for_task(self, task: str | None) -> list[T]:
+        """The entries that serve ``task`` (all of them for ``None``), in name order."""
+        self.before_read()
+        return [self._entries[name] for name in sorted(self._entries)
+                if task is None or task in tasks_of(self._entries[name])]
+
     def names_by_plugin(self, plugin_name: str) -> list[str]:
         self.before_read()
         return sorted(name for name, owner in self._owners.items() if owner == plugin_name)
@@ -113,6 +126,19 @@ class _Attribution:
 
     def __exit__(self, *exc: object) -> None:
         self._registry._current_plugin.name = self._previous
+
+
+class TaskRegistry(Registry[Task]):
+    kind = "task"
+    unknown_error = UnknownTaskError
+
+    def add(self, entry: Task) -> Task:
+        if not isinstance(entry, Task):
+            raise PluginError(f"register_tasks must add Task objects, got {type(entry).__name__}")
+        return super().add(entry)
+
+    def _key(self, entry: Any) -> Any:
+        return getattr(entry, "id", None)
 
 
 class ArchitectureRegistry(Registry[Architecture]):

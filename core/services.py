@@ -62,7 +62,7 @@ def build_services(
         settings=settings,
         workspace=workspace,
         plugins=plugins,
-        projects=ProjectService(workspace),
+        projects=ProjectService(workspace, plugins.tasks),
         datasets=DatasetService(workspace, dataset_store, plugins.importers, settings),
         splits=SplitService(workspace, dataset_store, on_split_removed=experiments.follow_split_removal),
         experiments=experiments,

@@ -1,14 +1,10 @@
-"""The tasks the core knows how to train. Only classification for now."""
+"""A project's task must be a registered one (``register_tasks``; DESIGN section 10)."""
 
 from __future__ import annotations
 
-from .errors import UnknownTaskError
-
-SUPPORTED_TASKS: tuple[str, ...] = ("classification",)
+from .registry import TaskRegistry
 
 
-def check_task(task: str, field: str = "task") -> str:
-    """Return ``task`` if supported, else a validation error listing the supported ones."""
-    if task not in SUPPORTED_TASKS:
-        raise UnknownTaskError(task, list(SUPPORTED_TASKS), field=field)
-    return task
+def check_task(task: str, tasks: TaskRegistry, field: str = "task") -> str:
+    """Return ``task`` if a plugin registered it, else ``UnknownTaskError`` (422) listing the registered ones."""
+    return tasks.get(task, field=field).id

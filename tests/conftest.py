@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from modelyard.api.app import create_app
+from modelyard.core import Task, TaskRegistry, hookimpl
 from modelyard.core.services import Services, build_services
 from modelyard.core.settings import Settings
 
@@ -80,17 +81,21 @@ def assert_error(response: object, status: int, code: str) -> dict:
     return body["error"]
 
 
+class _SecondTaskPlugin:
+    """A plugin that registers one more task, the way a third-party task plugin does."""
+
+    @hookimpl
+    def register_tasks(self, registry: TaskRegistry) -> None:
+        registry.add(Task(id="counting", name="Counting", description="How many objects an image shows",
+                          annotation_types=("count",)))
+
+
 @pytest.fixture
-def second_task(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Make core know a second task, so rules about *changing* the task can be exercised.
-
-    Core supports only classification today; this extends its list of known
-    tasks for one test (no mock: the real validation reads that list).
-    """
-    from modelyard.core import tasks
-
-    monkeypatch.setattr(tasks, "SUPPORTED_TASKS", (*tasks.SUPPORTED_TASKS, "detection"))
-    return "detection"
+def second_task(services: Services) -> Iterator[str]:
+    """A second registered task (through a real plugin), so rules about *changing* the task can be exercised."""
+    services.plugins.add_plugin(_SecondTaskPlugin(), name="second-task")
+    yield "counting"
+    services.plugins.remove_plugin("second-task")  # the plugin host is the process's: leave it as it was
 
 
 EXAMPLE_PLUGIN_DIR = Path(__file__).parent / "fixtures" / "modelyard_example_plugin"

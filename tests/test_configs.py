@@ -33,7 +33,7 @@ def test_configs_holds_the_demo_pipeline_and_the_ready_experiment_configs() -> N
 @pytest.mark.parametrize("path", EXPERIMENT_CONFIGS, ids=[p.name for p in EXPERIMENT_CONFIGS])
 def test_experiment_config_validates_against_the_schema_and_the_real_plugins(path: Path) -> None:
     document = read_yaml(path)
-    config = check_experiment_config(document, default_plugin_host().architectures, root="config")
+    config = check_experiment_config(document, default_plugin_host().architectures, default_plugin_host().tasks, root="config")
     assert config.model.architecture == document["model"]["architecture"]
 
 

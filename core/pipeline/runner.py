@@ -88,7 +88,7 @@ def check_pipeline(services: Services, pipeline: Pipeline) -> None:
     given = pipeline.experiment.config.get("split_index")
     split_index = given if isinstance(given, int) and not isinstance(given, bool) else 0
     config = check_experiment_config(experiment_partial(pipeline, split_index), services.plugins.architectures,
-                                     pipeline.project.task)
+                                     services.plugins.tasks, pipeline.project.task)
     ratios = pipeline.split.ratios
     try:
         check_ratios(ratios.train, ratios.val, ratios.test)

@@ -19,7 +19,7 @@ import msgspec
 import yaml
 
 from ..errors import ValidationError
-from ..registry import ArchitectureRegistry
+from ..registry import ArchitectureRegistry, TaskRegistry
 from ..tasks import check_task
 from ..training.config import ExperimentConfig, check_depth, deep_merge, parse_config, task_defaults, validate_config
 
@@ -160,6 +160,7 @@ def experiment_partial(pipeline: Pipeline, split_index: int) -> dict[str, Any]:
 def check_experiment_config(
     partial: dict[str, Any],
     registry: ArchitectureRegistry,
+    tasks: TaskRegistry,
     task: str = "classification",
     root: str = "experiment.config",
 ) -> ExperimentConfig:
@@ -171,7 +172,7 @@ def check_experiment_config(
     """
     if not isinstance(partial, dict):
         raise ValidationError(f"{root} must be a mapping", field=root)
-    check_task(task, field="project.task")
+    check_task(task, tasks, field="project.task")
     check_depth(partial, root=root)
     config = parse_config(deep_merge(task_defaults(task), partial), root=root)
     try:

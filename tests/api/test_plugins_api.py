@@ -40,11 +40,12 @@ def test_plugins_endpoint_lists_builtins_with_version_source_and_registrations(c
         "version": modelyard.__version__,
         "source": "builtin",
         "status": "loaded",
-        "registered": {"architectures": ["simple_cnn"], "importers": [], "exporters": []},
+        "registered": {"tasks": [], "architectures": ["simple_cnn"], "importers": [], "exporters": []},
         "error": None,
     }
     assert plugins["onnx_exporter"]["registered"]["exporters"] == ["onnx"]
     assert "resnet18" in plugins["torchvision_models"]["registered"]["architectures"]
+    assert plugins["classification"]["registered"]["tasks"] == ["classification"]
 
 
 def test_export_formats_are_enumerated_from_the_exporter_registry_with_option_defaults(client) -> None:  # type: ignore[no-untyped-def]
@@ -127,7 +128,7 @@ def test_installed_third_party_plugin_shows_up_in_all_three_listings(example_cli
         "version": "0.3.0",
         "source": "modelyard-example-plugin",
         "status": "loaded",
-        "registered": {"architectures": ["example_tiny"], "importers": ["example_txt"], "exporters": ["example_ts"]},
+        "registered": {"tasks": [], "architectures": ["example_tiny"], "importers": ["example_txt"], "exporters": ["example_ts"]},
         "error": None,
     }
     models = _by(example_client.get("/api/training/models").json()["data"], "name")
@@ -146,7 +147,7 @@ def test_disabling_the_third_party_plugin_by_name_removes_it_from_the_listings(
     with _client_for(settings, PluginHost().load_all()) as client:
         plugins = _by(client.get("/api/system/plugins").json()["data"], "name")
         assert plugins["example"]["status"] == "disabled"
-        assert plugins["example"]["registered"] == {"architectures": [], "importers": [], "exporters": []}
+        assert plugins["example"]["registered"] == {"tasks": [], "architectures": [], "importers": [], "exporters": []}
         assert "example_tiny" not in _by(client.get("/api/training/models").json()["data"], "name")
         assert "example_ts" not in _by(client.get("/api/export/formats").json()["data"], "id")
         assert_error(client.get("/api/training/models/example_tiny"), 404, "NOT_FOUND")
@@ -169,3 +170,20 @@ def test_server_starts_and_reports_a_plugin_that_fails_to_load(
         assert plugins["exploding"]["error"] == "ImportError: needs libfoo.so"
         assert plugins["exploding"]["source"] == "exploding"
         assert client.get("/api/training/models/simple_cnn").status_code == 200
+
+
+def test_models_and_formats_filter_by_a_registered_task_and_say_which_tasks_they_serve(client, second_task) -> None:  # type: ignore[no-untyped-def]
+    everything = client.get("/api/training/models").json()["data"]
+    classification = client.get("/api/training/models", params={"task": "classification"}).json()["data"]
+    assert classification == everything and all(m["tasks"] == ["classification"] for m in everything)
+    assert client.get("/api/training/models", params={"task": second_task}).json()["data"] == []
+    formats = client.get("/api/export/formats", params={"task": "classification"}).json()["data"]
+    assert {f["id"] for f in formats} >= {"onnx", "torchscript"} and all(f["tasks"] == ["classification"] for f in formats)
+    assert client.get("/api/export/formats", params={"task": second_task}).json()["data"] == []
+
+
+@pytest.mark.parametrize("path", ["/api/training/models", "/api/export/formats"])
+@pytest.mark.parametrize("task", ["segmentation", ""])
+def test_a_task_nothing_serves_lists_nothing(client, path: str, task: str) -> None:  # type: ignore[no-untyped-def]
+    response = client.get(path, params={"task": task})
+    assert response.status_code == 200 and response.json()["data"] == []

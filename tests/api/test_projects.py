@@ -120,3 +120,20 @@ def test_delete_succeeds_once_the_run_has_finished(client, services, project_id:
 def test_delete_twice_is_404_the_second_time(client, project_id: str) -> None:
     assert client.delete(f"/api/projects/{project_id}").status_code == 200
     assert_error(client.delete(f"/api/projects/{project_id}"), 404, "NOT_FOUND")
+
+
+def test_a_task_a_plugin_registers_through_register_tasks_can_be_chosen_and_is_in_the_schema(
+        client, second_task: str) -> None:
+    response = client.post("/api/projects", json={"name": "counts", "task": second_task})
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["task"] == second_task
+    schema = create_app_schema_task_enum(client)
+    assert schema == ["classification", second_task]
+    plugins = {p["name"]: p for p in client.get("/api/system/plugins").json()["data"]}
+    assert plugins["second-task"]["registered"]["tasks"] == [second_task]
+
+
+def create_app_schema_task_enum(client) -> list[str]:  # type: ignore[no-untyped-def]
+    """The ``task`` enum of ``ProjectCreate`` in the OpenAPI document the server serves."""
+    document = client.get("/schema/openapi.json").json()
+    return document["components"]["schemas"]["ProjectCreate"]["properties"]["task"]["enum"]

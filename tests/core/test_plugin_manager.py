@@ -75,7 +75,8 @@ def test_builtin_plugins_load_and_register_exactly_once() -> None:
     builtins = [name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS]
     assert [p for p in host.plugins if p in builtins] == builtins
     assert all(host.plugins[name].status == "loaded" and host.plugins[name].source == "builtin" for name in builtins)
-    assert host.plugins["simple_cnn"].registered == {"architectures": ["simple_cnn"], "importers": [], "exporters": []}
+    assert host.plugins["simple_cnn"].registered == {"tasks": [], "architectures": ["simple_cnn"], "importers": [],
+                                                 "exporters": []}
     assert {"simple_cnn", "resnet18", "vit_b_16"} <= set(host.architectures.names())
     assert host.importers.names() == ["csv", "imagefolder"]
     assert host.exporters.names() == ["onnx", "torchscript"]
@@ -125,7 +126,8 @@ def test_register_exporters_hook_receives_the_exporter_registry() -> None:
     host = PluginHost(disabled=set())
     host.add_plugin(ExporterPlugin(), name="fmt_plugin")
     assert host.exporters.get("fmt").extension == ".fmt"
-    assert host.plugins["fmt_plugin"].registered == {"architectures": [], "importers": [], "exporters": ["fmt"]}
+    assert host.plugins["fmt_plugin"].registered == {"tasks": [], "architectures": [], "importers": [],
+                                                 "exporters": ["fmt"]}
 
 
 def test_hook_implementation_may_omit_the_registry_argument() -> None:
@@ -250,7 +252,7 @@ def _hookspec_names() -> list[str]:
 def test_every_hookspec_is_documented_in_the_plugin_guide() -> None:
     guide = (REPO / "docs" / "plugins.md").read_text()
     names = _hookspec_names()
-    assert names == ["register_architectures", "register_importers", "register_exporters"]
+    assert names == ["register_tasks", "register_architectures", "register_importers", "register_exporters"]
     assert [name for name in names if f"`{name}" not in guide] == []
 
 

@@ -13,6 +13,9 @@ import pytest
 from modelyard.core.errors import ConflictError, ProjectNotFoundError, UnknownTaskError, ValidationError
 from modelyard.core.jsonio import atomic_write_json, read_json
 from modelyard.core.projects import ProjectService
+from modelyard.core import Task
+from modelyard.core.registry import TaskRegistry
+from modelyard.plugins.classification import CLASSIFICATION
 from modelyard.core.workspace import Workspace
 from tests.helpers.datasets import write_shapes_dataset
 from tests.helpers.run_fixtures import make_run_folder
@@ -27,9 +30,23 @@ def workspace(tmp_path: Path) -> Workspace:
     return ws
 
 
+def classification_only() -> TaskRegistry:
+    """The tasks a workspace with only the built-in classification task knows."""
+    tasks = TaskRegistry()
+    tasks.add(CLASSIFICATION)
+    return tasks
+
+
 @pytest.fixture
 def projects(workspace: Workspace) -> ProjectService:
-    return ProjectService(workspace)
+    return ProjectService(workspace, classification_only())
+
+
+@pytest.fixture
+def second_task(projects: ProjectService) -> str:
+    """A second registered task in this test's own task registry."""
+    projects.tasks.add(Task(id="counting", name="Counting"))
+    return "counting"
 
 
 def test_create_writes_project_json_with_id_and_utc_timestamps(projects: ProjectService, workspace: Workspace) -> None:

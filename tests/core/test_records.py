@@ -23,6 +23,7 @@ from modelyard.core.records import (
 )
 from modelyard.core.training.run_folder import read_run
 from modelyard.core.workspace import Workspace
+from tests.core.test_projects import classification_only
 
 #: run.json as the first released version wrote it: no claim, no worker start time, no precision, no early
 #: stop, no resumes, and a field this version no longer has.
@@ -78,7 +79,7 @@ def test_an_old_project_lists_and_updates_through_the_service(workspace: Workspa
     folder.mkdir(parents=True)
     atomic_write_json(folder / "project.json", {"id": "proj-0ld00001", "name": "old", "created_at": "2025-01-01T00:00:00Z",
                                                 "owner": "dropped"})
-    projects = ProjectService(workspace)
+    projects = ProjectService(workspace, classification_only())
     assert [p.name for p in projects.list()] == ["old"]
     updated = projects.update("proj-0ld00001", {"description": "now typed"})
     assert read_json(folder / "project.json") == msgspec.to_builtins(updated)

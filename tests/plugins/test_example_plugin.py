@@ -20,7 +20,7 @@ def test_entry_point_plugin_is_loaded_with_its_distribution_and_version(example_
     host = PluginHost(disabled=set()).load_all()
     info = host.plugins["example"]
     assert (info.status, info.source, info.version) == ("loaded", "modelyard-example-plugin", "0.3.0")
-    assert info.registered == {"architectures": ["example_tiny"], "importers": ["example_txt"], "exporters": ["example_ts"]}
+    assert info.registered == {"tasks": [], "architectures": ["example_tiny"], "importers": ["example_txt"], "exporters": ["example_ts"]}
     assert host.plugins["simple_cnn"].status == "loaded"
 
 
