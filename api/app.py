@@ -24,7 +24,7 @@ from .exports import ExportController
 from .hostcheck import HostPolicy, host_check_middleware
 from .json_body import json_body_middleware
 from .openapi import RecordSchemaPlugin, StrictStructSchemaPlugin
-from .plugins import ExportFormatController, ModelController, PluginController
+from .plugins import DatasetFormatController, ExportFormatController, ModelController, PluginController
 from .projects import ProjectController
 from .runs import RunController, job_queue_lifespan
 from .splits import SplitController
@@ -32,7 +32,7 @@ from .system import SystemController
 
 log = logging.getLogger("modelyard.api")
 
-CONTROLLERS = [ProjectController, SystemController, RunController, PluginController, ExportFormatController, ModelController, DatasetController, SplitController, EvaluationController, ExportController, ExperimentController]
+CONTROLLERS = [ProjectController, SystemController, RunController, PluginController, ExportFormatController, DatasetFormatController, ModelController, DatasetController, SplitController, EvaluationController, ExportController, ExperimentController]
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:

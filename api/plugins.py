@@ -1,8 +1,9 @@
-"""Read-only views of what plugins provide: loaded plugins, export formats, model architectures.
+"""Read-only views of what plugins provide: loaded plugins, export formats, dataset formats, model architectures.
 
-``/api/system/plugins`` (DESIGN section 8), ``/api/export/formats`` (section 7) and
-``/api/training/models``. All three read the registries of ``services.plugins``;
-nothing here loads or installs a plugin.
+``/api/system/plugins`` (DESIGN section 8), ``/api/export/formats`` (section 7),
+``/api/datasets/formats`` and ``/api/training/models``. All read the registries
+of ``services.plugins``; nothing here loads or installs a plugin. The format and
+model listings take ``?task=``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ class ExportFormat(msgspec.Struct):
     extension: str
     options: dict[str, Any]
     """JSON schema of the options; every property carries its default."""
+    description: str
+    plugin: str
+
+
+class DatasetFormat(msgspec.Struct):
+    """An importer: what the ``format`` of an import names (``auto`` asks every one)."""
+
+    id: str
+    name: str
+    tasks: list[str]
+    """The tasks whose annotations it reads."""
     description: str
     plugin: str
 
@@ -124,6 +136,22 @@ class ExportFormatController(Controller):
                 for exporter in registry.for_task(task)
             ]
         )
+
+
+class DatasetFormatController(Controller):
+    path = "/api/datasets/formats"
+    tags = ["Datasets"]
+
+    @get("/", operation_id="ListDatasetFormats", summary="List dataset import formats",
+         description="What the `format` of `import/local` and `import/upload` may name, besides `auto`.",
+         responses=error_responses(422))
+    async def list_formats(self, services: ServicesDep, task: TaskFilter = None) -> Ok[list[DatasetFormat]]:
+        registry = services.plugins.importers
+        return ok([
+            DatasetFormat(id=importer.id, name=importer.name, tasks=list(tasks_of(importer)),
+                          description=getattr(importer, "description", ""), plugin=registry.owner(importer.id))
+            for importer in registry.for_task(task)
+        ])
 
 
 class ModelController(Controller):

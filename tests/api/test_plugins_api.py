@@ -137,6 +137,8 @@ def test_installed_third_party_plugin_shows_up_in_all_three_listings(example_cli
     assert models["example_tiny"]["num_parameters"] == 8 * 3 * 9 + 8 + 8 * 8 * 9 + 8 + 8 * 1000 + 1000
     formats = _by(example_client.get("/api/export/formats").json()["data"], "id")
     assert formats["example_ts"]["extension"] == ".ts"
+    importers = _by(example_client.get("/api/datasets/formats").json()["data"], "id")
+    assert importers["example_txt"]["plugin"] == "example" and importers["example_txt"]["tasks"] == ["classification"]
     assert formats["example_ts"]["options"]["properties"]["note"]["default"] == ""
 
 
@@ -182,8 +184,17 @@ def test_models_and_formats_filter_by_a_registered_task_and_say_which_tasks_they
     assert client.get("/api/export/formats", params={"task": second_task}).json()["data"] == []
 
 
-@pytest.mark.parametrize("path", ["/api/training/models", "/api/export/formats"])
+@pytest.mark.parametrize("path", ["/api/training/models", "/api/export/formats", "/api/datasets/formats"])
 @pytest.mark.parametrize("task", ["segmentation", ""])
 def test_a_task_nothing_serves_lists_nothing(client, path: str, task: str) -> None:  # type: ignore[no-untyped-def]
     response = client.get(path, params={"task": task})
     assert response.status_code == 200 and response.json()["data"] == []
+
+
+def test_dataset_formats_list_every_importer_with_its_tasks_and_filter_by_task(client, second_task) -> None:  # type: ignore[no-untyped-def]
+    formats = _by(client.get("/api/datasets/formats").json()["data"], "id")
+    assert {"imagefolder", "csv"} <= set(formats)
+    assert formats["imagefolder"]["tasks"] == ["classification"] and formats["imagefolder"]["plugin"] == "imagefolder"
+    assert formats["imagefolder"]["description"]
+    assert _by(client.get("/api/datasets/formats", params={"task": "classification"}).json()["data"], "id") == formats
+    assert client.get("/api/datasets/formats", params={"task": second_task}).json()["data"] == []
