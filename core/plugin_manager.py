@@ -101,7 +101,7 @@ class PluginHost:
         A CLI command that never touches a plugin (``projects list``) then skips
         importing torchvision, about 3 s of its start.
         """
-        for registry in (self.tasks, self.architectures, self.importers, self.exporters):
+        for _hook, registry in self._hooks():
             registry.before_read = self.load_all
         self._deferred = True
         return self
@@ -165,14 +165,8 @@ class PluginHost:
         info = self.plugins[name]
         if not info.loaded or info.registered:
             return
-        hooks: list[tuple[str, Registry[Any]]] = [
-            ("register_tasks", self.tasks),
-            ("register_architectures", self.architectures),
-            ("register_importers", self.importers),
-            ("register_exporters", self.exporters),
-        ]
         try:
-            for hook_name, registry in hooks:
+            for hook_name, registry in self._hooks():
                 caller = getattr(self.pm.hook, hook_name)
                 for impl in caller.get_hookimpls():
                     if impl.plugin_name != name:
@@ -200,10 +194,19 @@ class PluginHost:
         self.plugins.pop(name, None)
 
     def _forget(self, name: str) -> None:
-        for registry in (self.tasks, self.architectures, self.importers, self.exporters):
+        for _hook, registry in self._hooks():
             registry.remove_plugin(name)
         if self.pm.get_plugin(name) is not None:
             self.pm.unregister(name=name)
+
+    def _hooks(self) -> list[tuple[str, Registry[Any]]]:
+        """Each hook and the registry it fills, in the order plugins are called."""
+        return [
+            ("register_tasks", self.tasks),
+            ("register_architectures", self.architectures),
+            ("register_importers", self.importers),
+            ("register_exporters", self.exporters),
+        ]
 
     def describe(self) -> list[dict[str, Any]]:
         self.ensure_loaded()

@@ -86,7 +86,7 @@ class EvaluationService:
         self.workspace = workspace
         self.queue = queue
         self.indexes = ResultsIndexCache()
-        self.jobs = JobStore(workspace, queue, EVALUATE, Evaluation, workspace.evaluations_dir, lambda eval_id: EvaluationNotFoundError(
+        self.jobs: JobStore[Evaluation] = JobStore(workspace, queue, EVALUATE, workspace.evaluations_dir, lambda eval_id: EvaluationNotFoundError(
             f"Evaluation {eval_id} not found", {"evaluation_id": eval_id}))
 
     # -- create ------------------------------------------------------------------

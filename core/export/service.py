@@ -70,7 +70,7 @@ class ExportService:
         self.workspace = workspace
         self.plugins = plugins
         self.queue = queue
-        self.jobs = JobStore(workspace, queue, EXPORT, Export, workspace.exports_dir, lambda export_id: ExportNotFoundError(
+        self.jobs: JobStore[Export] = JobStore(workspace, queue, EXPORT, workspace.exports_dir, lambda export_id: ExportNotFoundError(
             f"Export {export_id} not found", {"export_id": export_id}))
 
     # -- create ------------------------------------------------------------------

@@ -33,14 +33,11 @@ R = TypeVar("R", bound=JobRecord)
 class JobStore(Generic[R]):
     """The jobs of one kind in every project: ``parent(project_id)`` holds their folders."""
 
-    def __init__(self, workspace: Workspace, queue: JobQueue, kind: JobKind, record_type: type[R],
-                 parent: Callable[[str], Path], not_found: Callable[[str], ModelyardError]) -> None:
-        if kind.record_type is not record_type:
-            raise TypeError(f"{kind.name} jobs are {kind.record_type.__name__} records, not {record_type.__name__}")
+    def __init__(self, workspace: Workspace, queue: JobQueue, kind: JobKind, parent: Callable[[str], Path],
+                 not_found: Callable[[str], ModelyardError]) -> None:
         self.workspace = workspace
         self.queue = queue
         self.kind = kind
-        self.record_type = record_type
         self.parent = parent
         self.not_found = not_found
 
@@ -48,7 +45,7 @@ class JobStore(Generic[R]):
         """Write a new ``pending`` job (the fields every job has, then the kind's ``fields``) and wake the queue."""
         job_id, folder = new_job_folder(self.parent(project_id), self.kind.prefix)
         record = msgspec.convert({**fields, "id": job_id, "project_id": project_id, "status": "pending",
-                                  "created_at": utc_now_iso()}, self.record_type)
+                                  "created_at": utc_now_iso()}, self.kind.record_type)
         job = self.job(folder)
         job.write(record)
         self.queue.wake()

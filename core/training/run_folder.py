@@ -21,6 +21,7 @@ from ..records import Run, RunEarlyStop, RunProgress, read_record
 from ..timeutil import utc_now_iso
 from ..jobs.events import EVENTS_JSONL, EventLog
 from ..jobs.folder import HEARTBEAT, STOP_REQUEST, JobFolder, heartbeat_age_s, touch_heartbeat
+from ..jobs.kinds import TRAIN
 from ..jobs.process import pid_alive
 from ..jobs.status import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES
 from ..workspace import Workspace
@@ -71,8 +72,8 @@ def iter_run_dirs(workspace: Workspace, project_id: str | None = None) -> Iterat
 
 
 def run_job(workspace: Workspace, run_dir: Path) -> JobFolder[Run]:
-    """The run folder as a job folder: ``run.json`` read and written as a ``Run`` under the run's lock."""
-    return JobFolder(workspace, run_dir, RUN_JSON, TRAIN_LOG, Run)
+    """The run folder as the train kind's job folder: ``run.json`` read and written as a ``Run`` under the run's lock."""
+    return TRAIN.job(workspace, run_dir)  # type: ignore[return-value]
 
 
 def read_run(run_dir: Path) -> Run:

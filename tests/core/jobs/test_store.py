@@ -11,7 +11,6 @@ from modelyard.core.ids import new_id
 from modelyard.core.jobs.kinds import EVALUATE
 from modelyard.core.jobs.queue import JobQueue
 from modelyard.core.jobs.store import JobStore
-from modelyard.core.records import Evaluation
 from modelyard.core.settings import Settings
 from modelyard.core.workspace import Workspace
 from tests.helpers.run_fixtures import ensure_project
@@ -25,7 +24,7 @@ def records(tmp_path: Path) -> tuple[JobStore, str]:
     ensure_project(workspace, project_id)
     queue = JobQueue(workspace, Settings(workspace=workspace.root, warm_workers=0))  # never started: jobs stay pending
     not_found = lambda job_id: EvaluationNotFoundError(f"Evaluation {job_id} not found", {"evaluation_id": job_id})  # noqa: E731
-    return JobStore(workspace, queue, EVALUATE, Evaluation, workspace.evaluations_dir, not_found), project_id
+    return JobStore(workspace, queue, EVALUATE, workspace.evaluations_dir, not_found), project_id
 
 
 def test_a_submitted_job_is_pending_with_the_fields_every_job_has_and_its_own(records) -> None:
