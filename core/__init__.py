@@ -66,7 +66,7 @@ from .errors import ValidationError
 from .export_options import resolve_options
 from .hookspecs import hookimpl, hookspec
 from .jsonio import atomic_write_bytes
-from .plugin_types import Architecture, DatasetImporter, Exporter, ExportMetadata, ImageRecord, Task
+from .plugin_types import Architecture, BoxLabel, DatasetImporter, Exporter, ExportMetadata, ImageRecord, Task
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "ExportMetadata",
     "Exporter",
     "ExporterRegistry",
+    "BoxLabel",
     "ImageRecord",
     "ImporterRegistry",
     "ValidationError",

@@ -34,6 +34,7 @@ TRACE_ENV = "MODELYARD_TRACE_PLUGINS"
 #: Built-in plugins: ordinary ``@hookimpl`` modules, loaded exactly like third-party ones.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "modelyard.plugins.classification",
+    "modelyard.plugins.object_detection",
     "modelyard.plugins.simple_cnn",
     "modelyard.plugins.torchvision_models",
     "modelyard.plugins.imagefolder",

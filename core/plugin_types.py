@@ -77,6 +77,15 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class BoxLabel:
+    """One object an importer found in an image (task ``object_detection``)."""
+
+    class_name: str
+    bbox: tuple[float, float, float, float]
+    """``[x, y, w, h]`` in the file's pixels, top-left origin, as the source states it (staging clips it)."""
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """One image an importer found: where it is and what it is labelled."""
 
@@ -88,6 +97,10 @@ class ImageRecord:
     """Class name, or ``None`` for an unlabelled image."""
     subset: str | None = None
     """``train``/``val``/``test`` when the source already splits the data."""
+    boxes: tuple[BoxLabel, ...] | None = None
+    """The image's objects; ``None`` when the importer reads no boxes, ``()`` for a background image."""
+    problem: str | None = None
+    """Why this image cannot be imported (an unknown category id, a malformed label file): it is skipped with this reason."""
 
 
 class DatasetImporter(Protocol):
