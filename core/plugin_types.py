@@ -76,6 +76,30 @@ class Architecture:
     head_name: str | None = None
 
 
+class DetectionNet(Protocol):
+    """What an ``object_detection`` architecture's ``build`` returns (a plain ``nn.Module``).
+
+    Images come in normalised like a classifier's (``[B, C, H, W]`` float, the
+    task module applies mean/std; all of one size, ``image_size`` of the
+    build options). Boxes are ``[x1, y1, x2, y2]`` in the input's pixels and
+    class ids are ``0 .. num_classes - 1`` (no background id: a wrapper of a
+    model that reserves one shifts it inside).
+
+    - ``net(images, targets)`` in training mode, with ``targets`` a list of
+      ``{"boxes": float [N, 4], "labels": int64 [N]}`` (``N`` may be 0), returns
+      a dict of named loss tensors; the task sums them.
+    - ``net(images)`` in eval mode returns one ``{"boxes", "scores", "labels"}``
+      dict per image, highest score first, before any score threshold.
+    - ``net.export_forward(images)`` for exactly one image returns the tuple
+      ``(boxes [K, 4], scores [K], labels [K])`` with a dynamic ``K``: what the
+      ONNX and TorchScript exports trace.
+    """
+
+    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> Any: ...
+
+    def export_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
 @dataclass(frozen=True)
 class BoxLabel:
     """One object an importer found in an image (task ``object_detection``)."""
