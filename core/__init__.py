@@ -42,7 +42,12 @@ Hooks (``modelyard.core.hookspecs``):
 Helpers for exporters: ``resolve_options(exporter, options)`` (the request's
 options checked against the exporter's schema, defaults filled in) and
 ``atomic_write_bytes(path, data)`` (temp file, fsync, rename: a crash never
-leaves half a model file). Import everything from ``modelyard.core`` itself:
+leaves half a model file). Helpers for architectures with pretrained
+weights from the torch hub cache: ``ensure_weights_cached(name, weights)``
+(the cached file, downloaded once; a ``ValidationError`` naming the file and
+folder when it cannot be fetched) and ``loading_cached_weights(name, file)``
+(every ``torch.load`` inside uses ``weights_only=True``; failures become a
+``ValidationError``). Import everything from ``modelyard.core`` itself:
 its other modules are internal and may change.
 
 Names are unique across all plugins (a duplicate fails the later plugin with
@@ -65,6 +70,7 @@ full guide, with a worked example in tests/fixtures/modelyard_example_plugin.
 from .errors import ValidationError
 from .export_options import resolve_options
 from .hookspecs import hookimpl, hookspec
+from .hub_weights import ensure_weights_cached, loading_cached_weights, weights_cache_file
 from .jsonio import atomic_write_bytes
 from .plugin_types import Architecture, BoxLabel, DatasetImporter, Exporter, ExportMetadata, ImageRecord, Task
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
@@ -83,7 +89,10 @@ __all__ = [
     "ImporterRegistry",
     "ValidationError",
     "atomic_write_bytes",
+    "ensure_weights_cached",
     "hookimpl",
     "hookspec",
+    "loading_cached_weights",
     "resolve_options",
+    "weights_cache_file",
 ]

@@ -15,17 +15,18 @@ torchvision's loader calls ``torch.load`` without ``weights_only``; we force
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import threading
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from modelyard.core import Architecture, ValidationError, hookimpl
+from modelyard.core import (
+    Architecture,
+    ValidationError,
+    ensure_weights_cached,
+    hookimpl,
+    loading_cached_weights,
+    weights_cache_file,  # noqa: F401  (importable from here, as before it moved to modelyard.core)
+)
 
 #: Where the classifier head lives, by family (checked against the built models by tests).
 HEAD_BY_FAMILY: tuple[tuple[str, str], ...] = (
@@ -52,9 +53,6 @@ HEAD_BY_FAMILY: tuple[tuple[str, str], ...] = (
 
 #: Families built for one fixed input size, and the torchvision argument that sets it.
 FIXED_SIZE_ARGUMENT: dict[str, str] = {"vit": "image_size", "maxvit": "input_size"}
-
-_FORCE_WEIGHTS_ONLY_ENV = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
-_force_lock = threading.Lock()
 
 
 def head_name_for(name: str) -> str | None:
@@ -87,52 +85,8 @@ def min_input_size(name: str) -> tuple[int, int]:
 
 
 # -- pretrained weights ------------------------------------------------------------
-def weights_cache_file(weights: Any) -> Path:
-    """Where torch hub keeps ``weights``' file: ``<torch.hub.get_dir()>/checkpoints/<file name from the URL>``."""
-    import torch.hub
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
-
-
-def ensure_weights_cached(name: str, weights: Any) -> Path:
-    """Return the cached weights file of ``name``, downloading it if needed.
-
-    Raises ``ValidationError`` naming the file and the cache folder when it is
-    not cached and cannot be downloaded (e.g. no internet).
-    """
-    import torch.hub
-
-    target = weights_cache_file(weights)
-    if target.is_file():
-        return target
-    match = torch.hub.HASH_REGEX.search(target.name)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(weights.url, str(target), match.group(1) if match else None, progress=False)
-    except Exception as exc:  # URLError, HTTPError, timeouts, hash mismatch, read-only cache ...
-        raise ValidationError(
-            f"Pretrained weights for {name} are not available: {target.name} is not in the torch hub cache "
-            f"({target.parent}) and downloading {weights.url} failed ({type(exc).__name__}: {exc}). "
-            f"Copy {target.name} into {target.parent} (or set TORCH_HOME), or set model.pretrained to false.",
-            field="model.pretrained",
-            details={"file": target.name, "cache_dir": str(target.parent), "url": weights.url},
-        ) from exc
-    return target
-
-
-@contextlib.contextmanager
-def _weights_only_loads() -> Iterator[None]:
-    """Make every ``torch.load`` in this block use ``weights_only=True`` (torchvision passes no flag)."""
-    with _force_lock:
-        previous = os.environ.get(_FORCE_WEIGHTS_ONLY_ENV)
-        os.environ[_FORCE_WEIGHTS_ONLY_ENV] = "1"
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop(_FORCE_WEIGHTS_ONLY_ENV, None)
-            else:
-                os.environ[_FORCE_WEIGHTS_ONLY_ENV] = previous
+# ``weights_cache_file`` and ``ensure_weights_cached`` (imported above, still importable from here) live in
+# ``modelyard.core`` so that every architecture plugin fetches and loads hub weights the same way.
 
 
 # -- building --------------------------------------------------------------------------
@@ -163,24 +117,14 @@ def build_torchvision(
         if weights is None:
             raise ValidationError(f"torchvision has no pretrained weights for {model_name}", field="model.pretrained")
         cache_file = ensure_weights_cached(model_name, weights)
-    try:
-        if weights is not None:
-            with _weights_only_loads():
-                model = tvm.get_model(model_name, weights=weights, progress=False, **kwargs)
-        else:
+    if weights is not None:
+        with loading_cached_weights(model_name, cache_file):
+            model = tvm.get_model(model_name, weights=weights, progress=False, **kwargs)
+    else:
+        try:
             model = tvm.get_model(model_name, weights=None, **kwargs)
-    except ValidationError:
-        raise
-    except Exception as exc:
-        if weights is not None:
-            raise ValidationError(
-                f"Pretrained weights file {cache_file.name} for {model_name} cannot be loaded safely "
-                f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
-                f"delete it from {cache_file.parent} to download it again",
-                field="model.pretrained",
-                details={"file": cache_file.name, "cache_dir": str(cache_file.parent)},
-            ) from exc
-        raise ValidationError(f"Cannot build {model_name} with {kwargs}: {exc}", field="model.architecture") from exc
+        except Exception as exc:
+            raise ValidationError(f"Cannot build {model_name} with {kwargs}: {exc}", field="model.architecture") from exc
     if model_name.startswith("inception") and getattr(model, "AuxLogits", None) is not None:
         model.aux_logits = False  # torchvision keeps the aux head when loading weights; we train one head
         model.AuxLogits = None
