@@ -49,6 +49,13 @@ class SkippedFile(msgspec.Struct):
     reason: str
 
 
+class ImportWarning(msgspec.Struct):
+    """An imported image the import had to change, e.g. ``2 boxes clipped to the image``."""
+
+    path: str
+    reason: str
+
+
 class DuplicateFile(msgspec.Struct):
     path: str
     duplicate_of: str
@@ -61,9 +68,10 @@ class ImportSummary(msgspec.Struct):
     classes: list[str]
     num_images: int
     format: str
+    warnings: list[ImportWarning] = msgspec.field(default_factory=list)
 
 
-class DatasetImage(msgspec.Struct):
+class DatasetImage(msgspec.Struct, omit_defaults=True):
     filename: str
     class_name: str | None
     width: int
@@ -72,15 +80,19 @@ class DatasetImage(msgspec.Struct):
     format: str
     source_path: str
     split: list[str]
+    #: boxes of the image (only in a detection dataset)
+    num_boxes: int | None = None
 
 
-class Annotation(msgspec.Struct):
+class Annotation(msgspec.Struct, omit_defaults=True):
     type: str
     class_id: int
     class_name: str
+    #: ``[x, y, w, h]`` in pixels, top-left origin (``bbox`` annotations only)
+    bbox: list[float] | None = None
 
 
-class DatasetImageInfo(DatasetImage):
+class DatasetImageInfo(DatasetImage, kw_only=True):
     sha256: str
     annotations: list[Annotation]
     source_subset: str | None
@@ -156,9 +168,11 @@ class DatasetController(Controller):
         project_id: ProjectId,
         page: Annotated[int, QueryParameter(ge=1, le=MAX_QUERY_INT, description="Page number")] = 1,
         page_size: Annotated[int, QueryParameter(ge=1, le=MAX_QUERY_INT, description="Items per page (capped at 500)")] = 50,
-        sort_by: Annotated[Literal["filename", "class", "size"], QueryParameter(description="Sort field")] = "filename",
+        sort_by: Annotated[Literal["filename", "class", "size", "num_boxes"],
+                           QueryParameter(description="Sort field (num_boxes: boxes per image, for detection)")] = "filename",
         sort_order: Annotated[Literal["asc", "desc"], QueryParameter(description="Sort direction")] = "asc",
-        filter_class: Annotated[str | None, QueryParameter(description="Only this class", max_length=200)] = None,
+        filter_class: Annotated[str | None, QueryParameter(
+            description="Only this class (detection: images with any box of it)", max_length=200)] = None,
         filter_split: Annotated[
             str | None, QueryParameter(description="<split index>:<train|val|test|none>, e.g. 0:train; the split must exist",
                                        max_length=20, schema_extra={"pattern": FILTER_SPLIT_PATTERN})

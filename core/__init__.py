@@ -39,6 +39,11 @@ Hooks (``modelyard.core.hookspecs``):
   schema with defaults, ``export(model, example_input, options, out_dir, metadata)``
   and ``load_runner(path, options)`` used to verify every export.
 
+Helpers for importers: ``read_source_file(path, root, max_bytes)`` and
+``source_image_size(path, root)`` read a label file or an image header only
+when it is a plain file inside the import folder (no link, no FIFO), raising
+``SourceFileError`` with the reason otherwise.
+
 Helpers for exporters: ``resolve_options(exporter, options)`` (the request's
 options checked against the exporter's schema, defaults filled in) and
 ``atomic_write_bytes(path, data)`` (temp file, fsync, rename: a crash never
@@ -67,6 +72,7 @@ it; ``MODELYARD_TRACE_PLUGINS=1`` logs every hook call. docs/plugins.md is the
 full guide, with a worked example in tests/fixtures/modelyard_example_plugin.
 """
 
+from .datasets.files import SourceFileError, read_source_file, source_image_size
 from .errors import ValidationError
 from .export_options import resolve_options
 from .hookspecs import hookimpl, hookspec
@@ -88,6 +94,9 @@ __all__ = [
     "ImageRecord",
     "ImporterRegistry",
     "ValidationError",
+    "SourceFileError",
+    "read_source_file",
+    "source_image_size",
     "atomic_write_bytes",
     "ensure_weights_cached",
     "hookimpl",

@@ -63,8 +63,13 @@ class DatasetSource(msgspec.Struct):
     imported_at: str
 
 
-class Dataset(msgspec.Struct, kw_only=True):
-    """What ``GET /api/datasets/{project_id}`` answers: a summary of ``dataset.json``."""
+class Dataset(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What ``GET /api/datasets/{project_id}`` answers: a summary of ``dataset.json``.
+
+    ``class_counts`` counts annotations per class: images for classification,
+    boxes for a task whose annotations are boxes. Only such a dataset has the
+    last three fields (absent otherwise, so a classification answer is unchanged).
+    """
 
     task: str
     classes: list[str]
@@ -74,6 +79,12 @@ class Dataset(msgspec.Struct, kw_only=True):
     image_stats: ImageStats
     split_names: list[str]
     source: DatasetSource | None
+    #: images with at least one box of each class (detection)
+    class_image_counts: dict[str, int] | None = None
+    #: boxes in the dataset (detection)
+    num_boxes: int | None = None
+    #: images without any box, kept as background (detection)
+    num_background: int | None = None
 
 
 # -- every job -------------------------------------------------------------------------------

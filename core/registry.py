@@ -164,10 +164,12 @@ class ImporterRegistry(Registry[DatasetImporter]):
     def _key(self, entry: Any) -> Any:
         return getattr(entry, "id", None)
 
-    def detect(self, root: Any) -> DatasetImporter | None:
-        """The first importer (in name order, ``imagefolder`` last as the catch-all) that recognises ``root``."""
-        self.before_read()
-        ordered = sorted(self._entries.values(), key=lambda imp: (imp.id == "imagefolder", imp.id))
+    def detect(self, root: Any, task: str | None = None) -> DatasetImporter | None:
+        """The first importer (in name order, ``imagefolder`` last as the catch-all) that recognises ``root``.
+
+        With ``task``, only the importers that serve it are asked.
+        """
+        ordered = sorted(self.for_task(task), key=lambda imp: (imp.id == "imagefolder", imp.id))
         for importer in ordered:
             if importer.detect(root):
                 return importer

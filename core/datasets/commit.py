@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..jsonio import atomic_write_json
-from .document import NONE, SOURCE_SPLIT, class_name, image_stats, label_annotation, relabel
+from .document import NONE, SOURCE_SPLIT, bbox_annotation, class_name, image_stats, label_annotation, relabel
 from .naming import unique_name
 from .staging import Staged, StagedImage
 
@@ -30,9 +31,13 @@ class DatasetPaths:
 
 
 def merge_import(
-    doc: dict[str, Any], staged: Staged, replace: bool, source: dict[str, Any], paths: DatasetPaths
+    doc: dict[str, Any], staged: Staged, replace: bool, source: dict[str, Any], paths: DatasetPaths,
+    annotates_boxes: bool = False,
 ) -> dict[str, Any]:
-    """Apply ``staged`` to ``doc`` (the current dataset, or an empty one when replacing) on disk; return the summary."""
+    """Apply ``staged`` to ``doc`` (the current dataset, or an empty one when replacing) on disk; return the summary.
+
+    ``annotates_boxes``: the project's task reads boxes, so every image is annotated (no box = a background image).
+    """
     existing = {image["sha256"]: image["filename"] for image in doc["images"]}
     taken = {image["filename"].casefold() for image in doc["images"]}
     duplicates = list(staged.duplicates)
@@ -43,7 +48,7 @@ def merge_import(
             duplicates.append({"path": item.record["source_path"], "duplicate_of": first})
             continue
         accepted.append((item, unique_name(item.wanted_name, taken)))
-    _add_images(doc, accepted)
+    _add_images(doc, accepted, annotates_boxes)
     doc["source"] = source
     doc["image_stats"] = image_stats(doc["images"])
     if accepted:
@@ -51,34 +56,51 @@ def merge_import(
     return {
         "imported": len(accepted),
         "skipped": staged.skipped,
+        "warnings": [{"path": item.record["source_path"], "reason": item.warning} for item, _ in accepted if item.warning],
         "duplicates": duplicates,
         "classes": doc["classes"],
         "num_images": len(doc["images"]),
     }
 
 
-def _add_images(doc: dict[str, Any], accepted: list[tuple[StagedImage, str]]) -> None:
-    relabel(doc, (item.label for item, _ in accepted if item.label is not None))
+def _add_images(doc: dict[str, Any], accepted: list[tuple[StagedImage, str]], annotates_boxes: bool) -> None:
+    relabel(doc, _class_names(item for item, _ in accepted))
     classes = doc["classes"]
     split_names: list[str] = doc["split_names"]
     if any(item.subset for item, _ in accepted) and SOURCE_SPLIT not in split_names:
         split_names.append(SOURCE_SPLIT)
         for image in doc["images"]:
-            image.setdefault("split", []).append(_source_subset(image.get("source_subset"), class_name(image)))
+            labelled = annotates_boxes or class_name(image) is not None
+            image.setdefault("split", []).append(_source_subset(image.get("source_subset"), labelled))
     source_index = split_names.index(SOURCE_SPLIT) if SOURCE_SPLIT in split_names else None
     for item, filename in accepted:
         split = [NONE] * len(split_names)
         if source_index is not None:
-            split[source_index] = _source_subset(item.subset, item.label)
+            labelled = annotates_boxes or item.label is not None or item.boxes is not None
+            split[source_index] = _source_subset(item.subset, labelled)
         image = {"filename": filename, **item.record, "split": split}
         if item.subset:
             image["source_subset"] = item.subset
-        image["annotations"] = [label_annotation(item.label, classes)] if item.label is not None else []
+        image["annotations"] = _annotations(item, classes)
         doc["images"].append(image)
 
 
-def _source_subset(subset: str | None, label: str | None) -> str:
-    return subset if subset and label is not None else NONE
+def _class_names(items: Iterable[StagedImage]) -> Iterator[str]:
+    for item in items:
+        if item.label is not None:
+            yield item.label
+        for name, _bbox in item.boxes or ():
+            yield name
+
+
+def _annotations(item: StagedImage, classes: list[str]) -> list[dict[str, Any]]:
+    annotations = [label_annotation(item.label, classes)] if item.label is not None else []
+    annotations += [bbox_annotation(name, bbox, classes) for name, bbox in item.boxes or ()]
+    return annotations
+
+
+def _source_subset(subset: str | None, labelled: bool) -> str:
+    return subset if subset and labelled else NONE
 
 
 def _write(doc: dict[str, Any], accepted: list[tuple[StagedImage, str]], staging: Path, replace: bool, paths: DatasetPaths) -> None:

@@ -16,6 +16,8 @@ VERSION = 1
 SUBSETS: tuple[str, ...] = ("train", "val", "test")
 NONE = "none"
 SPLIT_VALUES: tuple[str, ...] = (*SUBSETS, NONE)
+#: Annotation types whose ``class_id`` indexes ``classes`` (``relabel`` rewrites them).
+CLASS_ANNOTATIONS: frozenset[str] = frozenset({"label", "bbox"})
 SOURCE_SPLIT = "source"
 """Name of the split built from train/val/test folders (or a CSV ``split`` column) of an import."""
 
@@ -42,8 +44,22 @@ def class_name(image: dict[str, Any]) -> str | None:
     return None
 
 
+def image_classes(image: dict[str, Any]) -> frozenset[str]:
+    """The classes an image holds: its label's, or those of its boxes (a multi-label view of any image)."""
+    return frozenset(
+        annotation["class_name"]
+        for annotation in image.get("annotations", ())
+        if annotation.get("type") in CLASS_ANNOTATIONS and isinstance(annotation.get("class_name"), str)
+    )
+
+
 def label_annotation(name: str, classes: list[str]) -> dict[str, Any]:
     return {"type": "label", "class_id": classes.index(name), "class_name": name}
+
+
+def bbox_annotation(name: str, bbox: list[float], classes: list[str]) -> dict[str, Any]:
+    """A detection box (DESIGN section 10): ``[x, y, w, h]`` in pixels, top-left origin."""
+    return {"type": "bbox", "class_id": classes.index(name), "class_name": name, "bbox": list(bbox)}
 
 
 def relabel(doc: dict[str, Any], extra_classes: Iterable[str] = ()) -> None:
@@ -53,7 +69,7 @@ def relabel(doc: dict[str, Any], extra_classes: Iterable[str] = ()) -> None:
     position = {name: i for i, name in enumerate(classes)}
     for image in doc["images"]:
         for annotation in image.get("annotations", ()):
-            if annotation.get("type") == "label" and annotation.get("class_name") in position:
+            if annotation.get("type") in CLASS_ANNOTATIONS and annotation.get("class_name") in position:
                 annotation["class_id"] = position[annotation["class_name"]]
     doc["classes"] = classes
 

@@ -2,7 +2,9 @@
 
 Built once per version of the file (its inode, mtime and size; atomic writes
 always change the inode) and cached per path: every sort order is a
-precomputed permutation, class and split memberships are integer arrays, so
+precomputed permutation, class and split memberships are integer arrays
+(for detection, each class lists the images with any box of it, and each
+image has a box count), so
 a filtered page is a few vectorised numpy operations plus the page itself.
 Recent filtered orderings are kept in a small LRU, so paging through one
 result set does not redo the filtering.
@@ -16,7 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -25,7 +27,7 @@ from ..errors import CorruptDataError
 from .document import NONE, SPLIT_VALUES, image_stats
 from .naming import all_safe_names, is_safe_name
 
-SORT_KEYS: tuple[str, ...] = ("filename", "class", "size")
+SORT_KEYS: tuple[str, ...] = ("filename", "class", "size", "num_boxes")
 _SPLIT_CODE = {value: code for code, value in enumerate(SPLIT_VALUES)}
 _NONE_CODE = _SPLIT_CODE[NONE]
 _LRU_SIZE = 32
@@ -37,6 +39,7 @@ class IndexedAnnotation(msgspec.Struct, gc=False):
     type: str
     class_id: int | None = None
     class_name: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
 
 
 class IndexedImage(msgspec.Struct, gc=False):
@@ -64,6 +67,10 @@ class IndexedImage(msgspec.Struct, gc=False):
                 return annotation.class_name
         return None
 
+    @property
+    def num_boxes(self) -> int:
+        return sum(1 for annotation in self.annotations if annotation.type == "bbox")
+
 
 class _Document(msgspec.Struct):
     version: int = 1
@@ -88,12 +95,15 @@ class DatasetIndex:
         self.split_names = list(doc.split_names)
         stored = doc.image_stats
         self.image_stats = stored if stored.get("num_images") == len(images) else _stats_of(images)
-        position = {name: i for i, name in enumerate(self.classes)}
-        self.class_codes = np.fromiter(
-            (position.get(image.class_name, -1) for image in images),  # type: ignore[arg-type]
-            dtype=np.int32,
-            count=len(images),
-        )
+        columns = _class_columns(images, self.classes)
+        #: the class of each image's label (``-1``: none), as classification reads it
+        self.class_codes = columns.label_codes
+        #: how many boxes each image has (``0`` for classification)
+        self.box_counts = columns.box_counts
+        self._sort_class = columns.sort_class
+        self._annotations_per_class = columns.annotations_per_class
+        #: per class, the positions of the images that have it (as a label or in any box), ascending
+        self._class_members = columns.members
         self._split_codes = [self._codes_of_split(k) for k in range(len(self.split_names))]
         self._folded_names = np.array([image.filename.casefold() for image in images], dtype=np.str_)
         self._orders = self._build_orders()
@@ -120,9 +130,13 @@ class DatasetIndex:
         by_name = np.array(sorted(range(len(names)), key=names.__getitem__), dtype=np.int64)
         rank = np.empty(len(names), dtype=np.int64)
         rank[by_name] = np.arange(len(names))
-        class_key = np.where(self.class_codes < 0, len(self.classes), self.class_codes)
         sizes = np.fromiter((image.size for image in self.images), dtype=np.int64, count=len(self.images))
-        return {"filename": by_name, "class": np.lexsort((rank, class_key)), "size": np.lexsort((rank, sizes))}
+        return {
+            "filename": by_name,
+            "class": np.lexsort((rank, self._sort_class)),
+            "size": np.lexsort((rank, sizes)),
+            "num_boxes": np.lexsort((rank, self.box_counts)),
+        }
 
     def _codes_of_split(self, split_index: int) -> np.ndarray:
         return np.fromiter(
@@ -139,17 +153,30 @@ class DatasetIndex:
         return self._split_codes[split_index]
 
     def class_counts(self) -> dict[str, int]:
-        labelled = self.class_codes[self.class_codes >= 0]
-        counts = np.bincount(labelled, minlength=len(self.classes))
-        return {name: int(counts[i]) for i, name in enumerate(self.classes)}
+        """Annotations per class: images for classification (one label each), boxes for detection."""
+        return {name: int(self._annotations_per_class[i]) for i, name in enumerate(self.classes)}
+
+    def class_image_counts(self) -> dict[str, int]:
+        """Images per class (an image with three boxes of one class counts once)."""
+        return {name: len(self._class_members[i]) for i, name in enumerate(self.classes)}
+
+    def class_sets(self) -> list[frozenset[str]]:
+        """The classes of each image (its label, or the classes of its boxes), in image order."""
+        sets: list[set[str]] = [set() for _ in self.images]
+        for code, members in enumerate(self._class_members):
+            name = self.classes[code]
+            for position in members.tolist():
+                sets[position].add(name)
+        return [frozenset(found) for found in sets]
 
     def split_distribution(self, split_index: int) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-        """Images per subset, and per class per subset, of split ``split_index``."""
+        """Images per subset, and per class per subset (an image counts once for each class it has), of split ``split_index``."""
         codes = self.split_codes(split_index).astype(np.int64)
         totals = np.bincount(codes, minlength=len(SPLIT_VALUES))
-        labelled = self.class_codes >= 0
+        pair_class = np.repeat(np.arange(len(self.classes), dtype=np.int64), [len(m) for m in self._class_members])
+        pair_image = np.concatenate(self._class_members) if self._class_members else np.zeros(0, dtype=np.int64)
         joint = np.bincount(
-            self.class_codes[labelled].astype(np.int64) * len(SPLIT_VALUES) + codes[labelled],
+            pair_class * len(SPLIT_VALUES) + codes[pair_image],
             minlength=len(self.classes) * len(SPLIT_VALUES),
         ).reshape(len(self.classes), len(SPLIT_VALUES))
         stats = {value: int(totals[code]) for code, value in enumerate(SPLIT_VALUES)}
@@ -185,8 +212,9 @@ class DatasetIndex:
         order = self._orders[sort_by]
         mask: np.ndarray | None = None
         if filter_class is not None:
-            code = self.classes.index(filter_class) if filter_class in self.classes else -2
-            mask = self.class_codes == code
+            mask = np.zeros(len(self.images), dtype=bool)
+            if filter_class in self.classes:
+                mask[self._class_members[self.classes.index(filter_class)]] = True
         if filter_split is not None:
             split_index, subset = filter_split
             matches = self.split_codes(split_index) == _SPLIT_CODE[subset]
@@ -199,6 +227,75 @@ class DatasetIndex:
             mask = found if mask is None else mask & found
         selected = order if mask is None else order[mask[order]]
         return selected[::-1] if descending else selected
+
+
+class _ClassColumns(NamedTuple):
+    label_codes: np.ndarray
+    box_counts: np.ndarray
+    sort_class: np.ndarray
+    annotations_per_class: np.ndarray
+    members: list[np.ndarray]
+
+
+def _class_columns(images: list[IndexedImage], classes: list[str]) -> _ClassColumns:
+    """One pass over the annotations: label codes, box counts, the class a ``class`` sort uses, class memberships.
+
+    An image sorts by its label's class, else by the first (lowest id) class of
+    its boxes, else after every class. Annotations naming a class that is not
+    in ``classes`` (a hand-edited file) are ignored.
+    """
+    position = {name: i for i, name in enumerate(classes)}
+    no_class = len(classes)
+    label_codes = [-1] * len(images)
+    box_counts = [0] * len(images)
+    sort_class = [no_class] * len(images)
+    per_class = [0] * no_class
+    pair_image: list[int] = []
+    pair_class: list[int] = []
+    for i, image in enumerate(images):
+        annotations = image.annotations
+        if not annotations:
+            continue
+        if len(annotations) == 1 and annotations[0].type == "label":  # classification: the common case, kept fast
+            label = position.get(annotations[0].class_name, -1)  # type: ignore[arg-type]
+            if label >= 0:
+                label_codes[i] = sort_class[i] = label
+                per_class[label] += 1
+                pair_image.append(i)
+                pair_class.append(label)
+            continue
+        label, found_label, boxes = -1, False, 0
+        codes: set[int] = set()
+        for annotation in annotations:
+            if annotation.type == "label":
+                if not found_label:  # the first label is the image's class (as ``IndexedImage.class_name``)
+                    found_label = True
+                    label = position.get(annotation.class_name, -1)  # type: ignore[arg-type]
+            elif annotation.type == "bbox":
+                boxes += 1
+                code = position.get(annotation.class_name)  # type: ignore[arg-type]
+                if code is not None:
+                    per_class[code] += 1
+                    codes.add(code)
+        box_counts[i] = boxes
+        if label >= 0:
+            label_codes[i] = sort_class[i] = label
+            per_class[label] += 1
+            codes.add(label)
+        elif codes:
+            sort_class[i] = min(codes)
+        for code in sorted(codes):
+            pair_image.append(i)
+            pair_class.append(code)
+    images_of = np.array(pair_image, dtype=np.int64)
+    classes_of = np.array(pair_class, dtype=np.int64)
+    order = np.lexsort((images_of, classes_of))
+    bounds = np.cumsum(np.bincount(classes_of, minlength=no_class))[:-1] if no_class else np.zeros(0, dtype=np.int64)
+    members = np.split(images_of[order], bounds) if no_class else []
+    return _ClassColumns(
+        np.array(label_codes, dtype=np.int32), np.array(box_counts, dtype=np.int32), np.array(sort_class, dtype=np.int64),
+        np.array(per_class, dtype=np.int64), members,
+    )
 
 
 def _stats_of(images: list[IndexedImage]) -> dict[str, Any]:

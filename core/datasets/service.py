@@ -16,18 +16,19 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ImageNotFoundError, ValidationError
-from ..plugin_types import DatasetImporter
+from ..errors import ConflictError, ImageNotFoundError, UnknownImporterError, ValidationError
+from ..plugin_types import DatasetImporter, tasks_of
 from ..projects import ensure_no_active_run
 from ..records import Dataset, DatasetSource, ImageStats
-from ..registry import ImporterRegistry
+from ..registry import ImporterRegistry, TaskRegistry
 from ..settings import Settings
 from ..storage import translate_storage_full
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
 from .commit import merge_import
 from .document import SPLIT_VALUES, empty_dataset
-from .index import SORT_KEYS, DatasetIndex, IndexedImage
+from .index import SORT_KEYS, DatasetIndex, IndexedAnnotation, IndexedImage
+from .kinds import annotates_boxes
 from .staging import stage_records
 from .sources import resolve_local_source
 from .store import DatasetStore
@@ -42,11 +43,14 @@ _SPLIT_FILTER = re.compile(r"^(\d{1,6}):(" + "|".join(SPLIT_VALUES) + r")$")
 
 
 class DatasetService:
-    def __init__(self, workspace: Workspace, store: DatasetStore, importers: ImporterRegistry, settings: Settings) -> None:
+    def __init__(self, workspace: Workspace, store: DatasetStore, importers: ImporterRegistry, settings: Settings,
+                 tasks: TaskRegistry | None = None) -> None:
         self.workspace = workspace
         self.store = store
         self.importers = importers
         self.settings = settings
+        #: the registered tasks: a task whose annotations are boxes makes a detection dataset (``kinds.py``)
+        self.tasks = tasks
 
     # -- import ----------------------------------------------------------------
     def import_local(self, project_id: str, path: str, format: str = "auto", replace: bool = False) -> dict[str, Any]:
@@ -82,7 +86,8 @@ class DatasetService:
         ensure_no_active_run(self.workspace, project_id, "import images")
 
     def _import(self, project_id: str, root: Path, staging: Path, kind: str, format: str, replace: bool) -> dict[str, Any]:
-        importer = self._importer(root, format)
+        task = self.store.task(project_id)
+        importer = self._importer(root, format, task)
         log.info("importing %s into %s with the %s importer", root, project_id, importer.id)
         staged = stage_records(importer.read(root), root, staging / "files", self.settings.max_image_pixels, importer.id)
         if not staged.images and not staged.duplicates:
@@ -93,36 +98,51 @@ class DatasetService:
             )
         source = {"kind": kind, "format": importer.id, "imported_at": utc_now_iso()}
         with self.workspace.project_lock(project_id):
-            task = self.store.task(project_id)
+            if self.store.task(project_id) != task:
+                raise ConflictError("The project's task changed during the import; import again", {"project_id": project_id})
             ensure_no_active_run(self.workspace, project_id, "import images")
             doc = empty_dataset(task) if replace else self.store.load(project_id)
-            summary = merge_import(doc, staged, replace, source, self.store.paths(project_id))
+            summary = merge_import(doc, staged, replace, source, self.store.paths(project_id),
+                                   annotates_boxes=annotates_boxes(self.tasks, task))
         log.info("imported %d image(s) into %s (%d skipped, %d duplicates)", summary["imported"], project_id,
                  len(summary["skipped"]), len(summary["duplicates"]))
         return {**summary, "format": importer.id}
 
-    def _importer(self, root: Path, format: str) -> DatasetImporter:
+    def _importer(self, root: Path, format: str, task: str) -> DatasetImporter:
+        """The importer named by ``format``, or the first that recognises ``root``: only importers serving ``task``."""
+        serving = [importer.id for importer in self.importers.for_task(task)]
         if format != "auto":
-            return self.importers.get(format, field="format")
-        importer = self.importers.detect(root)
-        if importer is None:
+            if format not in self.importers:
+                raise UnknownImporterError(format, serving, field="format")
+            importer = self.importers.get(format, field="format")
+            if task not in tasks_of(importer):
+                raise ValidationError(
+                    f"The '{format}' importer does not read {task} datasets; use one of: {', '.join(serving) or 'none'}",
+                    field="format", details={"available": serving, "task": task},
+                )
+            return importer
+        found = self.importers.detect(root, task)
+        if found is None:
             raise ValidationError("No importer recognises this folder; name one in 'format'", field="format",
-                                  details={"available": self.importers.names()})
-        return importer
+                                  details={"available": serving, "task": task})
+        return found
 
     # -- reading -----------------------------------------------------------------
     def info(self, project_id: str) -> Dataset:
         """Classes, counts, image statistics, split names and source of the dataset (empty before any import)."""
         index = self.store.index(project_id)
+        boxes = annotates_boxes(self.tasks, index.task)
         return Dataset(
             task=index.task,
             classes=list(index.classes),
             class_counts=index.class_counts(),
             num_images=len(index),
-            num_unlabelled=int((index.class_codes < 0).sum()),
+            num_unlabelled=0 if boxes else int((index.class_codes < 0).sum()),
             image_stats=msgspec.convert(index.image_stats, ImageStats, strict=False),
             split_names=list(index.split_names),
             source=msgspec.convert(index.source, DatasetSource, strict=False) if index.source else None,
+            **({"class_image_counts": index.class_image_counts(), "num_boxes": int(index.box_counts.sum()),
+                "num_background": int((index.box_counts == 0).sum())} if boxes else {}),
         )
 
     def list_images(
@@ -149,7 +169,8 @@ class DatasetService:
         index = self.store.index(project_id)
         selected = index.select(sort_by, sort_order == "desc", filter_class, _parse_split_filter(filter_split, index), search)
         start = (page - 1) * page_size
-        items = [_list_item(index.images[int(i)]) for i in selected[start : start + page_size]]
+        boxes = annotates_boxes(self.tasks, index.task)
+        items = [_list_item(index.images[int(i)], boxes) for i in selected[start : start + page_size]]
         total = len(selected)
         return {"items": items, "page": page, "page_size": page_size, "total": total, "pages": math.ceil(total / page_size)}
 
@@ -163,9 +184,11 @@ class DatasetService:
 
     def image_info(self, project_id: str, filename: str) -> dict[str, Any]:
         """The image's record with its annotations."""
-        image = self._lookup(self.store.index(project_id), filename)
-        annotations = [msgspec.structs.asdict(annotation) for annotation in image.annotations]
-        return {**_list_item(image), "sha256": image.sha256, "annotations": annotations, "source_subset": image.source_subset}
+        index = self.store.index(project_id)
+        image = self._lookup(index, filename)
+        annotations = [_annotation(annotation) for annotation in image.annotations]
+        return {**_list_item(image, annotates_boxes(self.tasks, index.task)), "sha256": image.sha256,
+                "annotations": annotations, "source_subset": image.source_subset}
 
     def thumbnail(self, project_id: str, filename: str) -> tuple[Path, dict[str, Any]]:
         """The cached thumbnail of an image, made on first request."""
@@ -211,8 +234,19 @@ def _parse_split_filter(value: str | None, index: DatasetIndex) -> tuple[int, st
     return split_index, match.group(2)
 
 
-def _list_item(image: IndexedImage) -> dict[str, Any]:
-    return {
+def _annotation(annotation: IndexedAnnotation) -> dict[str, Any]:
+    """An annotation as stored: a ``bbox`` only on box annotations."""
+    found = msgspec.structs.asdict(annotation)
+    if found.get("bbox") is None:
+        found.pop("bbox", None)
+    else:
+        found["bbox"] = list(found["bbox"])
+    return found
+
+
+def _list_item(image: IndexedImage, boxes: bool = False) -> dict[str, Any]:
+    """A listed image; in a detection dataset it also says how many boxes it has."""
+    item = {
         "filename": image.filename,
         "class_name": image.class_name,
         "width": image.width,
@@ -222,3 +256,6 @@ def _list_item(image: IndexedImage) -> dict[str, Any]:
         "source_path": image.source_path,
         "split": list(image.split),
     }
+    if boxes:
+        item["num_boxes"] = image.num_boxes
+    return item

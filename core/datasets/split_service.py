@@ -12,10 +12,12 @@ from typing import Any
 
 from ..errors import ConflictError, SplitNotFoundError
 from ..projects import ensure_no_active_run, validate_name
+from ..registry import TaskRegistry
 from ..workspace import Workspace
-from .document import SPLIT_VALUES, class_name
+from .document import SPLIT_VALUES, class_name, image_classes
 from .index import DatasetIndex
-from .splits import Assignment, Ratios, assign
+from .kinds import annotates_boxes
+from .splits import Assignment, Ratios, assign, assign_multilabel
 from .store import DatasetStore
 
 SPLIT_NAME_MAX = 100
@@ -23,18 +25,25 @@ SPLIT_NAME_MAX = 100
 
 class SplitService:
     def __init__(self, workspace: Workspace, store: DatasetStore,
-                 on_split_removed: Callable[[str, int], object] | None = None) -> None:
+                 on_split_removed: Callable[[str, int], object] | None = None, tasks: TaskRegistry | None = None) -> None:
         self.workspace = workspace
         self.store = store
         #: told ``(project_id, split_index)`` after a deletion, under the project lock (experiments follow their split)
         self.on_split_removed = on_split_removed
+        #: the registered tasks: a task whose annotations are boxes is split as multi-label data
+        self.tasks = tasks
 
     def preview(self, project_id: str, ratios: Ratios, seed: int, stratified: bool = True) -> dict[str, Any]:
         """Stats, per-class distribution and warnings of the split ``create`` would make; writes nothing."""
         index = self.store.index(project_id)
+        if annotates_boxes(self.tasks, index.task):
+            sets = index.class_sets()
+            result = assign_multilabel([(image.filename, found) for image, found in zip(index.images, sets, strict=True)],
+                                       ratios, seed, stratified)
+            return _summary(result, sets)
         items = [(image.filename, image.class_name) for image in index.images]
         result = assign(items, ratios, seed, stratified)
-        return _summary(result, [label for _, label in items])
+        return _summary(result, [_as_set(label) for _, label in items])
 
     def create(self, project_id: str, name: str, ratios: Ratios, seed: int, stratified: bool = True) -> dict[str, Any]:
         """Append a split to the dataset; returns its index, name, stats, per-class distribution and warnings."""
@@ -45,8 +54,14 @@ class SplitService:
                 raise ConflictError(f"A split named '{name}' already exists", {"name": name})
             if not doc["images"]:
                 raise ConflictError("The dataset has no images to split; import some first", {"project_id": project_id})
-            items = [(image["filename"], class_name(image)) for image in doc["images"]]
-            result = assign(items, ratios, seed, stratified)
+            if annotates_boxes(self.tasks, doc.get("task")):
+                sets = [image_classes(image) for image in doc["images"]]
+                result = assign_multilabel([(image["filename"], found) for image, found in zip(doc["images"], sets, strict=True)],
+                                           ratios, seed, stratified)
+            else:
+                items = [(image["filename"], class_name(image)) for image in doc["images"]]
+                result = assign(items, ratios, seed, stratified)
+                sets = [_as_set(label) for _, label in items]
             for image, subset in zip(doc["images"], result.subsets, strict=True):
                 image.setdefault("split", [])
                 image["split"] += ["none"] * (len(doc["split_names"]) - len(image["split"]))  # repair short lists
@@ -54,7 +69,7 @@ class SplitService:
             doc["split_names"].append(name)
             self.store.save(project_id, doc)
             split_index = len(doc["split_names"]) - 1
-        return {"split_index": split_index, "name": name, **_summary(result, [label for _, label in items])}
+        return {"split_index": split_index, "name": name, **_summary(result, sets)}
 
     def list(self, project_id: str) -> list[dict[str, Any]]:
         index = self.store.index(project_id)
@@ -96,11 +111,16 @@ def _check_index(split_names: list[str], split_index: int) -> None:
         )
 
 
-def _summary(result: Assignment, labels: list[str | None]) -> dict[str, Any]:
+def _as_set(label: str | None) -> frozenset[str]:
+    return frozenset() if label is None else frozenset((label,))
+
+
+def _summary(result: Assignment, class_sets: list[frozenset[str]]) -> dict[str, Any]:
+    """Images per subset, and per class per subset (an image counts once for each class it holds)."""
     stats = dict.fromkeys(SPLIT_VALUES, 0)
     per_class: dict[str, dict[str, int]] = {}
-    for subset, label in zip(result.subsets, labels, strict=True):
+    for subset, names in zip(result.subsets, class_sets, strict=True):
         stats[subset] += 1
-        if label is not None:
+        for label in names:
             per_class.setdefault(label, dict.fromkeys(SPLIT_VALUES, 0))[subset] += 1
     return {"stats": stats, "per_class": dict(sorted(per_class.items())), "warnings": result.warnings}

@@ -5,6 +5,18 @@ each group is sorted by filename and shuffled with a generator seeded by the
 seed and the group's name, then cut by exact largest-remainder counts, so
 every subset of every class is within one image of its ratio. Unlabelled
 images get ``"none"``. A class with images gets at least one training image.
+
+Multi-label data (detection: an image holds the classes of its boxes) goes
+through ``assign_multilabel``, iterative stratification (Sechidis, Tsoumakas
+and Vlahavas, 2011): the class with the fewest images still unassigned is
+placed first, each of its images into the subset that still wants the most
+images of that class (ties: the subset that wants the most images overall,
+then train, val, test, none), and every class of the placed image counts
+towards its subset. Images without boxes (background) then fill the subsets
+that still want images overall. The order of images is their filenames
+shuffled by a generator seeded with the seed, so the result depends only on
+the dataset and the seed. A class whose images all went elsewhere gets one
+moved into train.
 """
 
 from __future__ import annotations
@@ -112,3 +124,70 @@ def assign(items: Sequence[tuple[str, str | None]], ratios: Ratios, seed: int, s
     if unlabelled:
         warnings.append(f"{unlabelled} unlabelled image(s) get 'none'")
     return Assignment(subsets=subsets, warnings=warnings)
+
+
+def assign_multilabel(
+    items: Sequence[tuple[str, frozenset[str]]], ratios: Ratios, seed: int, stratified: bool = True
+) -> Assignment:
+    """Assign every ``(filename, classes of the image)`` to train/val/test/none; see the module docstring.
+
+    Every image is assigned (an empty class set is a background image, not an
+    unlabelled one). Not stratified, it is ``assign`` with all images in one group.
+    """
+    if not stratified:
+        return assign([(filename, "") for filename, _ in items], ratios, seed, stratified=False)
+    weights = ratios.weights()
+    usable = [k for k, weight in enumerate(weights) if weight > 0]
+    order = sorted(range(len(items)), key=lambda position: items[position][0])
+    random.Random(f"{seed}/multilabel").shuffle(order)
+    wanted_total = largest_remainder(len(items), weights)
+    images_of: dict[str, list[int]] = {}
+    for position in order:
+        for name in items[position][1]:
+            images_of.setdefault(name, []).append(position)
+    wanted = {name: largest_remainder(len(members), weights) for name, members in images_of.items()}
+    remaining = {name: len(members) for name, members in images_of.items()}
+    codes: list[int | None] = [None] * len(items)
+
+    def place(position: int, code: int) -> None:
+        codes[position] = code
+        wanted_total[code] -= 1
+        for name in items[position][1]:
+            wanted[name][code] -= 1
+            remaining[name] -= 1
+
+    while any(remaining.values()):
+        name = min((n for n, left in remaining.items() if left), key=lambda n: (remaining[n], n))
+        for position in images_of[name]:
+            if codes[position] is None:
+                place(position, max(usable, key=lambda k: (wanted[name][k], wanted_total[k], -k)))
+    for position in order:
+        if codes[position] is None:
+            place(position, max(usable, key=lambda k: (wanted_total[k], -k)))
+    _ensure_train(codes, images_of, weights)
+    subsets = [SPLIT_VALUES[code] for code in codes]  # type: ignore[index]
+    return Assignment(subsets=subsets, warnings=_multilabel_warnings(subsets, images_of, weights))
+
+
+def _ensure_train(codes: list[int | None], images_of: dict[str, list[int]], weights: list[float]) -> None:
+    """Move one image into train for each class that has images but none there (rare: its images went with rarer classes)."""
+    if weights[0] <= 0:
+        return
+    for name in sorted(images_of):
+        members = images_of[name]
+        if members and all(codes[position] != 0 for position in members):
+            codes[members[0]] = 0
+
+
+def _multilabel_warnings(subsets: list[str], images_of: dict[str, list[int]], weights: list[float]) -> list[str]:
+    warnings = []
+    for name in sorted(images_of):
+        members = images_of[name]
+        present = {subsets[position] for position in members}
+        empty = [value for value, weight in zip(SUBSETS, weights, strict=False) if weight > 0 and value not in present]
+        if empty:
+            warnings.append(
+                f"Class '{name}' is in only {len(members)} image(s), too few to stratify: "
+                f"no {'/'.join(empty)} image with this class"
+            )
+    return warnings

@@ -3,28 +3,29 @@
 Nothing here touches the dataset. Every record is checked before it is
 opened (regular file, one link, not a symlink, really inside the import root;
 FIFOs are never opened), read once, hashed, decoded by Pillow and written to
-the staging folder under a numbered name. ``commit.py`` then moves the staged
-files into the dataset under its lock.
+the staging folder under a numbered name. A record with a ``problem`` is
+skipped with it unread; a record's boxes are checked against the decoded
+image (``boxes.py``: clipped with a warning, or the image refused with a
+reason). ``commit.py`` then moves the staged files into the dataset under its lock.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
-import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelyardError, ValidationError
-from ..plugin_types import ImageRecord
+from ..plugin_types import BoxLabel, ImageRecord
 from ..projects import validate_name
+from .boxes import BadBox, CleanBoxes, clean_boxes, clipped_warning
 from .document import SUBSETS
+from .files import SourceFileError, open_checked
 from .naming import flat_name
-from .sources import is_inside
 from .validate import InvalidImage, probe_image
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ PROGRESS_EVERY = 1000
 #: A file bigger than the pixel limit allows (16-bit RGBA, plus headers) is not read into memory.
 MAX_BYTES_PER_PIXEL = 8
 FILE_OVERHEAD_BYTES = 1024 * 1024
+#: An importer's ``problem`` is shown in ``skipped`` cut to this length.
+MAX_REASON_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class StagedImage:
     """The ``dataset.json`` image entry without ``filename``, ``split`` and ``annotations``."""
     label: str | None
     subset: str | None
+    boxes: list[tuple[str, list[float]]] | None = None
+    """``(class_name, [x, y, w, h])`` clipped to the image; ``None`` when the importer reads no boxes."""
+    warning: str | None = None
+    """What the import answer says about this image in ``warnings`` (e.g. boxes clipped)."""
 
 
 @dataclass
@@ -75,14 +82,18 @@ def stage_records(records: Iterable[ImageRecord], root: Path, folder: Path, max_
         if count % PROGRESS_EVERY == 0:
             log.info("import: %d files read, %d valid, %d skipped", count, len(staged.images), len(staged.skipped))
         try:
+            if record.problem is not None:
+                raise _Skip(_problem_text(record.problem))
             label = _check_label(record.label)
+            box_labels = _check_box_labels(record.boxes)
             data = _read_regular_file(record.path, root_real, real_parents, max_bytes)
             sha = hashlib.sha256(data).hexdigest()
             if sha in first_by_sha:
                 staged.duplicates.append({"path": record.source_path, "duplicate_of": first_by_sha[sha]})
                 continue
             facts = probe_image(data, max_pixels)
-        except InvalidImage as skip:
+            boxes = _fit_boxes(box_labels, facts.width, facts.height)
+        except (InvalidImage, SourceFileError) as skip:
             staged.skipped.append({"path": record.source_path, "reason": skip.reason})
             continue
         first_by_sha[sha] = record.source_path
@@ -103,6 +114,8 @@ def stage_records(records: Iterable[ImageRecord], root: Path, folder: Path, max_
                 },
                 label=label,
                 subset=record.subset if record.subset in SUBSETS else None,
+                boxes=boxes.boxes if boxes is not None else None,
+                warning=clipped_warning(boxes.clipped) if boxes is not None and boxes.clipped else None,
             )
         )
     log.info("import: %d files read, %d valid, %d skipped, %d duplicates", count, len(staged.images), len(staged.skipped), len(staged.duplicates))
@@ -138,50 +151,42 @@ def _check_label(label: str | None) -> str | None:
         raise _Skip(f"invalid class name: {exc.message}") from None
 
 
+def _problem_text(problem: object) -> str:
+    text = problem if isinstance(problem, str) and problem.strip() else "refused by the importer"
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
+
+
+def _check_box_labels(boxes: Sequence[BoxLabel] | None) -> Sequence[BoxLabel] | None:
+    """The boxes with valid class names; ``_Skip`` names the first bad one (the image is refused whole)."""
+    if boxes is None:
+        return None
+    if not isinstance(boxes, (tuple, list)):
+        raise _Skip("the importer's boxes are not a list (importer error)")
+    checked = []
+    for number, box in enumerate(boxes, start=1):
+        name = getattr(box, "class_name", None)
+        if not isinstance(box, BoxLabel) or not isinstance(name, str):
+            raise _Skip(f"box {number} is not a BoxLabel with a class name (importer error)")
+        try:
+            checked.append(BoxLabel(class_name=validate_name(name, field="label"), bbox=box.bbox))
+        except ValidationError as exc:
+            raise _Skip(f"box {number}: invalid class name: {exc.message}") from None
+    return checked
+
+
+def _fit_boxes(boxes: Sequence[BoxLabel] | None, width: int, height: int) -> CleanBoxes | None:
+    if boxes is None:
+        return None
+    try:
+        return clean_boxes(boxes, width, height)
+    except BadBox as exc:
+        raise _Skip(str(exc)) from None
+
+
 def _read_regular_file(path: Path, root_real: str, real_parents: dict[str, str], max_bytes: int) -> bytes:
-    """The bytes of ``path`` if it is a plain file inside ``root_real``; ``_Skip`` with the reason otherwise."""
-    if path.name in ("", ".", ".."):
-        raise _Skip("not a file")
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        raise _Skip("file not found") from None
-    except OSError as exc:
-        raise _Skip(f"cannot be read ({exc.strerror})") from None
-    if stat.S_ISLNK(info.st_mode):
-        raise _Skip("symbolic link (links are not followed)")
-    parent = str(path.parent)
-    real_parent = real_parents.get(parent)
-    if real_parent is None:
-        real_parent = real_parents[parent] = os.path.realpath(parent)
-    if not is_inside(os.path.join(real_parent, path.name), root_real):
-        raise _Skip("outside the import folder")
-    if not stat.S_ISREG(info.st_mode):
-        raise _Skip(f"not a regular file ({_kind(info.st_mode)})")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _Skip("symbolic link (links are not followed)") from None
-        raise _Skip(f"cannot be read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())  # the file we opened, not the name we checked
-        if not stat.S_ISREG(info.st_mode):
-            raise _Skip(f"not a regular file ({_kind(info.st_mode)})")
-        if info.st_nlink > 1:
-            raise _Skip("hard link (a file with several names is skipped)")
-        if info.st_size > max_bytes:
-            raise _Skip(f"file of {info.st_size} bytes is larger than any image within the pixel limit")
+    """The bytes of ``path`` if it is a plain file inside ``root_real``; ``SourceFileError`` with the reason otherwise."""
+    with open_checked(path, root_real, None, real_parents) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise _Skip(f"file of {size} bytes is larger than any image within the pixel limit")
         return handle.read()
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "special file"
