@@ -7,15 +7,17 @@ name and never imports a concrete plugin.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:  # torch is heavy; plugin metadata must not require it at import time
     import numpy as np
     import torch
     from torch import nn
+
+    from .training.task_runtime import TaskRuntime
 
 
 #: The task of everything that does not say (architectures, importers and exporters written before tasks).
@@ -36,6 +38,26 @@ class Task:
     description: str = ""
     #: the ``type`` of the annotations it reads from ``dataset.json`` (``label``, ``bbox``, ...)
     annotation_types: tuple[str, ...] = ()
+    #: the epoch metrics its training module logs, each with the direction that is better (``min``/``max``)
+    metrics: Mapping[str, Literal["min", "max"]] = field(default_factory=lambda: {"val/loss": "min"})
+    #: what ``best.ckpt`` follows when early stopping is off (and early stopping's default)
+    monitor: str = "val/loss"
+    #: ``model.architecture`` of a config that does not name one
+    default_architecture: str = ""
+    #: merged over the core config defaults before a user's partial config (e.g. ``data.image_size``)
+    config_defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: the torchvision transforms its augmentations may use (``None``: every transform of the core allow-list)
+    augmentations: tuple[str, ...] | None = None
+    #: builds the task's training, evaluation and export behaviour (imports torch; called only where that runs)
+    runtime: Callable[[], TaskRuntime] | None = None
+
+    def monitor_mode(self, metric: str) -> Literal["min", "max"]:
+        """Whether a lower or a higher value of ``metric`` is better (``min`` for an unknown ``*loss``)."""
+        return self.metrics.get(metric) or ("min" if metric.endswith("loss") else "max")
+
+    def monitors(self) -> list[str]:
+        """The validation metrics a checkpoint or early stopping may follow."""
+        return [name for name in self.metrics if name.startswith("val/")]
 
 
 def tasks_of(entry: object) -> tuple[str, ...]:

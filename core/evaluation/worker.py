@@ -21,7 +21,6 @@ from ..jobs.kinds import EVALUATE
 from ..jsonio import read_json
 from ..plugin_manager import PluginHost
 from ..records import Evaluation, JobError
-from ..registry import ArchitectureRegistry
 from ..datasets.document import split_items
 from ..workspace import Workspace
 from .metrics import compute_metrics
@@ -68,7 +67,7 @@ def run_evaluation(workspace: Workspace, eval_dir: Path, plugins: PluginHost | N
         log.info("evaluation %s is not claimed to run; nothing to do", eval_dir.name)
         return "skipped"
     try:
-        outcome = _evaluate(workspace, job, record, plugins.architectures if plugins is not None else None)
+        outcome = _evaluate(workspace, job, record, plugins)
     except Exception as exc:
         log.error("evaluation %s failed:\n%s", eval_dir.name, traceback.format_exc())
         job.finish(status="failed", error=JobError.of(exc))
@@ -78,7 +77,7 @@ def run_evaluation(workspace: Workspace, eval_dir: Path, plugins: PluginHost | N
 
 
 def _evaluate(workspace: Workspace, job: JobFolder[Evaluation], record: Evaluation,
-              registry: ArchitectureRegistry | None) -> dict[str, Any]:
+              plugins: PluginHost | None) -> dict[str, Any]:
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -88,7 +87,7 @@ def _evaluate(workspace: Workspace, job: JobFolder[Evaluation], record: Evaluati
     project_id = record.project_id
     trained = load_trained_model(
         workspace, project_id, record.run_id, record.checkpoint,
-        experiment_id=record.experiment_id, registry=registry, device=torch_device(record.devices),
+        experiment_id=record.experiment_id, plugins=plugins, device=torch_device(record.devices),
     )
     trained.use_fast_cpu_layout()
     dataset = read_json(workspace.dataset_json(project_id))

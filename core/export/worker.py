@@ -89,7 +89,7 @@ def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugin
     options = dict(record.options)
     trained = load_trained_model(
         workspace, project_id, record.run_id, record.checkpoint,
-        experiment_id=record.experiment_id, registry=plugins.architectures,
+        experiment_id=record.experiment_id, plugins=plugins,
     )
     dataset = read_json(workspace.dataset_json(project_id))
     names = verification_files(dataset, trained.split_index)

@@ -28,6 +28,7 @@ from ..jsonio import atomic_write_json, read_json
 from ..services import Services
 from ..timeutil import utc_now_iso
 from ..training.worker.engine import REPRODUCIBILITY_JSON, dataset_fingerprint, split_hash
+from ..training.config import monitor_of
 from ..training.run_folder import CONFIG_YAML, METRICS_JSON, create_run_folder, read_run
 from ..jobs.foreground import evaluate_or_follow, export_or_follow, train_or_follow
 from .schema import (
@@ -304,7 +305,8 @@ def prepare_run(services: Services, pipeline: Pipeline, project_id: str, split_i
             details = {k: v for k, v in exc.details.items() if k != "field"}
             raise ValidationError(exc.message, field="experiment." + field, details=details) from None
         raise
-    run_dir = create_run_folder(services.workspace, project_id, experiment["id"], config)
+    run_dir = create_run_folder(services.workspace, project_id, experiment["id"], config,
+                                monitor_of(config, experiments.task_of(project_id)))
     reporter.note(f"run {run_dir.name}: {run_dir}")
     return experiment["id"], run_dir
 

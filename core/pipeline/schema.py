@@ -172,11 +172,11 @@ def check_experiment_config(
     """
     if not isinstance(partial, dict):
         raise ValidationError(f"{root} must be a mapping", field=root)
-    check_task(task, tasks, field="project.task")
+    task_entry = tasks.get(check_task(task, tasks, field="project.task"))
     check_depth(partial, root=root)
-    config = parse_config(deep_merge(task_defaults(task), partial), root=root)
+    config = parse_config(deep_merge(task_defaults(task_entry), partial), root=root)
     try:
-        validate_config(config, registry, None, devices=list(config.hardware.devices))
+        validate_config(config, registry, None, task=task_entry, devices=list(config.hardware.devices))
     except ValidationError as exc:
         field = exc.field or ""
         if field.startswith("config"):

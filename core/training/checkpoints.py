@@ -8,7 +8,8 @@ loads, a resume is refused with the reason instead of failing in the worker.
 
 Evaluation and export start at ``load_trained_model``: the network is
 rebuilt from the architecture registry with the run's own hyperparameters
-(plain data stored by ``ClassificationModule``), and images go through the
+(plain data stored by the task's ``TaskModule``) into the module of the
+task that trained it, and images go through the
 engine's own validation path: ``data.load_image`` (decode, RGB/L, bilinear
 resize), the configured ``val`` augmentations, then the module's
 normalisation. Nothing here re-implements preprocessing, so what is
@@ -38,9 +39,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ..registry import ArchitectureRegistry
+    from ..plugin_manager import PluginHost
     from .config import ExperimentConfig
-    from .worker.module import ClassificationModule
+    from .worker.module import TaskModule
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -191,7 +192,7 @@ def frozen_config(ref: RunRef) -> ExperimentConfig:
 class TrainedModel:
     """A network in eval mode plus the facts a deployment needs (classes, input size, normalisation)."""
 
-    module: ClassificationModule
+    module: TaskModule
     config: ExperimentConfig
     classes: list[str]
     image_size: tuple[int, int]  # (height, width)
@@ -301,7 +302,7 @@ def load_trained_model(
     checkpoint: str = "best",
     *,
     experiment_id: str | None = None,
-    registry: ArchitectureRegistry | None = None,
+    plugins: PluginHost | None = None,
     device: str = "cpu",
 ) -> TrainedModel:
     """Rebuild the network of ``run_id`` from its ``best``/``last`` checkpoint, in eval mode on ``device``."""
@@ -312,16 +313,14 @@ def load_trained_model(
         experiment_id = run_dir.parent.parent.name
     ref = find_run(workspace, project_id, experiment_id, run_id)
     path = existing_checkpoint(ref, checkpoint)
-    return _from_checkpoint_file(path, ref, checkpoint, registry, device)
+    return _from_checkpoint_file(path, ref, checkpoint, plugins, device)
 
 
-def _from_checkpoint_file(
-    path: Path, ref: RunRef, checkpoint: str, registry: ArchitectureRegistry | None, device: str
-) -> TrainedModel:
+def _from_checkpoint_file(path: Path, ref: RunRef, checkpoint: str, plugins: PluginHost | None, device: str) -> TrainedModel:
     from ..models import build_model
     from ..plugin_manager import default_plugin_host
     from .config import parse_config
-    from .worker.module import ClassificationModule
+    from .task_runtime import runtime_of
 
     data = load_checkpoint(path, mmap=True)  # weights_only=True; CheckpointError when torn or foreign
     hparams = data.get("hyper_parameters")
@@ -330,7 +329,10 @@ def _from_checkpoint_file(
         raise CheckpointError(f"{path.name} lacks the hyperparameters of a modelyard run", {"file": path.name})
     config = parse_config(dict(hparams["config"]))
     classes = [str(c) for c in hparams["class_names"]]
-    registry = registry if registry is not None else default_plugin_host().architectures
+    host = plugins if plugins is not None else default_plugin_host()
+    registry = host.architectures
+    # a checkpoint from before tasks were plugins is a classifier's
+    runtime = runtime_of(host.tasks.get(str(hparams.get("task") or "classification"), field="task"))
     registry.get(config.model.architecture, field="model.architecture")  # plugins load outside the meta device below
     image_size = (int(config.data.image_size[0]), int(config.data.image_size[1]))  # type: ignore[index]
 
@@ -348,14 +350,13 @@ def _from_checkpoint_file(
                 image_size=image_size,
             )
 
-    module = ClassificationModule(
+    module = runtime.build_module(
         _built_from_weights(build_net, data["state_dict"], path),
-        num_classes=len(classes),
-        class_names=classes,
+        classes=classes,
         config=dict(hparams["config"]),
         mean=[float(v) for v in hparams["mean"]],
         std=[float(v) for v in hparams["std"]],
-        class_weights=None,
+        options={},
     )
     module.eval().to(device)
     return TrainedModel(

@@ -24,6 +24,7 @@ import msgspec
 import yaml
 
 from ..errors import ValidationError
+from ..plugin_types import Task, tasks_of
 from ..registry import ArchitectureRegistry
 
 # -- the schema ----------------------------------------------------------------
@@ -32,7 +33,6 @@ PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Side = Annotated[int, msgspec.Meta(ge=8, le=4096)]
 Unit = Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)]
 
-MONITORS: tuple[str, ...] = ("val/loss", "val/acc", "val/f1")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 SCHEDULERS: tuple[str, ...] = ("none", "cosine", "step", "multistep", "onecycle")
 PRECISIONS: tuple[str, ...] = ("auto", "32", "16-mixed", "bf16-mixed")
@@ -101,7 +101,8 @@ class LossConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 class EarlyStoppingConfig(msgspec.Struct, forbid_unknown_fields=True):
     patience: PositiveInt = 10
-    monitor: Literal["val/loss", "val/acc", "val/f1"] = "val/loss"
+    #: a validation metric the project's task logs (classification: ``val/loss``, ``val/acc``, ``val/f1``)
+    monitor: str = "val/loss"
     min_delta: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
 
 
@@ -144,13 +145,11 @@ class ExperimentConfig(msgspec.Struct, forbid_unknown_fields=True):
 # -- helpers over a resolved config ------------------------------------------
 
 
-def monitor_of(config: ExperimentConfig) -> str:
-    """The metric best.ckpt (and early stopping) follows."""
-    return config.training.early_stopping.monitor if config.training.early_stopping else "val/loss"
-
-
-def monitor_mode(monitor: str) -> Literal["min", "max"]:
-    return "min" if monitor.endswith("loss") else "max"
+def monitor_of(config: ExperimentConfig, task: Task | None = None) -> str:
+    """The metric best.ckpt (and early stopping) follows: early stopping's, else the task's (``val/loss`` without one)."""
+    if config.training.early_stopping:
+        return config.training.early_stopping.monitor
+    return task.monitor if task is not None else "val/loss"
 
 
 def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
@@ -201,9 +200,15 @@ def check_depth(document: Any, root: str = "config", max_depth: int = MAX_DEPTH)
             stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
 
 
-def task_defaults(task: str = "classification") -> dict[str, Any]:
-    """The defaults a partial config is merged onto (one set for every task so far; ``task`` is already checked)."""
-    return config_to_dict(ExperimentConfig())
+def task_defaults(task: Task | None = None) -> dict[str, Any]:
+    """The defaults a partial config is merged onto: core's, with the task's architecture, monitor and overrides."""
+    defaults = config_to_dict(ExperimentConfig())
+    if task is None:
+        return defaults
+    if task.default_architecture:
+        defaults["model"]["architecture"] = task.default_architecture
+    defaults["training"]["early_stopping"]["monitor"] = task.monitor
+    return deep_merge(defaults, dict(task.config_defaults))
 
 
 _AT_PATH = re.compile(r" - at `\$(.*)`$")
@@ -238,7 +243,7 @@ def resolve_config(
     dataset: dict[str, Any] | None = None,
     *,
     base: dict[str, Any] | None = None,
-    task: str = "classification",
+    task: Task | None = None,
     devices: list[str] | None = None,
     weight_roots: list[Path] | None = None,
 ) -> ExperimentConfig:
@@ -260,7 +265,7 @@ def resolve_config(
         if devices is not None and not (isinstance(hardware, dict) and "devices" in hardware):
             base["hardware"]["devices"] = _default_devices(devices)
     config = parse_config(deep_merge(base, partial))
-    validate_config(config, registry, dataset, devices=devices, weight_roots=weight_roots)
+    validate_config(config, registry, dataset, task=task, devices=devices, weight_roots=weight_roots)
     return config
 
 
@@ -274,11 +279,18 @@ def validate_config(
     registry: ArchitectureRegistry,
     dataset: dict[str, Any] | None = None,
     *,
+    task: Task | None = None,
     devices: list[str] | None = None,
     weight_roots: list[Path] | None = None,
 ) -> None:
-    """The checks a type cannot express; raises ``ValidationError`` naming the field."""
+    """The checks a type cannot express; raises ``ValidationError`` naming the field.
+
+    With ``task``, also that the architecture serves it and that early
+    stopping follows a metric it logs.
+    """
     _check_model(config, registry, weight_roots)
+    if task is not None:
+        _check_task_fit(config, registry, task)
     if dataset is not None:
         _check_split(config, dataset)
     _check_schedule(config)
@@ -303,6 +315,24 @@ def _check_model(config: ExperimentConfig, registry: ArchitectureRegistry, weigh
         )
     if model.weights_path is not None:
         check_weights_path(model.weights_path, weight_roots)
+
+
+def _check_task_fit(config: ExperimentConfig, registry: ArchitectureRegistry, task: Task) -> None:
+    arch = registry.get(config.model.architecture, field="config.model.architecture")
+    if task.id not in tasks_of(arch):
+        serving = [a.name for a in registry.for_task(task.id)]
+        raise ValidationError(
+            f"config.model.architecture: {arch.name} is not a {task.name.lower()} architecture (task '{task.id}'); "
+            f"choose one of: {', '.join(serving) or 'none installed'}",
+            field="config.model.architecture", details={"task": task.id, "architectures": serving},
+        )
+    stopping = config.training.early_stopping
+    if stopping is not None and stopping.monitor not in task.monitors():
+        raise ValidationError(
+            f"config.training.early_stopping.monitor: '{stopping.monitor}' is not a metric task '{task.id}' logs "
+            f"(expected one of: {', '.join(task.monitors())})",
+            field="config.training.early_stopping.monitor", details={"allowed": task.monitors()},
+        )
 
 
 def check_weights_path(raw: str, roots: list[Path] | None) -> Path:

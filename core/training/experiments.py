@@ -20,11 +20,12 @@ from ..errors import ConflictError, ExperimentNotFoundError, ModelyardError
 from ..ids import is_valid_id, new_id
 from ..jsonio import atomic_write_json, read_json
 from ..plugin_manager import PluginHost
+from ..plugin_types import Task
 from ..projects import validate_description, validate_name
 from ..settings import Settings
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
-from .config import ExperimentConfig, config_to_dict, monitor_mode, resolve_config
+from .config import ExperimentConfig, config_to_dict, resolve_config
 from ..projects import read_project
 from ..records import Run
 from .run_folder import ACTIVE_STATUSES, EXPERIMENT_JSON, RUN_JSON, read_run
@@ -56,8 +57,9 @@ class ExperimentService:
         data = read_json(path)
         return data if isinstance(data, dict) else None
 
-    def _task(self, project_id: str) -> str:
-        return read_project(self.workspace, project_id).task
+    def task_of(self, project_id: str) -> Task:
+        """The registered task of the project (its config defaults, monitors and architectures follow it)."""
+        return self.plugins.tasks.get(read_project(self.workspace, project_id).task, field="task")
 
     def _weight_roots(self) -> list[Path]:
         roots = [self.workspace.root]
@@ -74,7 +76,7 @@ class ExperimentService:
             self.plugins.architectures,
             self._dataset(project_id),
             base=base,
-            task=self._task(project_id),
+            task=self.task_of(project_id),
             devices=sorted(known_device_ids()),
             weight_roots=self._weight_roots(),
         )
@@ -226,7 +228,7 @@ class ExperimentService:
             **experiment,
             "run_count": len(runs),
             "latest_run": _run_summary(latest) if latest else None,
-            "best_metric": _best_metric(runs),
+            "best_metric": _best_metric(runs, self.task_of(project_id)) if runs else None,
         }
         if summary:
             result.pop("config", None)
@@ -252,7 +254,7 @@ def _run_summary(run: Run) -> dict[str, Any]:
     }
 
 
-def _best_metric(runs: list[Run]) -> dict[str, Any] | None:
+def _best_metric(runs: list[Run], task: Task) -> dict[str, Any] | None:
     """The best value of the latest run's monitored metric over the runs that monitor it."""
     if not runs:
         return None
@@ -264,6 +266,6 @@ def _best_metric(runs: list[Run]) -> dict[str, Any] | None:
             candidates.append((float(value), run))
     if not candidates:
         return None
-    pick = min if monitor_mode(monitor) == "min" else max
+    pick = min if task.monitor_mode(monitor) == "min" else max
     value, run = pick(candidates, key=lambda c: c[0])
     return {"name": monitor, "value": value, "run_id": run.id, "epoch": run.best_epoch}

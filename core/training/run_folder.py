@@ -114,8 +114,12 @@ def trained_split_index(run_dir: Path, frozen_index: int, split_names: list[str]
     return split_names.index(name)
 
 
-def create_run_folder(workspace: Workspace, project_id: str, experiment_id: str, config: ExperimentConfig) -> Path:
+def create_run_folder(workspace: Workspace, project_id: str, experiment_id: str, config: ExperimentConfig,
+                      monitor: str | None = None) -> Path:
     """Freeze ``config`` into a new pending run of the experiment and return the run folder.
+
+    ``monitor`` is what ``best.ckpt`` follows (``monitor_of(config, task)``;
+    without it, ``monitor_of(config)``: early stopping's, else ``val/loss``).
 
     Refused (``ConflictError``) while the project has no dataset: such a run could only fail.
     """
@@ -148,7 +152,7 @@ def create_run_folder(workspace: Workspace, project_id: str, experiment_id: str,
             devices=list(hardware.devices),
             num_processes=hardware.num_processes if hardware.devices == ["cpu"] else len(hardware.devices),
             progress=RunProgress(total_epochs=config.training.max_epochs),
-            monitor=monitor_of(config),
+            monitor=monitor or monitor_of(config),
         )
         run_job(workspace, run_dir).write(record)
     return run_dir

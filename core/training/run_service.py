@@ -26,7 +26,8 @@ from ..records import Run, RunResumeRecord
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
 from .checkpoints import RunRef, frozen_config, usable_checkpoint
-from .config import ExperimentConfig
+from ..plugin_types import Task
+from .config import ExperimentConfig, monitor_of
 from .run_folder import (
     create_run_folder,
     ACTIVE_STATUSES,
@@ -59,6 +60,10 @@ class ExperimentSource(Protocol):
         """The experiment's config validated again now (404 when the experiment is missing)."""
         ...
 
+    def task_of(self, project_id: str) -> Task:
+        """The project's registered task (what a run's checkpoint follows when early stopping is off)."""
+        ...
+
 
 class RunService:
     def __init__(self, workspace: Workspace, queue: JobQueue, experiments: ExperimentSource) -> None:
@@ -77,7 +82,8 @@ class RunService:
         """Freeze the experiment's config into a new pending run and queue it."""
         self.workspace.existing_project_dir(project_id)
         config = self.experiments.run_config(project_id, experiment_id)
-        run_dir = create_run_folder(self.workspace, project_id, experiment_id, config)
+        run_dir = create_run_folder(self.workspace, project_id, experiment_id, config,
+                                    monitor_of(config, self.experiments.task_of(project_id)))
         self.queue.wake()
         return self._with_derived(run_dir, read_run(run_dir))
 

@@ -31,7 +31,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,6 @@ PROGRESS_INTERVAL_S = 0.5
 STOP_CHECK_INTERVAL_S = 0.5
 #: Under DDP the ranks share the stop decision every this many steps (steps 1, 1 + N, 1 + 2N, ...).
 STOP_SYNC_EVERY_STEPS = 8
-METRIC_KEYS: tuple[str, ...] = ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -227,8 +226,11 @@ class RunFilesCallback(L.Callback):
         start_epoch: int = 0,
         clock: Callable[[], float] = time.monotonic,
         heartbeat: HeartbeatPacer | None = None,
+        metric_keys: Sequence[str] = (),
     ) -> None:
         self.workspace = workspace
+        #: the task's epoch metrics, in the order an epoch record lists them
+        self.metric_keys = tuple(metric_keys)
         #: rank 0's heartbeat, written from training progress (``None`` on other ranks)
         self.heartbeat = heartbeat
         self._last_stop_check = -math.inf
@@ -393,7 +395,7 @@ class RunFilesCallback(L.Callback):
         """After an epoch's checkpoints are saved: metrics.json, run.json and the ``epoch`` event."""
         metrics = trainer.callback_metrics
         record: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
-        for key in METRIC_KEYS:
+        for key in self.metric_keys:
             value = metrics.get(key)
             if value is not None:
                 record[key] = round(float(value), 6)

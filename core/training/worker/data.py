@@ -14,8 +14,13 @@ Loading must not be the bottleneck on small images, so:
 For an exact resume the train order and every augmentation are functions of
 ``(seed, epoch, index)`` (``sampling.py``), and under DDP each rank decodes
 only its own shard. A validation shard is padded to the same length on every
-rank with masked items (label ``-1``, ignored by the metrics), so all ranks
-run the same validation steps and none waits for another in a collective.
+rank with masked items (the task's padding target, counted in no metric), so
+all ranks run the same validation steps and none waits for another in a
+collective.
+
+What an image's target is (a class id, boxes, a number) is the task's
+business (``core/training/task_runtime.py``): this module stores, batches and
+augments targets only through the task's ``TargetStore`` and ``augment``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ...datasets.document import split_items  # re-exported: the engine's subset
 from ...errors import CorruptDataError, ValidationError
 from ..augmentations import compose_augmentations
 from ..config import ExperimentConfig
+from ..task_runtime import TargetStore, TaskRuntime
 from .sampling import (
     VAL_STREAM,
     EpochSampler,
@@ -52,8 +58,6 @@ IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
 #: Decode at reduced JPEG scale only when the source is at least this many times the target.
 DRAFT_FACTOR = 2
 MIB = 1024 * 1024
-#: The label of a padding item in a validation shard: never counted in any metric.
-PAD_LABEL = -1
 
 
 def normalization(channels: int) -> tuple[list[float], list[float]]:
@@ -105,79 +109,84 @@ def decode_all(paths: Sequence[Path], image_size: Sequence[int], channels: int, 
     return out
 
 
-class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Labelled images of one subset; yields ``(uint8 images, int64 labels)`` batches via ``__getitems__``.
+class ImageDataset(Dataset[tuple[torch.Tensor, Any]]):
+    """Annotated images of one subset; yields ``(uint8 images, targets)`` batches via ``__getitems__``.
 
     Keys are positions or the train sampler's ``(epoch, position)`` pairs. A
     random transform runs on the CPU generator reseeded from ``(seed, epoch,
     image)`` and put back afterwards, so an image's augmentation is the same
-    whatever process, worker or RNG stream draws it (exact resume). ``pad``
-    extra masked items (zero pixels, label ``PAD_LABEL``) even out DDP shards.
+    whatever process, worker or RNG stream draws it (exact resume). ``targets``
+    holds ``pad`` extra masked items (zero pixels, the task's padding target)
+    that even out DDP shards.
     """
 
     def __init__(
         self,
-        items: Sequence[tuple[str, int]],
+        filenames: Sequence[str],
+        targets: TargetStore,
         images_dir: Path,
         image_size: Sequence[int],
         channels: int,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        transform: Callable[..., Any] | None = None,
         cached: torch.Tensor | None = None,
         seed: int = 0,
         ids: Sequence[int] | None = None,
-        pad: int = 0,
+        runtime: TaskRuntime | None = None,
     ) -> None:
-        self.paths = [images_dir / name for name, _ in items]
-        self.labels = torch.tensor([label for _, label in items] + [PAD_LABEL] * pad, dtype=torch.int64)
+        self.paths = [images_dir / name for name in filenames]
+        self.targets = targets
         self.image_size = tuple(image_size)
         self.channels = channels
         self.transform = transform
+        self.runtime = runtime
+        if transform is not None and runtime is None:
+            raise ValueError("an augmented dataset needs the task runtime that moves its targets")
         self.cached = cached
         self.seed = seed
         #: each item's index in the whole subset (its augmentation seed does not depend on the DDP shard)
-        self.ids = list(ids) if ids is not None else list(range(len(items)))
-        self.pad = pad
+        self.ids = list(ids) if ids is not None else list(range(len(filenames)))
+        self.pad = len(targets) - len(self.paths)
 
     def __len__(self) -> int:
-        return len(self.paths) + self.pad
+        return len(self.targets)
 
     def _pixels(self, index: int) -> torch.Tensor:
         if index >= len(self.paths):
             return torch.zeros((self.channels, *self.image_size), dtype=torch.uint8)
         return self.cached[index] if self.cached is not None else load_image(self.paths[index], self.image_size, self.channels)
 
-    def _image(self, index: int, epoch: int = 0) -> torch.Tensor:
-        image = self._pixels(index)
+    def _item(self, index: int, epoch: int = 0) -> tuple[torch.Tensor, Any]:
+        image, target = self._pixels(index), self.targets.item(index)
         if self.transform is None or index >= len(self.paths):
-            return image
+            return image, target
+        assert self.runtime is not None
         generator = torch.default_generator
         state = generator.get_state()
         generator.manual_seed(sample_seed(self.seed, epoch, self.ids[index]))
         try:
-            return self.transform(image)
+            return self.runtime.augment(self.transform, image, target)
         finally:
             generator.set_state(state)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        return self._image(index, epoch), self.labels[index]
+        return self._item(index, epoch)
 
-    def __getitems__(self, keys: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, keys: list[Any]) -> tuple[torch.Tensor, Any]:
         indices = positions_of(keys)
-        index = torch.as_tensor(indices, dtype=torch.int64)
-        if self.cached is not None and self.transform is None and (not self.pad or max(indices, default=0) < len(self.paths)):
-            return self.cached.index_select(0, index), self.labels.index_select(0, index)
+        if self.transform is None:
+            if self.cached is not None and (not self.pad or max(indices, default=0) < len(self.paths)):
+                index = torch.as_tensor(indices, dtype=torch.int64)
+                return self.cached.index_select(0, index), self.targets.batch(indices)
+            return torch.stack([self._pixels(i) for i in indices]), self.targets.batch(indices)
         epochs = [key[0] if isinstance(key, tuple | list) else 0 for key in keys]
-        images = torch.stack([self._image(i, e) for i, e in zip(indices, epochs, strict=True)])
-        return images, self.labels.index_select(0, index)
+        images, targets = zip(*(self._item(i, e) for i, e in zip(indices, epochs, strict=True)), strict=True)
+        return torch.stack(images), self.targets.collate(targets)
 
 
 def collate_batch(batch: Any) -> Any:
-    """``__getitems__`` already returns a batch; single items (no ``__getitems__`` path) are stacked."""
-    if isinstance(batch, tuple):
-        return batch
-    images, labels = zip(*batch, strict=True)
-    return torch.stack(images), torch.stack(labels)
+    """``__getitems__`` already returns a batch (the only path the loaders take)."""
+    return batch
 
 
 def cache_bytes(num_images: int, image_size: Sequence[int], channels: int) -> int:
@@ -185,16 +194,22 @@ def cache_bytes(num_images: int, image_size: Sequence[int], channels: int) -> in
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Train/val data of one split, as the config asks (size, channels, augmentations, cache, workers)."""
+    """Train/val data of one split, as the config asks (size, channels, augmentations, cache, workers).
 
-    def __init__(self, images_dir: Path, dataset: dict[str, Any], config: ExperimentConfig, pin_memory: bool = False,
-                 rank: int = 0, world: int = 1, on_progress: Callable[[], None] | None = None) -> None:
+    ``runtime`` is the project task's (``TaskRuntime``): it says which images
+    of a subset are annotated and what their targets are.
+    """
+
+    def __init__(self, images_dir: Path, dataset: dict[str, Any], config: ExperimentConfig, runtime: TaskRuntime,
+                 pin_memory: bool = False, rank: int = 0, world: int = 1,
+                 on_progress: Callable[[], None] | None = None) -> None:
         super().__init__()
         #: this process's DDP rank and the number of ranks: it loads only its own shard
         self.rank, self.world = rank, max(1, world)
         self.on_progress = on_progress
         self.images_dir = Path(images_dir)
         self.config = config
+        self.runtime = runtime
         self.pin_memory = pin_memory
         self.class_names: list[str] = [str(c) for c in dataset.get("classes") or []]
         self.num_classes = len(self.class_names)
@@ -203,10 +218,10 @@ class ImageDataModule(L.LightningDataModule):
         names = dataset.get("split_names") or []
         if split_index >= len(names):
             raise ValidationError(f"split_index {split_index} does not exist in the dataset", field="config.split_index")
-        if self.num_classes < 2:
-            raise ValidationError("the dataset needs at least two classes to train a classifier", field="dataset.classes")
-        self.train_items = split_items(dataset, split_index, "train")
-        self.val_items = split_items(dataset, split_index, "val")
+        runtime.check_dataset(dataset)
+        size = config.data.image_size
+        self.train_items = runtime.samples(dataset, split_index, "train", size)
+        self.val_items = runtime.samples(dataset, split_index, "val", size)
         split_name = names[split_index]
         if not self.train_items:
             raise ValidationError(f"split '{split_name}' has no labelled training images", field="config.split_index")
@@ -217,17 +232,9 @@ class ImageDataModule(L.LightningDataModule):
         self.val_set: ImageDataset | None = None
 
     # -- facts the engine records ------------------------------------------------
-    def class_counts(self) -> list[int]:
-        counts = [0] * self.num_classes
-        for _, label in self.train_items:
-            counts[label] += 1
-        return counts
-
-    def balanced_class_weights(self) -> list[float]:
-        """``n / (k * n_c)`` per class (1.0 for a class with no training image)."""
-        counts = self.class_counts()
-        total = sum(counts)
-        return [total / (self.num_classes * c) if c else 1.0 for c in counts]
+    def train_targets(self) -> list[Any]:
+        """Every training image's target (the whole subset, not this rank's shard)."""
+        return [target for _, target in self.train_items]
 
     def should_cache(self) -> bool:
         data = self.config.data
@@ -269,10 +276,13 @@ class ImageDataModule(L.LightningDataModule):
             self.cache_used = True
         train_tf = compose_augmentations(data.augmentations.train, size, "config.data.augmentations.train")
         val_tf = compose_augmentations(data.augmentations.val, size, "config.data.augmentations.val")
-        self.train_set = ImageDataset(train_items, self.images_dir, size, channels, train_tf, train_cache,
-                                      seed=seed, ids=train_ids)
-        self.val_set = ImageDataset(val_items, self.images_dir, size, channels, val_tf, val_cache,
-                                    seed=mix_seed(VAL_STREAM, seed), ids=val_ids, pad=val_pad)
+        runtime = self.runtime
+        self.train_set = ImageDataset([n for n, _ in train_items], runtime.target_store([t for _, t in train_items]),
+                                      self.images_dir, size, channels, train_tf, train_cache, seed=seed, ids=train_ids,
+                                      runtime=runtime)
+        self.val_set = ImageDataset([n for n, _ in val_items], runtime.target_store([t for _, t in val_items], val_pad),
+                                    self.images_dir, size, channels, val_tf, val_cache, seed=mix_seed(VAL_STREAM, seed),
+                                    ids=val_ids, runtime=runtime)
 
     def _loader_options(self) -> dict[str, Any]:
         workers = self.resolved_num_workers()

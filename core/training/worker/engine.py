@@ -35,10 +35,12 @@ from ...errors import CheckpointError, ValidationError
 from ...jobs.process import is_extra_rank, start_ticks
 from ...jsonio import atomic_write_json, read_json
 from ...plugin_manager import PluginHost, default_plugin_host
+from ...plugin_types import Task
+from ...projects import read_project
 from ...records import JobError, Run, RunEarlyStop, RunPrecision
 from ...timeutil import parse_iso, utc_now_iso
 from ...workspace import Workspace
-from ..config import ExperimentConfig, config_hash, config_to_dict, monitor_mode, monitor_of, parse_config
+from ..config import ExperimentConfig, config_hash, config_to_dict, monitor_of, parse_config
 from ..run_folder import (
     ACTIVE_STATUSES,
     CHECKPOINTS,
@@ -379,8 +381,8 @@ def _fit(
 
     from ...models import build_model
     from .callbacks import AtomicCheckpointIO, RunCheckpoint, RunFilesCallback
+    from ..task_runtime import runtime_of
     from .data import ImageDataModule
-    from .module import ClassificationModule
     from .rng_state import RngStateCallback
     from .threads import pinned_threads, runtime_record
 
@@ -397,11 +399,13 @@ def _fit(
         update_run(workspace, run_dir, lambda record: msgspec.structs.replace(record, precision=choice))
     L.seed_everything(config.training.seed, workers=True, verbose=False)
 
-    datamodule = ImageDataModule(workspace.images_dir(project_id), dataset, config, pin_memory=plan.accelerator == "gpu",
-                                 rank=global_rank() if plan.ddp else 0, world=plan.world_size,
-                                 on_progress=heartbeat.beat if heartbeat is not None else None)
-    datamodule.setup("fit")  # this rank's shard only
     host = plugins or default_plugin_host()
+    task = host.tasks.get(read_project(workspace, project_id).task, field="task")
+    runtime = runtime_of(task)
+    datamodule = ImageDataModule(workspace.images_dir(project_id), dataset, config, runtime,
+                                 pin_memory=plan.accelerator == "gpu", rank=global_rank() if plan.ddp else 0,
+                                 world=plan.world_size, on_progress=heartbeat.beat if heartbeat is not None else None)
+    datamodule.setup("fit")  # this rank's shard only
     model_cfg = config.model
     net = build_model(
         host.architectures,
@@ -414,15 +418,13 @@ def _fit(
         freeze_backbone=model_cfg.freeze_backbone,
         image_size=tuple(config.data.image_size),  # type: ignore[arg-type]
     )
-    class_weights = datamodule.balanced_class_weights() if config.training.loss.class_weights == "balanced" else None
-    module = ClassificationModule(
+    module = runtime.build_module(
         net,
-        num_classes=datamodule.num_classes,
-        class_names=datamodule.class_names,
+        classes=datamodule.class_names,
         config=config_to_dict(config),
         mean=datamodule.mean,
         std=datamodule.std,
-        class_weights=class_weights,
+        options=runtime.module_options(config, datamodule.class_names, datamodule.train_targets()),
     )
     module.batches_per_epoch = math.ceil(len(datamodule.train_set) / config.data.batch_size)
     ckpt_path, epochs_done = _resume_point(run_dir, events) if resume else (None, 0)
@@ -431,10 +433,11 @@ def _fit(
             f"the checkpoint already holds {epochs_done} epoch(s) and max_epochs is {config.training.max_epochs}; "
             "resume with a higher max_epochs",
         )
-    monitor = monitor_of(config)
-    checkpoint = RunCheckpoint(run_dir / CHECKPOINTS, monitor, monitor_mode(monitor))
+    monitor = monitor_of(config, task)
+    checkpoint = RunCheckpoint(run_dir / CHECKPOINTS, monitor, task.monitor_mode(monitor))
     callback = RunFilesCallback(workspace, run_dir, events or EventLog(workspace, run_dir), checkpoint,
-                                start_epoch=epochs_done, clock=clock, heartbeat=heartbeat)
+                                start_epoch=epochs_done, clock=clock, heartbeat=heartbeat,
+                                metric_keys=tuple(task.metrics))
     state["callback"] = callback
     flags_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
                     torch_deterministic.fill_uninitialized_memory, torch.backends.cudnn.deterministic,
@@ -449,7 +452,7 @@ def _fit(
                 precision=plan.precision,  # type: ignore[arg-type]
                 max_epochs=config.training.max_epochs,
                 accumulate_grad_batches=config.training.batch_multiplier,
-                callbacks=[RngStateCallback(), callback, checkpoint, *_lightning_callbacks(config)],
+                callbacks=[RngStateCallback(), callback, checkpoint, *_lightning_callbacks(config, task)],
                 plugins=[AtomicCheckpointIO()],
                 logger=False,
                 enable_checkpointing=True,
@@ -502,12 +505,12 @@ def _early_stop_of(trainer: Any, config: ExperimentConfig) -> RunEarlyStop | Non
     return None
 
 
-def _lightning_callbacks(config: ExperimentConfig) -> list[Any]:
+def _lightning_callbacks(config: ExperimentConfig, task: Task) -> list[Any]:
     from lightning.pytorch.callbacks import EarlyStopping
 
     stopping = config.training.early_stopping
     if stopping is None:
         return []
     # Checked after validation only: a stop-shortened epoch has no validation and must not count.
-    return [EarlyStopping(monitor=stopping.monitor, patience=stopping.patience, mode=monitor_mode(stopping.monitor),
+    return [EarlyStopping(monitor=stopping.monitor, patience=stopping.patience, mode=task.monitor_mode(stopping.monitor),
                           min_delta=stopping.min_delta, check_on_train_epoch_end=False)]

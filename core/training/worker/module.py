@@ -1,24 +1,28 @@
-"""The one task LightningModule for classification.
+"""The base LightningModule every task's training module builds on.
 
-It receives the network an architecture plugin built (a plain ``nn.Module``),
-normalises ``uint8`` batches on the device, computes cross-entropy with the
-configured label smoothing and class weights, keeps one torchmetrics object
-per stage and logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``,
-``val/f1``. Its hyperparameters are plain data (the config as builtins, class
-names, mean/std) so a checkpoint loads with ``torch.load(weights_only=True)``.
+A task plugin's module (classification's cross-entropy classifier, a
+detector, a regressor) receives the network an architecture plugin built (a
+plain ``nn.Module``) and implements the steps and the metrics it logs. What
+every task shares lives here, so each gets it the same way:
+
+- ``uint8`` batches normalised on the device (4x less to copy than floats);
+- the optimizer and the learning-rate schedule, re-planned when a run is extended;
+- epoch training sums (``accumulate_train``) kept on the device, reduced once
+  per epoch over the ranks and carried in every checkpoint, so the epoch a
+  resume continues still reports every batch of it;
+- hyperparameters as plain data (the config as builtins, class names,
+  mean/std, the task id), so a checkpoint loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 #: OneCycle starts at lr / DIV and ends at lr / (DIV * FINAL_DIV), like ``torch.optim.lr_scheduler.OneCycleLR``.
 ONECYCLE_DIV = 25.0
@@ -104,12 +108,12 @@ def _replanned(previous: Callable[[int], float], start: int, end_step: int, end:
     return factor
 
 
-class ClassificationModule(L.LightningModule):
-    """Trains ``net`` (logits ``[batch, num_classes]``) on normalised images.
+class TaskModule(L.LightningModule):
+    """Trains ``net`` on normalised images; a task subclass implements the steps (see the module docstring).
 
-    Epoch metrics are plain sums kept on the device (no per-step sync or
-    ``self.log``); they ride in every checkpoint (``on_save_checkpoint``), so
-    the epoch a resume continues still reports every batch of it.
+    Subclasses set ``TASK`` (the task id stored in checkpoints), implement
+    ``training_step`` (calling ``accumulate_train`` with its per-batch sums),
+    ``log_train_epoch``, ``validation_step`` and ``on_validation_epoch_end``.
 
     Extending a run (a resume with a larger ``max_epochs``) re-plans the
     learning-rate schedule instead of jumping: from the step the checkpoint was
@@ -121,6 +125,8 @@ class ClassificationModule(L.LightningModule):
     run extended twice continues from its actual curve.
     """
 
+    TASK: ClassVar[str] = ""
+
     def __init__(
         self,
         net: nn.Module | None = None,
@@ -130,28 +136,21 @@ class ClassificationModule(L.LightningModule):
         config: dict[str, Any],
         mean: list[float],
         std: list[float],
-        class_weights: list[float] | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters({"num_classes": num_classes, "class_names": list(class_names), "config": config,
+                                   "mean": list(mean), "std": list(std), "task": self.TASK, **options})
         if net is None:
-            raise ValueError("ClassificationModule needs the network built by the architecture registry")
+            raise ValueError(f"{type(self).__name__} needs the network built by the architecture registry")
         self.net = net
         channels = len(mean)
         # Non-persistent: the state_dict holds exactly the network (``net.*``) and nothing to re-derive.
         self.register_buffer("mean", torch.tensor(mean).view(1, channels, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, channels, 1, 1), persistent=False)
-        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-        self.register_buffer("class_weight", weights, persistent=False)
-        loss = config["training"]["loss"]
-        self.label_smoothing = float(loss.get("label_smoothing", 0.0))
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.val_f1 = MulticlassF1Score(num_classes, average="macro", validate_args=False)
-        #: this epoch's train sums on this rank: [loss * images, correct], plus the image count
+        #: this epoch's train sums on this rank (what ``accumulate_train`` added), plus the image count
         self._train_sums: torch.Tensor | None = None
         self._train_seen = 0
-        #: this validation's sums on this rank: [weighted loss, weight]
-        self._val_sums: torch.Tensor | None = None
         #: the schedule plan: total optimizer steps first planned, then (at_step, new_total) per extension
         self._planned_total: int | None = None
         self._replans: list[tuple[int, int]] = []
@@ -160,74 +159,37 @@ class ClassificationModule(L.LightningModule):
         #: train batches per epoch on this rank (set by the engine; see ``_stepping_batches``)
         self.batches_per_epoch: int | None = None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, labels = batch
+        images, targets = batch
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0).sub_(self.mean).div_(self.std)
-        return images, labels
+        return images, targets
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, weight=self.class_weight, label_smoothing=self.label_smoothing)
+    # -- training sums -------------------------------------------------------------------
+    def accumulate_train(self, sums: torch.Tensor, images: int) -> None:
+        """Add one batch's sums (a fixed-length float vector of the task's choosing) and its image count."""
+        sums = sums.detach().float()
+        self._train_sums = sums if self._train_sums is None else self._train_sums.add_(sums)
+        self._train_seen += int(images)
 
-    # -- training ----------------------------------------------------------------------
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        logits = self.net(images)
-        loss = self._loss(logits, labels)
-        # Summed here and logged once per epoch: Lightning's per-step ``self.log`` costs ~2 % of a small model's step.
-        with torch.no_grad():
-            step = torch.stack([loss.detach().float() * labels.shape[0],
-                                (logits.detach().argmax(dim=1) == labels).sum().float()])
-            self._train_sums = step if self._train_sums is None else self._train_sums.add_(step)
-        self._train_seen += int(labels.shape[0])
-        return loss
+    def log_train_epoch(self, sums: torch.Tensor, images: float) -> None:
+        """Log the epoch's training metrics from every rank's summed ``accumulate_train`` values."""
 
     def on_train_epoch_start(self) -> None:
         self._train_sums, self._train_seen = None, 0
 
+    def _local_train_sums(self) -> torch.Tensor:
+        width = int(self._train_sums.numel()) if self._train_sums is not None else 0
+        sums = self._train_sums if self._train_sums is not None else torch.zeros(width, device=self.device)
+        return torch.cat([sums.float(), torch.tensor([float(self._train_seen)], device=sums.device)])
+
     def on_train_epoch_end(self) -> None:
-        """``train/loss`` and ``train/acc`` over every rank's images of the epoch (one reduction per epoch)."""
-        sums = self._train_sums if self._train_sums is not None else torch.zeros(2, device=self.device)
-        totals = torch.cat([sums.float(), torch.tensor([float(self._train_seen)], device=sums.device)])
+        """The epoch's sums over every rank's images (one reduction per epoch), handed to ``log_train_epoch``."""
+        totals = self._local_train_sums()
         if self.trainer.world_size > 1:
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        if float(totals[2]) > 0:
-            self.log("train/loss", totals[0] / totals[2])
-            self.log("train/acc", totals[1] / totals[2])
-
-    # -- validation ------------------------------------------------------------------------
-    def on_validation_epoch_start(self) -> None:
-        self._val_sums = None
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        images, labels = batch
-        logits = self.net(images)
-        keep = labels >= 0  # padding items of a DDP shard count nowhere
-        logits, labels = logits[keep], labels[keep]
-        per_image = F.cross_entropy(logits, labels, weight=self.class_weight, label_smoothing=self.label_smoothing,
-                                    reduction="none")
-        weight = self.class_weight[labels] if self.class_weight is not None else torch.ones_like(per_image)
-        step = torch.stack([per_image.float().sum(), weight.float().sum()])
-        self._val_sums = step if self._val_sums is None else self._val_sums.add_(step)
-        if labels.numel():  # torchmetrics cannot take an empty batch (a shard's padding only)
-            preds = logits.argmax(dim=1)
-            self.val_acc.update(preds, labels)
-            self.val_f1.update(preds, labels)
-
-    def on_validation_epoch_end(self) -> None:
-        """``val/loss`` (weighted mean over every image of every rank), ``val/acc`` and ``val/f1``."""
-        sums = self._val_sums if self._val_sums is not None else torch.zeros(2, device=self.device)
-        if self.trainer.world_size > 1:
-            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        if float(sums[1]) > 0:
-            self.log("val/loss", sums[0] / sums[1])
-        self.log("val/acc", self.val_acc.compute())  # torchmetrics syncs the ranks itself
-        self.log("val/f1", self.val_f1.compute())
-        self.val_acc.reset()
-        self.val_f1.reset()
+        if float(totals[-1]) > 0:
+            self.log_train_epoch(totals[:-1], float(totals[-1]))
 
     # -- checkpoint state -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -236,14 +198,13 @@ class ClassificationModule(L.LightningModule):
         Every rank saves together (Lightning calls this on all of them), so the
         sums are gathered: each rank gets its own back on resume.
         """
-        sums = self._train_sums if self._train_sums is not None else torch.zeros(2, device=self.device)
-        local = torch.cat([sums.detach().float(), torch.tensor([float(self._train_seen)], device=sums.device)])
+        local = self._local_train_sums()
         if self.trainer.world_size > 1:
-            per_rank = self.trainer.strategy.all_gather(local).reshape(-1, 3).cpu().tolist()
+            per_rank = self.trainer.strategy.all_gather(local).reshape(-1, local.numel()).cpu().tolist()
         else:
             per_rank = [local.cpu().tolist()]
         checkpoint["modelyard"] = {
-            "train_sums": per_rank,  # [loss * images, correct, images] per rank of this epoch so far
+            "train_sums": per_rank,  # the task's sums then the image count, per rank, of this epoch so far
             "planned_total": self._planned_total,
             "replans": [list(r) for r in self._replans],
         }
@@ -252,9 +213,9 @@ class ClassificationModule(L.LightningModule):
         state = checkpoint.get("modelyard") or {}
         per_rank = state.get("train_sums") or []
         rank = int(self.global_rank)
-        if rank < len(per_rank) and per_rank[rank][2] > 0:
-            loss, correct, seen = per_rank[rank]
-            self._train_sums, self._train_seen = torch.tensor([loss, correct], dtype=torch.float32), int(seen)
+        if rank < len(per_rank) and per_rank[rank] and per_rank[rank][-1] > 0:
+            *sums, seen = per_rank[rank]
+            self._train_sums, self._train_seen = torch.tensor(sums, dtype=torch.float32), int(seen)
         else:
             self._train_sums, self._train_seen = None, 0
         planned = state.get("planned_total")

@@ -14,14 +14,14 @@ from tests.conftest import TrainedRun
 
 def _logits(services: Services, run: TrainedRun) -> torch.Tensor:
     trained = load_trained_model(services.workspace, run.project_id, run.run_id, "best",
-                                 experiment_id=run.experiment_id, registry=services.plugins.architectures)
+                                 experiment_id=run.experiment_id, plugins=services.plugins)
     with torch.inference_mode():
         return trained.net(torch.linspace(-1, 1, 4 * 3 * 16 * 16).reshape(4, 3, 16, 16))
 
 
 def test_the_network_holds_exactly_the_checkpoints_weights(services: Services, trained_run: TrainedRun) -> None:
     trained = load_trained_model(services.workspace, trained_run.project_id, trained_run.run_id, "best",
-                                 experiment_id=trained_run.experiment_id, registry=services.plugins.architectures)
+                                 experiment_id=trained_run.experiment_id, plugins=services.plugins)
     saved = load_checkpoint(trained_run.run_dir / "checkpoints" / "best.ckpt")["state_dict"]
     loaded = trained.module.state_dict()
     assert set(loaded) == set(saved)

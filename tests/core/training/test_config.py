@@ -19,6 +19,7 @@ from modelyard.core.training.config import (
     parse_config,
     resolve_config,
 )
+from modelyard.plugins.classification import CLASSIFICATION
 from modelyard.plugins.simple_cnn import build_simple_cnn
 
 DATASET = {"split_names": ["80-10-10", "70-30"], "classes": ["a", "b"], "images": []}
@@ -35,6 +36,7 @@ def registry() -> ArchitectureRegistry:
 
 def resolve(partial: dict, registry: ArchitectureRegistry, **kwargs) -> ExperimentConfig:
     kwargs.setdefault("devices", CPU_ONLY)
+    kwargs.setdefault("task", CLASSIFICATION)
     return resolve_config(partial, registry, DATASET, **kwargs)
 
 
@@ -86,8 +88,8 @@ def test_patch_on_a_stored_config_keeps_its_other_values(registry) -> None:
 def test_null_early_stopping_disables_it_and_best_follows_val_loss(registry) -> None:
     config = resolve({"training": {"early_stopping": None}}, registry)
     assert config.training.early_stopping is None
-    assert monitor_of(config) == "val/loss"
-    assert monitor_of(resolve({"training": {"early_stopping": {"monitor": "val/acc"}}}, registry)) == "val/acc"
+    assert monitor_of(config, CLASSIFICATION) == "val/loss"
+    assert monitor_of(resolve({"training": {"early_stopping": {"monitor": "val/acc"}}}, registry), CLASSIFICATION) == "val/acc"
 
 
 def test_precision_32_written_as_a_yaml_number_means_full_precision(registry) -> None:

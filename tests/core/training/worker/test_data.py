@@ -11,6 +11,8 @@ from PIL import Image, JpegImagePlugin
 from modelyard.core.errors import CorruptDataError, ValidationError
 from modelyard.core.training.config import parse_config
 from modelyard.core.training.worker.data import ImageDataModule, load_image, split_items
+from modelyard.plugins.classification import CLASSIFICATION
+from modelyard.plugins.classification.runtime import ClassificationRuntime
 from tests.helpers.datasets import write_shapes_dataset
 
 
@@ -19,6 +21,9 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     project = tmp_path_factory.mktemp("data") / "proj"
     dataset = write_shapes_dataset(project, per_class=5, size=24, num_classes=3)
     return project / "dataset" / "images", dataset
+
+
+RUNTIME = ClassificationRuntime(CLASSIFICATION)
 
 
 def config(**data: object) -> object:
@@ -81,7 +86,7 @@ def test_unreadable_image_is_a_clear_error_naming_the_file(tmp_path: Path) -> No
 
 def test_datamodule_caches_decoded_images_when_they_fit_the_budget(shapes) -> None:
     images_dir, dataset = shapes
-    module = ImageDataModule(images_dir, dataset, config(cache="auto"))
+    module = ImageDataModule(images_dir, dataset, config(cache="auto"), RUNTIME)
     module.setup("fit")
     assert module.cache_used and module.resolved_num_workers() == 0
     images, labels = next(iter(module.train_dataloader()))
@@ -92,8 +97,8 @@ def test_datamodule_caches_decoded_images_when_they_fit_the_budget(shapes) -> No
 
 def test_cached_and_uncached_batches_hold_the_same_pixels(shapes) -> None:
     images_dir, dataset = shapes
-    cached = ImageDataModule(images_dir, dataset, config(cache="memory"))
-    plain = ImageDataModule(images_dir, dataset, config(cache="none"))
+    cached = ImageDataModule(images_dir, dataset, config(cache="memory"), RUNTIME)
+    plain = ImageDataModule(images_dir, dataset, config(cache="none"), RUNTIME)
     cached.setup()
     plain.setup()
     assert not plain.cache_used
@@ -104,7 +109,7 @@ def test_cached_and_uncached_batches_hold_the_same_pixels(shapes) -> None:
 
 def test_auto_cache_stays_off_when_images_exceed_the_budget(shapes) -> None:
     images_dir, dataset = shapes
-    module = ImageDataModule(images_dir, dataset, config(cache="auto", cache_max_mb=0))
+    module = ImageDataModule(images_dir, dataset, config(cache="auto", cache_max_mb=0), RUNTIME)
     module.setup()
     assert not module.cache_used
 
@@ -112,7 +117,7 @@ def test_auto_cache_stays_off_when_images_exceed_the_budget(shapes) -> None:
 def test_train_augmentations_are_applied_per_image(shapes) -> None:
     images_dir, dataset = shapes
     aug = {"train": [{"name": "RandomHorizontalFlip", "params": {"p": 1.0}}], "val": []}
-    flipped = ImageDataModule(images_dir, dataset, config(augmentations=aug, cache="memory"))
+    flipped = ImageDataModule(images_dir, dataset, config(augmentations=aug, cache="memory"), RUNTIME)
     flipped.setup()
     images, _ = flipped.train_set.__getitems__([0, 1])
     assert torch.equal(images, flipped.train_set.cached[[0, 1]].flip(-1))
@@ -124,9 +129,12 @@ def test_balanced_class_weights_favour_rare_classes() -> None:
         {"filename": "b.png", "split": ["train"], "annotations": [{"type": "label", "class_id": 1}]},
         {"filename": "v.png", "split": ["val"], "annotations": [{"type": "label", "class_id": 1}]},
     ]}
-    module = ImageDataModule(Path("/nonexistent"), dataset, config())
-    assert module.class_counts() == [3, 1]
-    assert module.balanced_class_weights() == pytest.approx([4 / 6, 2.0])
+    module = ImageDataModule(Path("/nonexistent"), dataset, config(), RUNTIME)
+    assert module.train_targets() == [0, 0, 0, 1]
+    balanced = parse_config({"training": {"loss": {"class_weights": "balanced"}}})
+    options = RUNTIME.module_options(balanced, module.class_names, module.train_targets())
+    assert options["class_weights"] == pytest.approx([4 / 6, 2.0])
+    assert RUNTIME.module_options(config(), module.class_names, module.train_targets()) == {"class_weights": None}
 
 
 @pytest.mark.parametrize(
@@ -139,4 +147,4 @@ def test_balanced_class_weights_favour_rare_classes() -> None:
 def test_a_split_without_train_or_val_images_cannot_train(images, message) -> None:
     dataset = {"classes": ["a", "b"], "split_names": ["s"], "images": images}
     with pytest.raises(ValidationError, match=message):
-        ImageDataModule(Path("/nonexistent"), dataset, config())
+        ImageDataModule(Path("/nonexistent"), dataset, config(), RUNTIME)

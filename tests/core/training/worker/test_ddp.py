@@ -15,7 +15,9 @@ from modelyard.core.jobs.kinds import TRAIN
 from modelyard.core.jobs.spawn import cold_command
 from modelyard.core.jsonio import atomic_write_json, read_json
 from modelyard.core.training.config import parse_config
-from modelyard.core.training.worker.data import PAD_LABEL, ImageDataModule
+from modelyard.core.training.worker.data import ImageDataModule
+from modelyard.plugins.classification import CLASSIFICATION
+from modelyard.plugins.classification.runtime import PAD_LABEL, ClassificationRuntime
 from modelyard.core.training.run_folder import create_run_folder, read_run
 from tests.conftest import TINY_TRAINING_CONFIG
 from tests.helpers.datasets import create_project_with_dataset, write_shapes_dataset
@@ -71,7 +73,7 @@ def _module(tmp_path: Path, rank: int, world: int, calls: list[int], train_aug: 
     dataset = read_json(project / "dataset" / "dataset.json")
     config = parse_config({"data": {"image_size": [16, 16], "batch_size": 4, "cache": "memory", "num_workers": 0,
                                     "augmentations": {"train": train_aug or [], "val": []}}})
-    return ImageDataModule(project / "dataset" / "images", dataset, config, rank=rank, world=world,
+    return ImageDataModule(project / "dataset" / "images", dataset, config, ClassificationRuntime(CLASSIFICATION), rank=rank, world=world,
                            on_progress=lambda: calls.append(rank))
 
 

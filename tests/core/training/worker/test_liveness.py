@@ -17,7 +17,7 @@ from modelyard.core.jsonio import read_json
 from modelyard.core.training.worker import callbacks as callbacks_module
 from modelyard.core.training.worker.callbacks import RunFilesCallback
 from modelyard.core.training.worker.engine import train_run
-from modelyard.core.training.worker.module import ClassificationModule
+from modelyard.plugins.classification.module import ClassificationModule
 from modelyard.core.training.run_folder import create_run_folder, heartbeat_age_s
 from tests.conftest import TINY_TRAINING_CONFIG
 from tests.helpers.datasets import create_project_with_dataset

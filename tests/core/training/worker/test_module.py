@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modelyard.core.training.worker.module import ClassificationModule, lr_factor_fn
+from modelyard.core.training.worker.module import lr_factor_fn
+from modelyard.plugins.classification.module import ClassificationModule
 from modelyard.plugins.simple_cnn import build_simple_cnn
 
 TOTAL, PER_EPOCH = 100, 10

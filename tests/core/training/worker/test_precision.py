@@ -13,7 +13,7 @@ from modelyard.core.errors import ValidationError
 from modelyard.core.jsonio import read_json
 from modelyard.core.training.config import parse_config
 from modelyard.core.training.worker.engine import choose_precision, hardware_plan, train_run
-from modelyard.core.training.worker.module import ClassificationModule
+from modelyard.plugins.classification.module import ClassificationModule
 from modelyard.core.training.run_folder import create_run_folder, read_run
 from tests.conftest import TINY_TRAINING_CONFIG
 from tests.helpers.datasets import create_project_with_dataset
