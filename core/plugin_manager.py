@@ -39,6 +39,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "modelyard.plugins.torchvision_models",
     "modelyard.plugins.imagefolder",
     "modelyard.plugins.csv_importer",
+    "modelyard.plugins.coco_importer",
+    "modelyard.plugins.yolo_importer",
+    "modelyard.plugins.voc_importer",
     "modelyard.plugins.onnx_exporter",
     "modelyard.plugins.torchscript_exporter",
 )

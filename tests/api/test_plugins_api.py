@@ -196,5 +196,8 @@ def test_dataset_formats_list_every_importer_with_its_tasks_and_filter_by_task(c
     assert {"imagefolder", "csv"} <= set(formats)
     assert formats["imagefolder"]["tasks"] == ["classification"] and formats["imagefolder"]["plugin"] == "imagefolder"
     assert formats["imagefolder"]["description"]
-    assert _by(client.get("/api/datasets/formats", params={"task": "classification"}).json()["data"], "id") == formats
+    classification = {key: value for key, value in formats.items() if "classification" in value["tasks"]}
+    assert _by(client.get("/api/datasets/formats", params={"task": "classification"}).json()["data"], "id") == classification
+    detection = _by(client.get("/api/datasets/formats", params={"task": "object_detection"}).json()["data"], "id")
+    assert set(detection) == {"coco", "voc", "yolo"} and {"coco", "voc", "yolo"}.isdisjoint(classification)
     assert client.get("/api/datasets/formats", params={"task": second_task}).json()["data"] == []

@@ -63,7 +63,7 @@ def test_a_deferred_host_loads_its_plugins_on_the_first_lookup_once() -> None:
     assert "simple_cnn" in host.architectures
     loaded = dict(host.plugins)
     assert loaded["simple_cnn"].status == "loaded"
-    assert host.importers.names() == ["csv", "imagefolder"] and host.plugins == loaded
+    assert host.importers.names() == ["coco", "csv", "imagefolder", "voc", "yolo"] and host.plugins == loaded
 
 
 def test_a_deferred_host_lists_its_plugins_when_described() -> None:
@@ -78,7 +78,7 @@ def test_builtin_plugins_load_and_register_exactly_once() -> None:
     assert host.plugins["simple_cnn"].registered == {"tasks": [], "architectures": ["simple_cnn"], "importers": [],
                                                  "exporters": []}
     assert {"simple_cnn", "resnet18", "vit_b_16"} <= set(host.architectures.names())
-    assert host.importers.names() == ["csv", "imagefolder"]
+    assert host.importers.names() == ["coco", "csv", "imagefolder", "voc", "yolo"]
     assert host.exporters.names() == ["onnx", "torchscript"]
     counts = (len(host.architectures), len(host.importers), len(host.exporters))
     host.load_all()  # a second call must not register anything twice
@@ -219,7 +219,7 @@ def test_disable_env_var_blocks_plugins_by_name(monkeypatch: pytest.MonkeyPatch)
     assert host.plugins["torchvision_models"].status == "disabled"
     assert host.plugins["torchvision_models"].registered == {}
     assert "resnet18" not in host.architectures and "simple_cnn" in host.architectures
-    assert host.importers.names() == ["imagefolder"]
+    assert host.importers.names() == ["coco", "imagefolder", "voc", "yolo"]
 
 
 def test_unknown_hook_name_is_logged_as_a_probable_typo(caplog: pytest.LogCaptureFixture) -> None:
