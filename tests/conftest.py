@@ -98,22 +98,25 @@ def second_task(services: Services) -> Iterator[str]:
     services.plugins.remove_plugin("second-task")  # the plugin host is the process's: leave it as it was
 
 
-EXAMPLE_PLUGIN_DIR = Path(__file__).parent / "fixtures" / "modelyard_example_plugin"
+FIXTURES_DIR = Path(__file__).parent / "fixtures"
+EXAMPLE_PLUGIN_DIR = FIXTURES_DIR / "modelyard_example_plugin"
+REGRESSION_TASK_DIR = FIXTURES_DIR / "modelyard_regression_task"
 
 
-@pytest.fixture
-def example_plugin_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """"Install" tests/fixtures/modelyard_example_plugin in-process, as pip would.
+def install_fixture_plugin(source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """"Install" a plugin package of tests/fixtures in-process and for worker processes, as pip would.
 
     A ``.dist-info`` (METADATA + entry_points.txt, from the package's own
     pyproject.toml) goes into a temp folder on ``sys.path`` beside the package
-    source, so ``importlib.metadata.entry_points(group="modelyard")`` finds it.
-    The shared venv is never modified. Yields the distribution's name and version.
+    source, so ``importlib.metadata.entry_points(group="modelyard")`` finds it;
+    ``PYTHONPATH`` says the same to the job workers the queue starts. The
+    shared venv is never modified. Yields the distribution's name and version.
     """
+    import os
     import sys
     import tomllib
 
-    project = tomllib.loads((EXAMPLE_PLUGIN_DIR / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    project = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     site = tmp_path / "site-packages"
     dist_info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
     dist_info.mkdir(parents=True)
@@ -123,9 +126,25 @@ def example_plugin_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     entry_points = "".join(f"{name} = {value}\n" for name, value in project["entry-points"]["modelyard"].items())
     (dist_info / "entry_points.txt").write_text(f"[modelyard]\n{entry_points}", encoding="utf-8")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN_DIR))
+    monkeypatch.syspath_prepend(str(source))
+    paths = [str(site), str(source), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    packages = set(project.get("entry-points", {}).get("modelyard", {}).values())
     yield {"name": project["name"], "version": project["version"]}
-    sys.modules.pop("modelyard_example_plugin", None)
+    for module in [m for m in sys.modules if m.split(".")[0] in packages]:
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def example_plugin_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """tests/fixtures/modelyard_example_plugin, installed (``install_fixture_plugin``)."""
+    yield from install_fixture_plugin(EXAMPLE_PLUGIN_DIR, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def regression_task_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """tests/fixtures/modelyard_regression_task (a task core does not know), installed (``install_fixture_plugin``)."""
+    yield from install_fixture_plugin(REGRESSION_TASK_DIR, tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -93,7 +93,7 @@ def test_names_tasks_and_paths_document_their_rules(document) -> None:
     schemas = document["components"]["schemas"]
     for struct, field in (("ProjectCreate", "name"), ("ExperimentCreate", "name"), ("SplitCreate", "name")):
         assert schemas[struct]["properties"][field]["pattern"] == NAME_PATTERN, struct
-    assert schemas["ProjectCreate"]["properties"]["task"]["enum"] == ["classification"]
+    assert schemas["ProjectCreate"]["properties"]["task"]["enum"] == ["classification", "object_detection"]
     assert re.fullmatch(schemas["ImportLocal"]["properties"]["path"]["pattern"], "/data/shapes")
     assert not re.fullmatch(schemas["ImportLocal"]["properties"]["path"]["pattern"], "data/shapes")
     images = document["paths"]["/api/datasets/{project_id}/images"]["get"]["parameters"]
