@@ -326,6 +326,16 @@ def _check_task_fit(config: ExperimentConfig, registry: ArchitectureRegistry, ta
             f"choose one of: {', '.join(serving) or 'none installed'}",
             field="config.model.architecture", details={"task": task.id, "architectures": serving},
         )
+    if task.augmentations is not None:
+        for subset in ("train", "val"):
+            for index, spec in enumerate(getattr(config.data.augmentations, subset)):
+                if spec.name not in task.augmentations:
+                    field = f"config.data.augmentations.{subset}[{index}].name"
+                    raise ValidationError(
+                        f"{field}: {spec.name} cannot be used for task '{task.id}' (it does not move the task's "
+                        f"annotations with the pixels); allowed: {', '.join(task.augmentations)}",
+                        field=field, details={"allowed": list(task.augmentations)},
+                    )
     stopping = config.training.early_stopping
     if stopping is not None and stopping.monitor not in task.monitors():
         raise ValidationError(

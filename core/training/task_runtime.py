@@ -17,6 +17,7 @@ them with a spatial augmentation.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,15 @@ if TYPE_CHECKING:
 
 #: One labelled image of a subset: its file name in ``images/`` and its target.
 Sample = tuple[str, Any]
+
+
+@dataclass
+class EvaluationOutcome:
+    """What an evaluation found: the aggregate ``metrics`` (stored in the record) and the per-image results."""
+
+    metrics: dict[str, Any]
+    #: written to the evaluation folder; ``save(path)`` and the task's results browsing read it back
+    results: Any
 
 
 class TargetStore(ABC):
@@ -88,6 +98,25 @@ class TaskRuntime(ABC):
         """The task's LightningModule around ``net`` (the same call rebuilds one from a checkpoint)."""
         return self.module_class()(net, num_classes=len(classes), class_names=list(classes), config=config,
                                    mean=mean, std=std, **options)
+
+    # -- evaluation (core/evaluation/worker.py) ------------------------------------------
+    def evaluation_samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int],
+                           model_classes: list[str]) -> tuple[list[Sample], int]:
+        """The subset's images to evaluate with targets in the *model's* class ids, and how many were skipped.
+
+        The dataset may have gained classes since the run trained; the default
+        maps targets by class name through ``samples`` and is right for tasks
+        whose targets are not class ids.
+        """
+        return self.samples(dataset, split_index, subset, image_size), 0
+
+    def evaluate(self, outputs: list[Any], targets: list[Any], classes: list[str], options: dict[str, Any]) -> EvaluationOutcome:
+        """Aggregate metrics and per-image results from ``predict_step`` outputs (one per image, in item order)."""
+        from ..errors import ValidationError
+
+        raise ValidationError(f"task '{self.task.id}' cannot be evaluated (its runtime has no evaluation)", field="task")
+
+    # -- export (core/export/worker.py) ----------------------------------------------------
 
 
 def runtime_of(task: Task) -> TaskRuntime:

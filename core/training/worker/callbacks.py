@@ -307,8 +307,8 @@ class RunFilesCallback(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._steps_done += 1
-        labels = batch[1] if isinstance(batch, tuple | list) and len(batch) > 1 else None
-        images = int(labels.shape[0]) if isinstance(labels, torch.Tensor) else 0
+        pixels = batch[0] if isinstance(batch, tuple | list) and batch else None  # (images, targets): any task
+        images = int(pixels.shape[0]) if isinstance(pixels, torch.Tensor) else 0
         self._images_since += images
         self._epoch_images += images
         if (batch_idx + 1) % max(1, int(trainer.accumulate_grad_batches)) == 0 or self.checkpoint.after_last_step(trainer):

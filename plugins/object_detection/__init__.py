@@ -1,0 +1,70 @@
+"""The ``object_detection`` task: zero or more labelled boxes per image (DESIGN section 10).
+
+Annotations are ``{"type": "bbox", "class_id", "class_name", "bbox": [x, y,
+w, h]}`` in pixels of the stored image. Training follows ``val/map_50``
+(mAP at IoU 0.5, torchmetrics' ``MeanAveragePrecision`` on the
+``faster_coco_eval`` backend) and also logs ``val/map`` (IoU .5:.95) and
+``val/loss``. Augmentations are limited to the transforms that move boxes with
+the pixels (or leave both alone): see ``BOX_SAFE_AUGMENTATIONS``.
+"""
+
+from __future__ import annotations
+
+from modelyard.core import Task, TaskRegistry, hookimpl
+
+#: torchvision v2 transforms that transform ``BoundingBoxes`` with the image (geometric) or touch pixels only.
+#: Left out: AutoAugment, RandAugment, TrivialAugmentWide and AugMix (they refuse boxes), RandomErasing (it
+#: would erase objects and keep their boxes), ElasticTransform (boxes of warped objects are no longer tight).
+BOX_SAFE_AUGMENTATIONS: tuple[str, ...] = (
+    "CenterCrop",
+    "ColorJitter",
+    "GaussianBlur",
+    "RandomAdjustSharpness",
+    "RandomAffine",
+    "RandomAutocontrast",
+    "RandomChannelPermutation",
+    "RandomCrop",
+    "RandomEqualize",
+    "RandomGrayscale",
+    "RandomHorizontalFlip",
+    "RandomInvert",
+    "RandomPerspective",
+    "RandomPhotometricDistort",
+    "RandomPosterize",
+    "RandomResizedCrop",
+    "RandomRotation",
+    "RandomSolarize",
+    "RandomVerticalFlip",
+)
+
+
+def _runtime():  # type: ignore[no-untyped-def]
+    from .runtime import DetectionRuntime  # torch: only where training or evaluation runs
+
+    return DetectionRuntime(OBJECT_DETECTION)
+
+
+OBJECT_DETECTION = Task(
+    id="object_detection",
+    name="Object detection",
+    description="Boxes around the objects in an image, each with a class; a model answers with scored boxes.",
+    annotation_types=("bbox",),
+    metrics={"train/loss": "min", "val/loss": "min", "val/map": "max", "val/map_50": "max"},
+    monitor="val/map_50",
+    default_architecture="simple_detector",
+    config_defaults={
+        "data": {
+            "image_size": [96, 96],
+            "batch_size": 16,
+            "augmentations": {"train": [{"name": "RandomHorizontalFlip", "params": {"p": 0.5}}], "val": []},
+        },
+        "training": {"optimizer": {"lr": 0.002}},
+    },
+    augmentations=BOX_SAFE_AUGMENTATIONS,
+    runtime=_runtime,
+)
+
+
+@hookimpl
+def register_tasks(registry: TaskRegistry) -> None:
+    registry.add(OBJECT_DETECTION)

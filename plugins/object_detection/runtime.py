@@ -1,0 +1,101 @@
+"""Detection targets: an image's boxes, scaled to the training size, moved by augmentations, batched as a list.
+
+A target is ``{"boxes": float32 [N, 4] xyxy in pixels of the resized image,
+"labels": int64 [N]}`` (``N`` may be 0: a background image). A padding item of
+a DDP validation shard also has ``"ignore": True`` and counts in no metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from modelyard.core import ValidationError
+from modelyard.core.errors import CorruptDataError
+from modelyard.core.training.task_runtime import Sample, TargetStore, TaskRuntime
+
+from .module import DetectionModule
+
+BOX_ANNOTATION = "bbox"
+
+
+def empty_target() -> dict[str, torch.Tensor]:
+    return {"boxes": torch.zeros((0, 4), dtype=torch.float32), "labels": torch.zeros((0,), dtype=torch.int64)}
+
+
+def image_target(image: dict[str, Any], num_classes: int, image_size: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The image's ``bbox`` annotations as a target for the image resized to ``image_size`` (height, width)."""
+    width, height = float(image.get("width") or 0), float(image.get("height") or 0)
+    if width <= 0 or height <= 0:
+        raise CorruptDataError(f"dataset.json: image {image.get('filename')} has no size")
+    sx, sy = float(image_size[1]) / width, float(image_size[0]) / height
+    boxes, labels = [], []
+    for annotation in image.get("annotations") or []:
+        if annotation.get("type") != BOX_ANNOTATION:
+            continue
+        class_id = annotation.get("class_id")
+        box = annotation.get("bbox")
+        if not isinstance(class_id, int) or not 0 <= class_id < num_classes or not isinstance(box, list) or len(box) != 4:
+            raise CorruptDataError(f"dataset.json: image {image.get('filename')} has an invalid box annotation")
+        x, y, w, h = (float(v) for v in box)
+        boxes.append([x * sx, y * sy, (x + w) * sx, (y + h) * sy])
+        labels.append(class_id)
+    if not boxes:
+        return empty_target()
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels, dtype=torch.int64)}
+
+
+class BoxStore(TargetStore):
+    """One target dict per item; a batch is the list of them (detectors take per-image targets)."""
+
+    def __init__(self, targets: Sequence[dict[str, torch.Tensor]], pad: int = 0) -> None:
+        self.targets = list(targets) + [{**empty_target(), "ignore": True} for _ in range(pad)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def item(self, index: int) -> dict[str, Any]:
+        return self.targets[index]
+
+    def batch(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        return [self.targets[i] for i in indices]
+
+    def collate(self, targets: Sequence[Any]) -> list[dict[str, Any]]:
+        return list(targets)
+
+
+class DetectionRuntime(TaskRuntime):
+    def check_dataset(self, dataset: dict[str, Any], field: str = "dataset") -> None:
+        if not dataset.get("classes"):
+            raise ValidationError("the dataset has no box classes to detect; import annotated images first",
+                                  field=f"{field}.classes")
+
+    def samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int]) -> list[Sample]:
+        """Every image the split puts in ``subset``, background images (no boxes) included."""
+        num_classes = len(dataset.get("classes") or [])
+        samples: list[Sample] = []
+        for image in dataset.get("images") or []:
+            splits = image.get("split") or []
+            if split_index < len(splits) and splits[split_index] == subset:
+                samples.append((str(image["filename"]), image_target(image, num_classes, image_size)))
+        return samples
+
+    def target_store(self, targets: Sequence[Any], pad: int = 0) -> BoxStore:
+        return BoxStore(targets, pad)
+
+    def augment(self, transform: Callable[..., Any], image: torch.Tensor, target: Any) -> tuple[torch.Tensor, Any]:
+        """Move the boxes with the pixels, clamp them to the image and drop those a crop or rotation emptied."""
+        from torchvision import tv_tensors
+        from torchvision.transforms import v2
+
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(height, width))
+        sample = transform({"image": image, "boxes": boxes, "labels": target["labels"]})
+        sample = v2.SanitizeBoundingBoxes(min_size=1.0)(v2.ClampBoundingBoxes()(sample))
+        moved = {"boxes": sample["boxes"].as_subclass(torch.Tensor).float(), "labels": sample["labels"]}
+        return sample["image"], moved
+
+    def module_class(self) -> type[DetectionModule]:
+        return DetectionModule
