@@ -108,7 +108,9 @@ class CocoImporter:
         return root.is_dir() and any(_looks_like_coco(path) for path, _ in _candidate_files(root))
 
     def read(self, root: Path) -> Iterator[ImageRecord]:
-        files = [(path, subset) for path, subset in _candidate_files(root) if _looks_like_coco(path)]
+        candidates = _candidate_files(root)
+        # named explicitly on a folder where no JSON looks like COCO: each JSON file says why it is not
+        files = [(path, subset) for path, subset in candidates if _looks_like_coco(path)] or candidates
         several = len(files) > 1
         for path, subset in files:
             if subset is None and several:
