@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from pathlib import Path
 
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from PIL import Image
 
-from tests.core.datasets.factories import image_bytes, write
+from tests.core.datasets.factories import write
 
 #: name -> (width, height, [(class, [x, y, w, h] in pixels)])
 Boxes = list[tuple[str, list[float]]]
@@ -23,8 +26,13 @@ CLASSES = ["car", "dog"]
 
 
 def scene_image(name: str, width: int, height: int) -> bytes:
-    """A distinct real PNG per name (so no two are duplicates)."""
-    return image_bytes("PNG", size=(width, height), colour=sum(name.encode()))
+    """A distinct real PNG per name (its hash drawn in the first row, so no two are duplicates)."""
+    image = Image.new("RGB", (width, height), (90, 120, 150))
+    for x, byte in enumerate(hashlib.sha256(name.encode()).digest()[: min(width, 32)]):
+        image.putpixel((x, 0), (byte, 255 - byte, byte // 2))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def coco_document(scenes: dict[str, tuple[int, int, Boxes]] = SCENES, folder: str = "images") -> dict:
