@@ -28,8 +28,12 @@ class EvaluationCreate(msgspec.Struct, forbid_unknown_fields=True):
     split_index: Annotated[int, msgspec.Meta(ge=0, le=10_000)] | None = None
     split_subset: Subset | Annotated[list[Subset], msgspec.Meta(min_length=1, max_length=3)] = "test"
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 32
-    #: one id from ``/api/system/devices``; default ``["cpu"]``
-    devices: Annotated[list[Annotated[str, msgspec.Meta(max_length=16)]], msgspec.Meta(max_length=8)] | None = None
+    #: ids from ``/api/system/devices``: ``["cpu"]`` (the default) or GPUs (several evaluate with DDP)
+    devices: Annotated[list[Annotated[str, msgspec.Meta(max_length=16)]], msgspec.Meta(min_length=1, max_length=8)] | None = None
+    #: CPU only: evaluate with DDP over this many processes
+    num_processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    #: object detection: the confidence from which a predicted box counts (default 0.5)
+    score_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
 
 
 class ClassRef(msgspec.Struct):
@@ -89,6 +93,8 @@ class EvaluationController(Controller):
             split_subset=data.split_subset,
             batch_size=data.batch_size,
             devices=data.devices,
+            num_processes=data.num_processes,
+            score_threshold=data.score_threshold,
         )
         return ok(record)
 

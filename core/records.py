@@ -15,7 +15,7 @@ default, so a record from any version reads. Fields listed in a type's ``DERIVED
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -287,6 +287,10 @@ class Evaluation(JobRecord, kw_only=True):
     split_subset: str | list[str] = "test"
     batch_size: int = 32
     devices: list[str] = msgspec.field(default_factory=lambda: ["cpu"])
+    #: CPU evaluation: DDP over this many processes (GPUs: one process per listed device)
+    num_processes: int = 1
+    #: detection: the confidence from which a predicted box counts (precision, recall, confusion matrix)
+    score_threshold: float | None = None
     progress: JobProgress = msgspec.field(default_factory=JobProgress)
     num_images: int | None = None
     skipped: int | None = None
@@ -332,18 +336,43 @@ class ExportFile(msgspec.Struct):
     sha256: str
 
 
-class Verification(msgspec.Struct, omit_defaults=True):
-    """Exported model vs PyTorch on real images (tolerance relative to the logit scale)."""
+def _described(kind: Any, description: str) -> Any:
+    return Annotated[kind, msgspec.Meta(description=description)]
 
-    max_abs_diff: float | None
-    top1_agreement: float
+
+class Verification(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """Exported model vs PyTorch on real images, compared the way the project's task says.
+
+    Classification fills ``max_abs_diff`` and ``top1_agreement`` (tolerance
+    relative to the logit scale); object detection fills the box fields
+    (``score_threshold`` ... ``max_score_diff``) and leaves those two out.
+    A field a task does not use is absent, never ``null``.
+    """
+
+    max_abs_diff: float | None | msgspec.UnsetType = msgspec.UNSET
+    top1_agreement: float | msgspec.UnsetType = msgspec.UNSET
     images: int
     passed: bool
-    tolerance: float
+    tolerance: _described(float, "Classification: allowed max abs logit difference. "
+                                 "Detection: allowed max abs score difference of a matched box.")
     problem: str | None = None
+    score_threshold: _described(float | msgspec.UnsetType, "Detection: boxes with at least this score are compared "
+                                "(the threshold inside the exported graph).") = msgspec.UNSET
+    boxes: _described(int | msgspec.UnsetType, "Detection: boxes PyTorch finds above the threshold, all "
+                      "images together.") = msgspec.UNSET
+    matched: _described(int | msgspec.UnsetType, "Detection: PyTorch boxes paired with an exported box "
+                        "(greedy, highest IoU first).") = msgspec.UNSET
+    min_iou: _described(float | None | msgspec.UnsetType, "Detection: the smallest IoU of a matched pair "
+                        "(null when no box was found).") = msgspec.UNSET
+    iou_required: _described(float | msgspec.UnsetType, "Detection: the IoU every matched pair needs.") = msgspec.UNSET
+    count_mismatches: _described(int | msgspec.UnsetType, "Detection: images whose number of boxes above the "
+                                 "threshold differs (boxes within the tolerance of it excused).") = msgspec.UNSET
+    label_mismatches: _described(int | msgspec.UnsetType, "Detection: matched pairs whose labels differ.") = msgspec.UNSET
+    max_score_diff: _described(float | None | msgspec.UnsetType, "Detection: the largest score difference of "
+                               "a matched pair.") = msgspec.UNSET
 
 
-class DeploymentMetadata(msgspec.Struct):
+class DeploymentMetadata(msgspec.Struct, omit_defaults=True):
     classes: list[str]
     input_size: list[int]
     channels: int
@@ -353,6 +382,10 @@ class DeploymentMetadata(msgspec.Struct):
     run_id: str
     experiment_id: str
     checkpoint: str
+    #: absent for classification (its exports' records are as before tasks)
+    task: str = "classification"
+    #: task-specific facts stored in the file, e.g. detection's ``score_threshold``
+    export: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class Export(JobRecord, kw_only=True):

@@ -67,7 +67,7 @@ def build_services(
         splits=SplitService(workspace, dataset_store, on_split_removed=experiments.follow_split_removal, tasks=plugins.tasks),
         experiments=experiments,
         runs=RunService(workspace, queue, experiments),
-        evaluations=EvaluationService(workspace, queue),
+        evaluations=EvaluationService(workspace, queue, plugins.tasks),
         exports=ExportService(workspace, plugins, queue),
         queue=queue,
     )

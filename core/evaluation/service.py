@@ -21,7 +21,8 @@ from ..jsonio import read_json
 from ..records import Evaluation
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
 from ..training.run_folder import trained_split_index
-from ..datasets.document import split_items
+from ..projects import read_project
+from ..registry import TaskRegistry
 from ..workspace import Workspace
 from .index import ResultsIndexCache, ResultsQuery
 from .results import RESULTS_FILE
@@ -65,26 +66,47 @@ def check_split(dataset: dict[str, Any], split_index: int) -> str:
     return str(names[split_index])
 
 
-def check_devices(devices: list[str] | None) -> list[str]:
-    """One device id from ``/api/system/devices`` (evaluation runs on a single device); ``cpu`` when omitted."""
-    if not devices:
-        return ["cpu"]
-    if len(devices) != 1:
-        raise ValidationError("an evaluation runs on exactly one device", field="devices")
+def check_devices(devices: list[str] | None, num_processes: int = 1) -> list[str]:
+    """Ids from ``/api/system/devices``: ``cpu`` (when omitted too), or GPUs (several: DDP, one process each).
+
+    ``num_processes`` > 1 runs a CPU evaluation as DDP over that many processes.
+    """
+    devices = list(devices or ["cpu"])
     known = known_device_ids()
-    if devices[0] not in known:
-        raise ValidationError(
-            f"devices: unknown device '{devices[0]}'", field="devices", details={"available": sorted(known)}
-        )
-    return list(devices)
+    for device in devices:
+        if device not in known:
+            raise ValidationError(f"devices: unknown device '{device}'", field="devices",
+                                  details={"available": sorted(known)})
+    if len(set(devices)) != len(devices):
+        raise ValidationError("devices must not repeat", field="devices")
+    if "cpu" in devices and len(devices) > 1:
+        raise ValidationError("evaluate on the CPU or on GPUs, not both", field="devices")
+    if not 1 <= num_processes <= 64:
+        raise ValidationError("num_processes must be between 1 and 64", field="num_processes")
+    if num_processes > 1 and devices != ["cpu"]:
+        raise ValidationError("num_processes applies to CPU evaluation; for GPUs list the devices instead",
+                              field="num_processes")
+    return devices
+
+
+def subset_size(dataset: dict[str, Any], split_index: int, subset: str, annotation_types: tuple[str, ...]) -> int:
+    """How many images ``subset`` holds with an annotation the project's task reads."""
+    count = 0
+    for image in dataset.get("images") or []:
+        splits = image.get("split") or []
+        if split_index < len(splits) and splits[split_index] == subset and any(
+                a.get("type") in annotation_types for a in image.get("annotations") or []):
+            count += 1
+    return count
 
 
 class EvaluationService:
     """Evaluation records of every project (see the module docstring)."""
 
-    def __init__(self, workspace: Workspace, queue: JobQueue) -> None:
+    def __init__(self, workspace: Workspace, queue: JobQueue, tasks: TaskRegistry) -> None:
         self.workspace = workspace
         self.queue = queue
+        self.tasks = tasks
         self.indexes = ResultsIndexCache()
         self.jobs: JobStore[Evaluation] = JobStore(workspace, queue, EVALUATE, workspace.evaluations_dir, lambda eval_id: EvaluationNotFoundError(
             f"Evaluation {eval_id} not found", {"evaluation_id": eval_id}))
@@ -101,6 +123,8 @@ class EvaluationService:
         split_subset: str | list[str] = "test",
         batch_size: int = 32,
         devices: list[str] | None = None,
+        num_processes: int = 1,
+        score_threshold: float | None = None,
     ) -> Evaluation:
         """Validate the request, write a ``pending`` evaluation and start its worker."""
         ref = find_run(self.workspace, project_id, experiment_id, run_id)
@@ -111,7 +135,8 @@ class EvaluationService:
             names = [str(n) for n in dataset.get("split_names") or []]
             split_index = trained_split_index(ref.run_dir, frozen_config(ref).split_index, names)
         split_name = check_split(dataset, split_index)
-        total = sum(len(split_items(dataset, split_index, subset)) for subset in subsets)
+        task = self.tasks.get(read_project(self.workspace, project_id).task, field="task")
+        total = sum(subset_size(dataset, split_index, subset, task.annotation_types) for subset in subsets)
         if total == 0:
             raise ConflictError(  # the request is well formed; the dataset's state refuses it
                 f"split '{split_name}' has no labelled images in {' + '.join(subsets)}",
@@ -119,7 +144,9 @@ class EvaluationService:
             )
         if not 1 <= batch_size <= 4096:
             raise ValidationError("batch_size must be between 1 and 4096", field="batch_size")
-        devices = check_devices(devices)
+        devices = check_devices(devices, num_processes)
+        if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
+            raise ValidationError("score_threshold must be between 0 and 1", field="score_threshold")
         return self.jobs.submit(project_id, {
             "experiment_id": experiment_id,
             "run_id": run_id,
@@ -129,6 +156,8 @@ class EvaluationService:
             "split_subset": split_subset,
             "batch_size": batch_size,
             "devices": devices,
+            "num_processes": num_processes,
+            "score_threshold": score_threshold,
             "progress": {"done": 0, "total": total},
         })
 

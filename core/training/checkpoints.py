@@ -209,6 +209,11 @@ class TrainedModel:
         return self.module.net
 
     @property
+    def task(self) -> str:
+        """The task that trained it (a checkpoint from before tasks were plugins is a classifier's)."""
+        return str(self.module.hparams.get("task") or "classification")
+
+    @property
     def split_index(self) -> int:
         return int(self.config.split_index)
 

@@ -110,13 +110,90 @@ class TaskRuntime(ABC):
         """
         return self.samples(dataset, split_index, subset, image_size), 0
 
-    def evaluate(self, outputs: list[Any], targets: list[Any], classes: list[str], options: dict[str, Any]) -> EvaluationOutcome:
-        """Aggregate metrics and per-image results from ``predict_step`` outputs (one per image, in item order)."""
+    def evaluate(self, items: list[tuple[str, str, Any]], outputs: list[Any], classes: list[str],
+                 options: dict[str, Any]) -> EvaluationOutcome:
+        """Aggregate metrics and per-image results.
+
+        ``items`` are ``(filename, subset, target)`` and ``outputs`` the module's
+        ``evaluate_batch`` output for each, in the same order.
+        """
         from ..errors import ValidationError
 
         raise ValidationError(f"task '{self.task.id}' cannot be evaluated (its runtime has no evaluation)", field="task")
 
     # -- export (core/export/worker.py) ----------------------------------------------------
+    # The exported graph takes what the network takes (normalised float NCHW, the run's image size) and
+    # answers with the named outputs of ``export_outputs``. Every default below is classification's: one
+    # ``output`` of logits, a dynamic batch, verified by top-1 agreement and a logit tolerance
+    # (``core/export/verify.py``). A task with another output overrides them (detection:
+    # ``plugins/object_detection/export.py``).
+
+    def export_options_schema(self) -> dict[str, Any]:
+        """The task's own export options: JSON-schema properties, each with a ``default``.
+
+        An export request's ``options`` may hold them beside the format's own
+        (checked the same way, 422 naming ``options.<name>``); the record keeps
+        them, the exporter plugin never sees them.
+        """
+        return {}
+
+    def check_export_options(self, options: dict[str, Any], format_defaults: dict[str, Any]) -> None:
+        """Refuse (``ValidationError`` naming ``options.<name>``) resolved options the task's graph cannot honour.
+
+        ``format_defaults`` are the format's own defaults, so a task can tell an
+        option the user set from one the schema filled in.
+        """
+
+    def export_outputs(self) -> dict[str, dict[int, str]]:
+        """The graph's output names in order, each with its dynamic axes (axis index -> symbolic name)."""
+        return {"output": {0: "batch_size"}}
+
+    def export_input_axes(self) -> dict[int, str]:
+        """The dynamic axes of the graph's one input ``input`` (``{}``: a fixed shape)."""
+        return {0: "batch_size"}
+
+    def export_metadata(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Task facts stored in the file beside classes and preprocessing (``modelyard.<key>``; JSON scalars)."""
+        return {}
+
+    def export_module(self, net: nn.Module, options: dict[str, Any]) -> nn.Module:
+        """What the exporter traces: normalised float NCHW in, the outputs of ``export_outputs`` out (eval mode)."""
+        return net
+
+    def reference_outputs(self, net: nn.Module, batch: torch.Tensor) -> Any:
+        """PyTorch's answer on the verification batch, as ``compare_exported`` takes it (under ``no_grad``)."""
+        return net(batch).float().cpu().numpy()
+
+    def exported_outputs(self, predict: Callable[[Any], Any], batch: Any, chunk: int) -> Any:
+        """The exported file's answer on the same batch (numpy), through the exporter's ``predict``.
+
+        ``chunk`` is the batch size the file was exported with.
+        """
+        from ..export.verify import predict_in_chunks
+
+        return predict_in_chunks(predict, batch, chunk)
+
+    def compare_exported(self, reference: Any, exported: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """The export record's ``verification`` (``core.records.Verification`` fields; ``passed`` decides)."""
+        from ..export.verify import compare_outputs
+
+        return compare_outputs(reference, exported, half=options.get("fp16") is True)
+
+    def verification_summary(self, verification: dict[str, Any]) -> str:
+        """What the comparison found, in words: a failed export's error message and the bundle README's line."""
+        return (f"top-1 agreement {verification['top1_agreement']:.4f}, max abs diff {verification['max_abs_diff']} "
+                f"(tolerance {verification['tolerance']:.3g})")
+
+    def export_usage(self) -> dict[str, str] | None:
+        """How the bundle README reads the outputs; ``None``: classification's logits snippet.
+
+        Otherwise ``{"imports": ..., "code": ..., "output": ...}``: extra import
+        lines, Python lines that use ``outputs`` (the list of numpy arrays the
+        file returns for the one image ``x``), ``labels`` (class names) and the
+        image file ``image.jpg``, and one sentence for ``preprocessing.json``
+        saying what the outputs are.
+        """
+        return None
 
 
 def runtime_of(task: Task) -> TaskRuntime:

@@ -48,6 +48,13 @@ class ClassificationModule(TaskModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def evaluate_batch(self, images: torch.Tensor, targets: torch.Tensor) -> list[tuple[Any, float]]:
+        """Per image: the softmax probabilities (float32 numpy) and the plain cross-entropy on its label."""
+        logits = self.net(images).float()
+        probabilities = torch.softmax(logits, dim=1).cpu()
+        losses = F.cross_entropy(logits, targets.clamp(min=0), reduction="none").cpu()  # padding (-1) is dropped later
+        return [(row.numpy(), float(loss)) for row, loss in zip(probabilities, losses, strict=True)]
+
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, weight=self.class_weight, label_smoothing=self.label_smoothing)
 

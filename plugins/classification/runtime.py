@@ -9,7 +9,9 @@ import torch
 
 from modelyard.core import ValidationError
 from modelyard.core.datasets.document import split_items
-from modelyard.core.training.task_runtime import Sample, TargetStore, TaskRuntime
+from modelyard.core.evaluation.metrics import compute_metrics
+from modelyard.core.evaluation.results import ResultsTable
+from modelyard.core.training.task_runtime import EvaluationOutcome, Sample, TargetStore, TaskRuntime
 
 from .module import ClassificationModule
 
@@ -49,6 +51,35 @@ class ClassificationRuntime(TaskRuntime):
 
     def module_class(self) -> type[ClassificationModule]:
         return ClassificationModule
+
+    def evaluation_samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int],
+                           model_classes: list[str]) -> tuple[list[Sample], int]:
+        """Labels matched to the model's classes by name; images of a class the model does not know are skipped."""
+        dataset_classes = [str(c) for c in dataset.get("classes") or []]
+        model_ids = {name: i for i, name in enumerate(model_classes)}
+        samples: list[Sample] = []
+        skipped = 0
+        for filename, class_id in split_items(dataset, split_index, subset):
+            model_id = model_ids.get(dataset_classes[class_id])
+            if model_id is None:
+                skipped += 1
+            else:
+                samples.append((filename, model_id))
+        return samples, skipped
+
+    def evaluate(self, items: list[tuple[str, str, Any]], outputs: list[Any], classes: list[str],
+                 options: dict[str, Any]) -> EvaluationOutcome:
+        """Accuracy, per-class and averaged precision/recall/F1, AP, confusion matrix and curves; one row per image."""
+        import numpy as np
+
+        probabilities = np.stack([probs for probs, _ in outputs]).astype(np.float32)
+        losses = np.asarray([loss for _, loss in outputs], dtype=np.float32)
+        targets = np.asarray([target for _, _, target in items], dtype=np.int64)
+        metrics = compute_metrics(torch.from_numpy(probabilities), torch.from_numpy(targets),
+                                  torch.from_numpy(losses), classes)
+        table = ResultsTable.from_probabilities(classes, [name for name, _, _ in items], [s for _, s, _ in items],
+                                                targets, probabilities, losses)
+        return EvaluationOutcome(metrics=metrics, results=table)
 
     def module_options(self, config: Any, classes: list[str], train_targets: Sequence[Any]) -> dict[str, Any]:
         """``class_weights`` ``n / (k * n_c)`` per class (1.0 for a class with no training image) when ``balanced``."""

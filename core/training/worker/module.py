@@ -191,6 +191,16 @@ class TaskModule(L.LightningModule):
         if float(totals[-1]) > 0:
             self.log_train_epoch(totals[:-1], float(totals[-1]))
 
+    # -- evaluation ---------------------------------------------------------------------------
+    def predict_step(self, batch: tuple[torch.Tensor, Any], batch_idx: int, dataloader_idx: int = 0) -> list[Any]:
+        """One output per image of the batch (padding items included: the evaluation drops them by position)."""
+        images, targets = batch
+        return self.evaluate_batch(images, targets)
+
+    def evaluate_batch(self, images: torch.Tensor, targets: Any) -> list[Any]:
+        """What the task's ``evaluate`` needs of each image (plain, picklable data: DDP gathers it)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot evaluate")
+
     # -- checkpoint state -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Every rank's epoch sums and the schedule plan, as plain data (``weights_only=True`` loads them).
