@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "modelyard.plugins.classification",
     "modelyard.plugins.object_detection",
     "modelyard.plugins.simple_cnn",
+    "modelyard.plugins.simple_detector",
     "modelyard.plugins.torchvision_models",
     "modelyard.plugins.imagefolder",
     "modelyard.plugins.csv_importer",
