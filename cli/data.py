@@ -171,3 +171,29 @@ def shapes(directory: Path, per_class: int, size: int, seed: int, as_json: bool)
     data = {"path": str(directory.resolve()), "classes": counts, "num_images": sum(counts.values()), "size": size,
             "seed": seed}
     emit(data, as_json, lambda d: click.echo(f"wrote {d['num_images']} images ({', '.join(counts)}) to {d['path']}"))
+
+
+@sample_data.command("shapes-detection")
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--images", type=click.IntRange(1, 1_000_000), default=1000, show_default=True, help="Number of images.")
+@click.option("--size", type=click.IntRange(32, 2048), default=96, show_default=True, help="Image side in pixels.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Same seed, same images.")
+@json_option
+@domain_errors
+def shapes_detection(directory: Path, images: int, size: int, seed: int, as_json: bool) -> None:
+    """Write DIR/shapes_*.png with 1-4 shapes each and DIR/annotations.json (COCO boxes).
+
+    Circles, squares, triangles and stars that never overlap, on random
+    backgrounds with pixel noise; about 3 % of the images have no shape.
+    Each box is tight around its shape's pixels. Deterministic for a seed.
+    Import it into an object_detection project with
+    `modelyard dataset import PROJECT DIR`; the simple_detector architecture
+    trains on it in minutes on a CPU.
+    """
+    from modelyard.core.sample_data import generate_shapes_detection
+
+    data = generate_shapes_detection(directory, num_images=images, size=size, seed=seed)
+    emit(data, as_json, lambda d: click.echo(
+        f"wrote {d['num_images']} images with {d['num_boxes']} boxes ({d['num_background']} without any shape) "
+        f"and {d['annotations']} to {d['path']}"))

@@ -269,14 +269,34 @@ def test_sample_data_shapes_writes_a_labelled_image_folder(tmp_path: Path) -> No
     assert_fails(cli("sample-data", "shapes", str(target), "--size", "4"), 2)
 
 
+def test_sample_data_shapes_detection_writes_images_and_coco_boxes(tmp_path: Path) -> None:
+    target = tmp_path / "boxes"
+    data = ok_json(cli("sample-data", "shapes-detection", str(target), "--images", "6", "--size", "48", "--seed", "4",
+                       "--json"))
+    assert data["num_images"] == 6 and data["size"] == 48 and data["seed"] == 4 and data["path"] == str(target)
+    coco = json.loads((target / "annotations.json").read_text(encoding="utf-8"))
+    assert [im["file_name"] for im in coco["images"]] == [f"shapes_{i:05d}.png" for i in range(6)]
+    assert len(coco["annotations"]) == data["num_boxes"] == sum(data["classes"].values()) > 0
+    assert [c["name"] for c in coco["categories"]] == ["circle", "square", "triangle", "star"]
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    human = cli("sample-data", "shapes-detection", str(target), "--images", "6", "--size", "48", "--seed", "4")
+    assert f"wrote 6 images with {data['num_boxes']} boxes" in human.stdout
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before  # same seed, same images and boxes
+    a_file = tmp_path / "file"
+    a_file.write_text("x", encoding="utf-8")
+    assert_fails(cli("sample-data", "shapes-detection", str(a_file)), 2)
+    assert_fails(cli("sample-data", "shapes-detection", str(target), "--size", "16"), 2)
+    assert_fails(cli("sample-data", "shapes-detection", str(target), "--images", "0"), 2)
+
+
 def test_every_scripting_command_documents_itself_and_offers_json() -> None:
     commands = [("projects", "list"), ("projects", "create"), ("projects", "delete"), ("dataset", "import"),
                 ("dataset", "info"), ("split", "create"), ("split", "list"), ("evaluate",), ("export",),
-                ("plugins",), ("devices",), ("sample-data", "shapes"), ("run",)]
+                ("plugins",), ("devices",), ("sample-data", "shapes"), ("sample-data", "shapes-detection"), ("run",)]
     for command in commands:
         result = cli(*command, "--help")
         assert result.exit_code == 0 and "--json" in result.stdout, command
-        if command not in (("plugins",), ("devices",), ("sample-data", "shapes")):
+        if command not in (("plugins",), ("devices",), ("sample-data", "shapes"), ("sample-data", "shapes-detection")):
             assert "--workspace" in result.stdout, command
 
 
