@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, delete, get, post
@@ -65,6 +65,55 @@ class ImageResult(msgspec.Struct):
     loss: float
 
 
+class BoxRef(msgspec.Struct):
+    class_id: int
+    class_name: str
+    #: ``[x, y, w, h]`` in pixels of the stored image, top-left origin
+    bbox: list[float]
+
+
+class BoxPrediction(msgspec.Struct):
+    class_id: int
+    class_name: str
+    score: float
+    bbox: list[float]
+
+
+class BoxMatch(msgspec.Struct):
+    #: ``TP`` (a prediction on a box of its class), ``FP`` (on nothing, or on a box of another class: ``ground_truth``
+    #: names it) or ``FN`` (a box no prediction found)
+    type: Literal["TP", "FP", "FN"]
+    #: index into ``predictions``
+    prediction: int | None
+    #: index into ``ground_truth``
+    ground_truth: int | None
+    iou: float | None
+
+
+class DetectionImageResult(msgspec.Struct):
+    """One image of an ``object_detection`` evaluation (DESIGN section 10): boxes at the score threshold."""
+
+    filename: str
+    subset: str
+    ground_truth: list[BoxRef]
+    predictions: list[BoxPrediction]
+    matches: list[BoxMatch]
+    tp: int
+    fp: int
+    fn: int
+    #: no false positive and no missed box
+    correct: bool
+
+
+def _image_result(row: dict[str, Any]) -> ImageResult | DetectionImageResult | dict[str, Any]:
+    """A results row as its task's documented record (a task core does not know answers its own row as is)."""
+    if "predictions" in row:
+        return msgspec.convert(row, DetectionImageResult)
+    if "prediction" in row:
+        return msgspec.convert(row, ImageResult)
+    return row
+
+
 ProjectId = Annotated[str, Parameter(description="Project id, e.g. proj-a1b2c3d4", max_length=64)]
 EvalId = Annotated[str, Parameter(description="Evaluation id, e.g. eval-a1b2c3d4", max_length=64)]
 
@@ -123,6 +172,9 @@ class EvaluationController(Controller):
          summary="Per-image results (paginated)",
          description="`sort_by`: `filename` (A-Z), `confidence` (most confident first) or `error` (highest loss on "
                      "the true class first); `sort_order` reverses the natural direction. Filters combine. "
+                     "Object detection: `error` sorts by the number of errors (false positives + missed boxes), "
+                     "`confidence` by the best box's score, `filter_correct=false` keeps images with errors, "
+                     "`filter_class`/`filter_predicted` match an image with any true/predicted box of the class. "
                      "Available once the evaluation has completed (409 before).",
          sync_to_thread=True, responses=error_responses(404, 409, 422))
     def list_results(
@@ -139,12 +191,12 @@ class EvaluationController(Controller):
         filter_correct: Annotated[bool | None, QueryParameter(description="true: correct only, false: errors only")] = None,
         filter_class: Annotated[str | None, QueryParameter(max_length=500, description="Ground-truth class name")] = None,
         filter_predicted: Annotated[str | None, QueryParameter(max_length=500, description="Predicted class name")] = None,
-    ) -> Ok[Page[ImageResult]]:
+    ) -> Ok[Page[ImageResult | DetectionImageResult]]:
         query = ResultsQuery(
             page=page, page_size=page_size, sort_by=sort_by, sort_order=sort_order, filter_correct=filter_correct,
             filter_class=filter_class, filter_predicted=filter_predicted,
         )
         items, total = services.evaluations.results(project_id, eval_id, query)
         pages = (total + query.page_size - 1) // query.page_size
-        results = [msgspec.convert(item, ImageResult) for item in items]
+        results = [_image_result(item) for item in items]
         return ok(Page(items=results, page=page, page_size=query.page_size, total=total, pages=pages))

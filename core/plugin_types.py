@@ -50,6 +50,8 @@ class Task:
     augmentations: tuple[str, ...] | None = None
     #: builds the task's training, evaluation and export behaviour (imports torch; called only where that runs)
     runtime: Callable[[], TaskRuntime] | None = None
+    #: reads an evaluation's ``results.npz`` into the task's results table (numpy only: the server pages it)
+    load_results: Callable[[Path], Any] | None = None
 
     def monitor_mode(self, metric: str) -> Literal["min", "max"]:
         """Whether a lower or a higher value of ``metric`` is better (``min`` for an unknown ``*loss``)."""
@@ -164,9 +166,23 @@ class DatasetImporter(Protocol):
     def read(self, root: Path) -> Iterator[ImageRecord]: ...
 
 
+#: The exported graph's outputs when a task does not say otherwise: classification's logits, batch dynamic.
+DEFAULT_EXPORT_OUTPUTS: dict[str, dict[int, str]] = {"output": {0: "batch_size"}}
+#: The input's dynamic axes when a task does not say otherwise (the batch).
+DEFAULT_EXPORT_INPUT_AXES: dict[int, str] = {0: "batch_size"}
+
+
 @dataclass(frozen=True)
 class ExportMetadata:
-    """What a deployed model needs to know to preprocess and to name its outputs."""
+    """What a deployed model needs to know to preprocess and to name its outputs.
+
+    ``task``, ``outputs`` and ``input_axes`` describe the graph an exporter
+    writes (its task's export signature, from the task's runtime): the output
+    names in order, each with the axes whose size varies (axis index ->
+    symbolic name), and the input's varying axes. Their defaults are
+    classification's (one ``output`` of logits, a dynamic batch), so an
+    exporter written before tasks keeps working for classification.
+    """
 
     classes: list[str]
     input_size: tuple[int, int]
@@ -175,7 +191,20 @@ class ExportMetadata:
     architecture: str
     run_id: str
     channels: int = 3
-    extra: dict[str, str] = field(default_factory=dict)
+    #: task-specific facts to store in the file (``modelyard.<key>``): JSON scalars, e.g. ``score_threshold``
+    extra: dict[str, Any] = field(default_factory=dict)
+    task: str = CLASSIFICATION
+    outputs: dict[str, dict[int, str]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_EXPORT_OUTPUTS.items()})
+    input_axes: dict[int, str] = field(default_factory=lambda: dict(DEFAULT_EXPORT_INPUT_AXES))
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.outputs)
+
+    @property
+    def default_signature(self) -> bool:
+        """Whether the graph is classification's (one ``output``): the exporters' own axis options then apply."""
+        return self.output_names == list(DEFAULT_EXPORT_OUTPUTS)
 
 
 class ExportFunction(Protocol):
@@ -185,7 +214,12 @@ class ExportFunction(Protocol):
 
 
 class LoadRunner(Protocol):
-    """Load an exported file and return ``predict(batch NCHW float32) -> logits`` for verification."""
+    """Load an exported file and return ``predict(batch NCHW float32) -> outputs`` for verification.
+
+    ``predict`` returns one array for a graph with one output (classification's
+    logits) and a sequence of arrays, in the order of ``ExportMetadata.outputs``,
+    for a graph with several (detection's boxes, scores, labels).
+    """
 
     def __call__(self, path: Path, options: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]: ...
 

@@ -263,17 +263,36 @@ class ClassCurves(msgspec.Struct):
 
 
 class EvaluationMetrics(msgspec.Struct, omit_defaults=True):
+    """Aggregate numbers of an evaluation; which fields a task fills is the task's (DESIGN sections 6 and 10).
+
+    Classification: ``accuracy``, ``loss``, ``macro``, ``weighted``, ``per_class``
+    (``top5_accuracy`` and ``curves`` when they apply). Object detection:
+    ``map`` (IoU .5:.95), ``map_50``, ``map_75``, ``per_class_ap``, and
+    ``precision``/``recall`` of the boxes scoring at least ``score_threshold``
+    (matched at IoU >= ``iou_threshold``); its ``confusion_matrix`` has a
+    ``background`` row (missed boxes) and column (boxes with no object).
+    A field a task does not fill is left out.
+    """
+
     num_images: int
-    accuracy: float | None
-    loss: float | None
-    macro: Averages
-    weighted: Averages
-    per_class: dict[str, ClassMetrics]
     confusion_matrix: ConfusionMatrix
+    accuracy: float | None | msgspec.UnsetType = msgspec.UNSET
+    loss: float | None | msgspec.UnsetType = msgspec.UNSET
+    macro: Averages | msgspec.UnsetType = msgspec.UNSET
+    weighted: Averages | msgspec.UnsetType = msgspec.UNSET
+    per_class: dict[str, ClassMetrics] | msgspec.UnsetType = msgspec.UNSET
     #: only with more than 5 classes
     top5_accuracy: float | None = None
     #: one-vs-rest PR and ROC curves per class, at most 200 points each; only with ``?include=curves``
     curves: dict[str, ClassCurves] | None = None
+    map: float | None | msgspec.UnsetType = msgspec.UNSET
+    map_50: float | None | msgspec.UnsetType = msgspec.UNSET
+    map_75: float | None | msgspec.UnsetType = msgspec.UNSET
+    per_class_ap: dict[str, float | None] | msgspec.UnsetType = msgspec.UNSET
+    precision: float | None | msgspec.UnsetType = msgspec.UNSET
+    recall: float | None | msgspec.UnsetType = msgspec.UNSET
+    score_threshold: float | msgspec.UnsetType = msgspec.UNSET
+    iou_threshold: float | msgspec.UnsetType = msgspec.UNSET
 
 
 class Evaluation(JobRecord, kw_only=True):
@@ -325,8 +344,13 @@ class EvaluationSummary(msgspec.Struct, kw_only=True):
             checkpoint=evaluation.checkpoint, split_index=evaluation.split_index, split_subset=evaluation.split_subset,
             status=evaluation.status, created_at=evaluation.created_at, finished_at=evaluation.finished_at,
             progress=evaluation.progress, num_images=evaluation.num_images, error=evaluation.error,
-            accuracy=metrics.accuracy if metrics else None, loss=metrics.loss if metrics else None,
+            accuracy=_set_or_none(metrics.accuracy) if metrics else None,
+            loss=_set_or_none(metrics.loss) if metrics else None,
         )
+
+
+def _set_or_none(value: Any) -> Any:
+    return None if value is msgspec.UNSET else value
 
 
 # -- exports ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,9 +51,9 @@ class ResultsQuery:
 
 
 class ResultsIndex:
-    """Answers ``ResultsQuery`` pages over one ``ResultsTable``."""
+    """Answers ``ResultsQuery`` pages over one task's results table (``ResultsTable`` for classification)."""
 
-    def __init__(self, table: ResultsTable) -> None:
+    def __init__(self, table: Any) -> None:
         self.table = table
         self._class_ids = {name: i for i, name in enumerate(table.classes)}
         self._lock = threading.Lock()
@@ -102,8 +103,8 @@ class ResultsIndex:
         mask: np.ndarray | None = None
         for part in (
             None if correct is None else (t.correct == correct),
-            None if gt is None else (t.ground_truth == gt),
-            None if pred is None else (t.predicted == pred),
+            None if gt is None else t.true_class_mask(gt),
+            None if pred is None else t.predicted_class_mask(pred),
         ):
             if part is not None:
                 mask = part if mask is None else (mask & part)
@@ -123,8 +124,7 @@ class ResultsIndex:
             rank[by_name] = np.arange(by_name.shape[0])
             self._filename_rank = rank
         if sort_by != "filename":
-            values = t.confidence if sort_by == "confidence" else t.loss
-            values = values.astype(np.float64)
+            values = t.sort_values(sort_by).astype(np.float64)
             self._orders[(sort_by, direction)] = np.lexsort((self._filename_rank, values if direction == "asc" else -values))
         return self._orders[(sort_by, direction)]
 
@@ -137,14 +137,15 @@ class ResultsIndexCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, int, int], ResultsIndex] = OrderedDict()
 
-    def get(self, path: Path) -> ResultsIndex:
+    def get(self, path: Path, load: Callable[[Path], Any] = ResultsTable.load) -> ResultsIndex:
+        """The index of the results file at ``path``, read with the task's ``load`` when not cached."""
         stat = path.stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        index = ResultsIndex(ResultsTable.load(path))
+        index = ResultsIndex(load(path))
         with self._lock:
             for stale in [k for k in self._entries if k[0] == key[0]]:
                 del self._entries[stale]

@@ -3,6 +3,11 @@
 One ``results.npz`` per evaluation (numpy arrays, no pickle: strings are
 fixed-width unicode arrays) instead of one JSON object per image: 100,000
 results load in milliseconds and the index can sort whole columns at once.
+``ResultsTable`` is the table of single-label tasks (classification); a task
+with other results (detection) brings its own table with the same reading
+interface (``filenames``, ``filename_order``, ``classes``, ``correct``,
+``true_class_mask``, ``predicted_class_mask``, ``sort_values``, ``row``,
+``save``, ``load``) and names its loader in ``Task.load_results``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,19 @@ class ResultsTable:
     @property
     def correct(self) -> np.ndarray:
         return self.ground_truth == self.predicted
+
+    # -- what the results index asks of any task's table ---------------------------------------
+    def true_class_mask(self, class_id: int) -> np.ndarray:
+        """Rows whose ground truth is ``class_id``."""
+        return self.ground_truth == class_id
+
+    def predicted_class_mask(self, class_id: int) -> np.ndarray:
+        """Rows predicted as ``class_id``."""
+        return self.predicted == class_id
+
+    def sort_values(self, key: str) -> np.ndarray:
+        """``confidence`` of the prediction or ``error`` (cross-entropy on the true class), one per row."""
+        return self.confidence if key == "confidence" else self.loss
 
     @classmethod
     def from_probabilities(

@@ -177,7 +177,10 @@ class EvaluationService:
                 f"Evaluation {eval_id} is {record.status}; per-image results exist once it has completed",
                 {"status": record.status},
             )
-        return self.indexes.get(folder / RESULTS_FILE).query(query)
+        task = self.tasks.get(read_project(self.workspace, project_id).task, field="task")
+        if task.load_results is None:
+            raise ConflictError(f"task '{task.id}' keeps no per-image results", {"task": task.id})
+        return self.indexes.get(folder / RESULTS_FILE, task.load_results).query(query)
 
     # -- delete ------------------------------------------------------------------
     def delete(self, project_id: str, eval_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from modelyard.core import Task, TaskRegistry, hookimpl
+from modelyard.core.evaluation.results import ResultsTable
 
 
 def _runtime():  # type: ignore[no-untyped-def]
@@ -20,6 +21,7 @@ CLASSIFICATION = Task(
     monitor="val/loss",
     default_architecture="resnet18",
     runtime=_runtime,
+    load_results=ResultsTable.load,
 )
 
 

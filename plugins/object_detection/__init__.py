@@ -44,6 +44,12 @@ def _runtime():  # type: ignore[no-untyped-def]
     return DetectionRuntime(OBJECT_DETECTION)
 
 
+def _load_results(path):  # type: ignore[no-untyped-def]
+    from .results import DetectionResultsTable  # numpy only
+
+    return DetectionResultsTable.load(path)
+
+
 OBJECT_DETECTION = Task(
     id="object_detection",
     name="Object detection",
@@ -62,6 +68,7 @@ OBJECT_DETECTION = Task(
     },
     augmentations=BOX_SAFE_AUGMENTATIONS,
     runtime=_runtime,
+    load_results=_load_results,
 )
 
 

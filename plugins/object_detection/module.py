@@ -59,6 +59,11 @@ class DetectionModule(TaskModule):
     def forward(self, images: torch.Tensor) -> Any:
         return self.net(images)
 
+    def evaluate_batch(self, images: torch.Tensor, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per image: every detection (boxes xyxy in input pixels, scores, labels) as numpy arrays."""
+        return [{"boxes": d["boxes"].float().cpu().numpy(), "scores": d["scores"].float().cpu().numpy(),
+                 "labels": d["labels"].long().cpu().numpy()} for d in self.net(images)]
+
     def training_step(self, batch: tuple[torch.Tensor, list[dict[str, Any]]], batch_idx: int) -> torch.Tensor:
         images, targets = batch
         losses = self.net(images, _plain(targets))
