@@ -14,7 +14,7 @@ import torch
 
 from modelyard.core import ValidationError
 from modelyard.core.errors import CorruptDataError
-from modelyard.core.training.task_runtime import Sample, TargetStore, TaskRuntime
+from modelyard.core.training.task_runtime import EvaluationOutcome, Sample, TargetStore, TaskRuntime
 
 from .module import DetectionModule
 
@@ -79,7 +79,9 @@ class DetectionRuntime(TaskRuntime):
         for image in dataset.get("images") or []:
             splits = image.get("split") or []
             if split_index < len(splits) and splits[split_index] == subset:
-                samples.append((str(image["filename"]), image_target(image, num_classes, image_size)))
+                target = image_target(image, num_classes, image_size)
+                target["source_size"] = (float(image["width"]), float(image["height"]))
+                samples.append((str(image["filename"]), target))
         return samples
 
     def target_store(self, targets: Sequence[Any], pad: int = 0) -> BoxStore:
@@ -97,5 +99,37 @@ class DetectionRuntime(TaskRuntime):
         moved = {"boxes": sample["boxes"].as_subclass(torch.Tensor).float(), "labels": sample["labels"]}
         return sample["image"], moved
 
+    def evaluation_samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int],
+                           model_classes: list[str]) -> tuple[list[Sample], int]:
+        """Boxes in the model's class ids (matched by name), with the factors back to the stored image's pixels.
+
+        An image with a box of a class the model does not know is skipped and counted.
+        """
+        dataset_classes = [str(c) for c in dataset.get("classes") or []]
+        model_ids = {name: i for i, name in enumerate(model_classes)}
+        to_model = [model_ids.get(name, -1) for name in dataset_classes]
+        samples: list[Sample] = []
+        skipped = 0
+        for filename, target in self.samples(dataset, split_index, subset, image_size):
+            labels = [to_model[int(c)] for c in target["labels"].tolist()]
+            if any(c < 0 for c in labels):
+                skipped += 1
+                continue
+            image = target.pop("source_size")
+            samples.append((filename, {**target, "labels": torch.tensor(labels, dtype=torch.int64),
+                                       "source_scale": (image[0] / float(image_size[1]), image[1] / float(image_size[0]))}))
+        return samples, skipped
+
+    def evaluate(self, items: list[tuple[str, str, Any]], outputs: list[Any], classes: list[str],
+                 options: dict[str, Any]) -> EvaluationOutcome:
+        from .evaluation import DEFAULT_SCORE_THRESHOLD, evaluate_detections
+
+        threshold = options.get("score_threshold")
+        metrics, table = evaluate_detections(items, outputs, classes,
+                                             DEFAULT_SCORE_THRESHOLD if threshold is None else float(threshold))
+        return EvaluationOutcome(metrics=metrics, results=table)
+
     def module_class(self) -> type[DetectionModule]:
         return DetectionModule
+
+    # -- export (plugins/object_detection/export.py) -------------------------------------------
