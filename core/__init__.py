@@ -73,17 +73,35 @@ full guide, with a worked example in tests/fixtures/modelyard_example_plugin.
 """
 
 from .datasets.files import SourceFileError, read_source_file, source_image_size
-from .errors import ValidationError
+from .errors import CorruptDataError, ValidationError
 from .export_options import resolve_options
 from .hookspecs import hookimpl, hookspec
 from .hub_weights import ensure_weights_cached, loading_cached_weights, weights_cache_file
 from .jsonio import atomic_write_bytes
 from .plugin_types import Architecture, BoxLabel, DatasetImporter, Exporter, ExportMetadata, ImageRecord, Task
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
+from .training.task_runtime import EvaluationOutcome, Sample, TargetStore, TaskRuntime
+
+#: Importing these needs torch and Lightning, so they load on first use (``modelyard.core`` stays light).
+_LAZY = {"TaskModule": ".training.worker.module"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Task",
     "TaskRegistry",
+    "TaskRuntime",
+    "TaskModule",
+    "TargetStore",
+    "EvaluationOutcome",
+    "Sample",
+    "CorruptDataError",
     "Architecture",
     "ArchitectureRegistry",
     "DatasetImporter",

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from modelyard.core.training.worker.module import TaskModule
+from modelyard.core import TaskModule
 
 
 class ClassificationModule(TaskModule):

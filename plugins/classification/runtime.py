@@ -7,11 +7,10 @@ from typing import Any
 
 import torch
 
-from modelyard.core import ValidationError
+from modelyard.core import EvaluationOutcome, Sample, TargetStore, TaskRuntime, ValidationError
 from modelyard.core.datasets.document import split_items
 from modelyard.core.evaluation.metrics import compute_metrics
 from modelyard.core.evaluation.results import ResultsTable
-from modelyard.core.training.task_runtime import EvaluationOutcome, Sample, TargetStore, TaskRuntime
 
 from .module import ClassificationModule
 

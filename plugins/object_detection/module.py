@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
-from modelyard.core.training.worker.module import TaskModule
+from modelyard.core import TaskModule
 
 _FROZEN_IN_VALIDATION = (nn.modules.batchnorm._NormBase, nn.Dropout, nn.GroupNorm, nn.LayerNorm)
 

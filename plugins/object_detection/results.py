@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.core import atomic_write_bytes
-from modelyard.core.errors import CorruptDataError
+from modelyard.core import CorruptDataError, atomic_write_bytes
 
 _COLUMNS = ("classes", "filenames", "subsets", "gt_offsets", "gt_boxes", "gt_labels", "gt_match", "pred_offsets",
             "pred_boxes", "pred_scores", "pred_labels", "pred_match", "pred_iou")
