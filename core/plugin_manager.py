@@ -38,6 +38,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "modelyard.plugins.simple_cnn",
     "modelyard.plugins.simple_detector",
     "modelyard.plugins.torchvision_models",
+    "modelyard.plugins.torchvision_detectors",
     "modelyard.plugins.imagefolder",
     "modelyard.plugins.csv_importer",
     "modelyard.plugins.coco_importer",

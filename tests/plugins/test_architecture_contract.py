@@ -5,6 +5,9 @@ backward pass on a batch of 2 (``modelyard.testing.check_architecture``).
 CI runs every non-torchvision architecture plus a representative torchvision
 subset (one or two per family, ``CI_SUBSET``); the remaining torchvision
 models carry the ``slow_models`` marker and run with ``MODELYARD_ALL_MODELS=1``.
+Only classifiers are checked here (the contract is logits of ``(batch,
+num_classes)``); detectors answer with boxes and have their own contract tests
+beside their plugin's (e.g. ``test_torchvision_detectors.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def contract_input_size(name: str, owner: str) -> tuple[int, int] | None:
 def _params() -> list[object]:
     params = []
     for name in HOST.architectures.names():
+        if "classification" not in HOST.architectures.get(name).tasks:
+            continue
         owner = HOST.architectures.owner(name)
         marks = []
         if owner == "torchvision_models" and name not in CI_SUBSET:
