@@ -26,7 +26,9 @@ What the wrapper changes in torchvision's model:
   ``detections_per_img`` per image (100 Faster R-CNN, 200 SSD, 300 others).
 - **Targets** with degenerate boxes (``x2 <= x1`` or ``y2 <= y1``, e.g. cut
   by an augmentation) lose those boxes instead of failing the step;
-  an image may have no boxes at all.
+  an image may have no boxes at all. SSDlite trains on batches of at least
+  two images only: its last feature maps are 1x1, where batch norm needs more
+  than one value per channel (torchvision's own limit).
 
 ``pretrained=True`` loads torchvision's COCO weights for the whole detector
 (``DEFAULT``) from the torch hub cache, through ``modelyard.core``'s
@@ -292,14 +294,14 @@ def _replace_class_layers(model: nn.Module, classes: int) -> None:
     """Give the layers that score classes ``classes`` outputs (freshly initialised, as torchvision does)."""
     import torch
     from torch import nn
-    from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+    from torchvision.models import detection
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
     from torchvision.models.detection.ssd import SSD
 
-    if isinstance(model, FasterRCNN):
+    if isinstance(model, detection.FasterRCNN):
         old = model.roi_heads.box_predictor
         model.roi_heads.box_predictor = FastRCNNPredictor(old.cls_score.in_features, classes)
-    elif isinstance(model, (RetinaNet, FCOS)):
+    elif isinstance(model, (detection.RetinaNet, detection.FCOS)):
         head = model.head.classification_head
         old = head.cls_logits
         head.cls_logits = nn.Conv2d(old.in_channels, head.num_anchors * classes, kernel_size=3, stride=1, padding=1)
