@@ -2,13 +2,21 @@
 
 We use torch's TorchScript-based exporter (``dynamo=False``): it runs offline
 without onnxscript, is fast, honours ``dynamic_axes`` and names the graph's
-input ``input`` and output ``output``. torch warns that it is deprecated; when
-it is removed, switch to ``dynamo=True`` with ``dynamic_shapes``.
+input ``input`` and its outputs as the task says (``ExportMetadata.outputs``:
+``output`` for classification; ``boxes``, ``scores``, ``labels`` for object
+detection). torch warns that it is deprecated; when it is removed, switch to
+``dynamo=True`` with ``dynamic_shapes``.
+
+The ``dynamic_axes`` option is classification's (tensors ``input`` and
+``output``). A task with its own outputs fixes the dynamic axes itself
+(detection: one image in, the box count dynamic); the option must then keep
+its default (which is not applied), and anything else is refused.
 
 The file carries what a deployment needs in ``metadata_props``:
 ``modelyard.classes``, ``modelyard.input_size``, ``modelyard.mean``,
 ``modelyard.std`` (JSON), ``modelyard.architecture``, ``modelyard.run_id``,
-``modelyard.channels``.
+``modelyard.channels``, ``modelyard.task``, and the task's own facts
+(``modelyard.score_threshold`` for detection).
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ def metadata_props(metadata: ExportMetadata) -> dict[str, str]:
         "modelyard.architecture": metadata.architecture,
         "modelyard.run_id": metadata.run_id,
         "modelyard.channels": json.dumps(metadata.channels),
+        "modelyard.task": metadata.task,
     }
     for key, value in metadata.extra.items():
         props.setdefault(f"modelyard.{key}", str(value))
@@ -87,6 +96,20 @@ def _dynamic_axes(option: dict[str, dict[str, str]], rank: dict[str, int]) -> di
                     field=f"options.dynamic_axes.{tensor}.{index}",
                 )
             axes[tensor][int(index)] = label
+    return axes
+
+
+def _task_axes(option: dict[str, dict[str, str]], metadata: ExportMetadata) -> dict[str, dict[int, str]]:
+    """The dynamic axes of a task with its own outputs; the ``dynamic_axes`` option must be left as it is."""
+    if option != OPTIONS_SCHEMA["properties"]["dynamic_axes"]["default"]:
+        raise ValidationError(
+            f"dynamic_axes applies to classification's input/output; a {metadata.task} export fixes its own "
+            f"(outputs {', '.join(metadata.output_names)}): leave the option out",
+            field="options.dynamic_axes",
+        )
+    axes = {name: dict(axis) for name, axis in metadata.outputs.items() if axis}
+    if metadata.input_axes:
+        axes[INPUT_NAME] = dict(metadata.input_axes)
     return axes
 
 
@@ -112,7 +135,10 @@ def export_onnx(
 
     options = resolve_options(EXPORTER, options)
     example = _example(example_input, options["input_shape"])
-    axes = _dynamic_axes(options["dynamic_axes"], {INPUT_NAME: example.dim(), OUTPUT_NAME: 2})
+    if metadata.default_signature:
+        axes = _dynamic_axes(options["dynamic_axes"], {INPUT_NAME: example.dim(), OUTPUT_NAME: 2})
+    else:
+        axes = _task_axes(options["dynamic_axes"], metadata)
     was_training = model.training
     model.eval()
     buffer = io.BytesIO()
@@ -127,7 +153,7 @@ def export_onnx(
                 buffer,
                 dynamo=False,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=metadata.output_names,
                 dynamic_axes=axes or None,
                 opset_version=options["opset_version"],
                 do_constant_folding=True,
@@ -164,9 +190,13 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 
 def load_onnx_runner(path: Path, options: dict[str, Any]) -> Callable[[Any], Any]:
-    """``predict(batch float32 NCHW) -> float32 logits`` through onnxruntime on the CPU.
+    """``predict(batch float32 NCHW)`` through onnxruntime on the CPU.
 
-    The input is cast to whatever the graph declares (float16 for ``fp16`` exports).
+    A graph with one output answers with it as float32 (classification's
+    logits); one with several answers with the list of them in graph order,
+    floating ones as float32 and integer ones as they are (detection's boxes,
+    scores, int64 labels). The input is cast to whatever the graph declares
+    (float16 for ``fp16`` exports).
     """
     import numpy as np
     import onnxruntime as ort
@@ -175,9 +205,15 @@ def load_onnx_runner(path: Path, options: dict[str, Any]) -> Callable[[Any], Any
     input_meta = session.get_inputs()[0]
     dtype = np.float16 if input_meta.type == "tensor(float16)" else np.float32
 
+    def as_float32(array: Any) -> Any:
+        array = np.asarray(array)
+        return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
+
     def predict(batch: Any) -> Any:
         outputs = session.run(None, {input_meta.name: np.ascontiguousarray(batch, dtype=dtype)})
-        return np.asarray(outputs[0], dtype=np.float32)
+        if len(outputs) == 1:
+            return np.asarray(outputs[0], dtype=np.float32)
+        return [as_float32(output) for output in outputs]
 
     return predict
 
@@ -190,6 +226,7 @@ EXPORTER = Exporter(
     export=export_onnx,
     load_runner=load_onnx_runner,
     description="Open Neural Network Exchange, for onnxruntime, TensorRT, OpenVINO and friends.",
+    tasks=("classification", "object_detection"),
 )
 
 

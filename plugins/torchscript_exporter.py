@@ -2,6 +2,12 @@
 
 The metadata travels inside the archive as the extra file ``modelyard.json``
 (read it with ``torch.jit.load(path, _extra_files={"modelyard.json": ""})``).
+For a task with its own outputs it also names the task and the outputs
+(``task``, ``outputs``: name -> dynamic axes, in the order of the returned
+tuple, ``input_axes``); a classifier's document is the one it always was.
+The archive is traced, so ``module(images)`` returns what the task's export
+module returns: logits, or detection's ``(boxes, scores, labels)`` tuple for
+one image.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.core import Exporter, ExportMetadata, atomic_write_bytes, hookimpl, resolve_options
+
+CLASSIFICATION = "classification"
 
 #: TorchScript is deprecated in torch 2.14 in favour of torch.export; the format still loads
 #: everywhere libtorch runs, so we silence exactly those notices around our own calls.
@@ -40,6 +48,9 @@ def metadata_json(metadata: ExportMetadata) -> str:
     """The ``modelyard.json`` text stored in the archive."""
     data = asdict(metadata)
     data["input_size"] = list(metadata.input_size)
+    if metadata.default_signature and metadata.task == CLASSIFICATION:
+        for key in ("task", "outputs", "input_axes"):
+            data.pop(key)
     return json.dumps(data)
 
 
@@ -81,7 +92,12 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def load_torchscript_runner(path: Path, options: dict[str, Any]) -> Callable[[Any], Any]:
-    """``predict(batch float32 NCHW numpy) -> float32 logits numpy`` through ``torch.jit.load``."""
+    """``predict(batch float32 NCHW numpy)`` through ``torch.jit.load``.
+
+    One tensor out: float32 numpy (classification's logits); a tuple out: the
+    list of its tensors as numpy, floating ones as float32 (detection's boxes,
+    scores, int64 labels).
+    """
     import numpy as np
     import torch
 
@@ -90,9 +106,15 @@ def load_torchscript_runner(path: Path, options: dict[str, Any]) -> Callable[[An
         module = torch.jit.load(str(path), map_location="cpu")
     module.eval()
 
+    def as_numpy(tensor: Any) -> Any:
+        array = tensor.numpy()
+        return array.astype(np.float32) if tensor.is_floating_point() else array
+
     def predict(batch: Any) -> Any:
         with torch.no_grad():
             output = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        if isinstance(output, (tuple, list)):
+            return [as_numpy(t) for t in output]
         return output.numpy().astype(np.float32)
 
     return predict
@@ -106,6 +128,7 @@ EXPORTER = Exporter(
     export=export_torchscript,
     load_runner=load_torchscript_runner,
     description="A traced TorchScript module for torch.jit.load / libtorch, no Python model code needed.",
+    tasks=("classification", "object_detection"),
 )
 
 

@@ -1,15 +1,18 @@
 """Exports on the server side: create (validate and queue), list, read, delete, download.
 
-``create`` resolves the format in the exporter registry and its options
-against the exporter's schema (a 422 names ``options.<name>``), checks the run
-and checkpoint, writes ``exports/<export-id>/export.json`` as ``pending`` and
-starts the worker (``core/export/worker.py``). A download is possible once
+``create`` resolves the format in the exporter registry (it must serve the
+project's task: a 422 names the formats that do) and its options against the
+exporter's schema plus the task's own export options (a 422 names
+``options.<name>``), checks the run and checkpoint, writes
+``exports/<export-id>/export.json`` as ``pending`` and starts the worker
+(``core/export/worker.py``). A download is possible once
 the export completed, or when it failed verification (the file is kept for
 inspection and the download says so).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from ..jobs.kinds import EXPORT
 from ..jobs.queue import JobQueue
 from ..jobs.store import JobStore
 from ..plugin_manager import PluginHost
+from ..plugin_types import Exporter, tasks_of
+from ..projects import read_project
 from ..records import Export
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
 from ..workspace import Workspace
@@ -51,6 +56,22 @@ def check_input_shape(options: dict[str, Any], channels: int, image_size: tuple[
             field="options.input_shape",
             details={"expected": ["batch", *expected]},
         )
+
+
+def format_options(exporter: Exporter, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of the exporter's own schema (what its ``export`` and ``load_runner`` receive)."""
+    known = exporter.options_schema.get("properties", {})
+    return {name: value for name, value in options.items() if name in known}
+
+
+def resolve_export_options(exporter: Exporter, task_schema: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
+    """The request's options checked against the format's schema and the task's export options, defaults filled.
+
+    A task option never replaces a format option of the same name.
+    """
+    properties = {**task_schema, **exporter.options_schema.get("properties", {})}
+    schema = {**exporter.options_schema, "properties": properties}
+    return resolve_options(dataclasses.replace(exporter, options_schema=schema), options)
 
 
 @dataclass(frozen=True)
@@ -85,12 +106,24 @@ class ExportService:
         options: dict[str, Any] | None = None,
     ) -> Export:
         """Validate the request, write a ``pending`` export and start its worker."""
+        from ..export_options import option_defaults
+        from ..training.task_runtime import runtime_of
+
         ref = find_run(self.workspace, project_id, experiment_id, run_id)
         exporter = self.plugins.exporters.get(format, field="format")
-        resolved = resolve_options(exporter, options)
+        task = read_project(self.workspace, project_id).task
+        if task not in tasks_of(exporter):
+            serving = [e.id for e in self.plugins.exporters.for_task(task)]
+            raise ValidationError(
+                f"The '{exporter.id}' format does not export {task} models; use one of: {', '.join(serving) or 'none installed'}",
+                field="format", details={"available": serving, "task": task},
+            )
+        runtime = runtime_of(self.plugins.tasks.get(task, field="task"))
+        resolved = resolve_export_options(exporter, runtime.export_options_schema(), options)
         existing_checkpoint(ref, checkpoint)
         config = frozen_config(ref)
         check_input_shape(resolved, int(config.data.channels), config.data.image_size)  # type: ignore[arg-type]
+        runtime.check_export_options(resolved, option_defaults(exporter.options_schema))
         return self.jobs.submit(project_id, {
             "experiment_id": experiment_id,
             "run_id": run_id,

@@ -4,9 +4,18 @@ Steps (``progress`` counts them): rebuild the checkpoint's network and
 preprocess up to 64 real images of the run's validation subset (train when it
 has none); export with the format's plugin into a private folder and move the
 file to ``<architecture>-<run_id><ext>``; run the exported file and the
-PyTorch model on those images and compare (``verify``); write the record.
+PyTorch model on those images and compare; write the record.
 A verification that fails marks the export ``failed`` with the numbers and
 ``verification_failed: true``; the file stays for inspection.
+
+Everything that depends on what the model computes comes from the task's
+runtime (``TaskRuntime``'s export section): the module the exporter traces,
+the graph's output names and dynamic axes (passed to the exporter in
+``ExportMetadata``), the task's facts stored in the file, PyTorch's reference
+answer, how the exported file's answer is compared with it, and the bundle
+README's usage lines (``usage.json`` beside the model, when the task has its
+own). The task's own options (``export_options_schema``) stay in the record
+and never reach the exporter plugin.
 """
 
 from __future__ import annotations
@@ -17,19 +26,22 @@ import os
 import shutil
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelyardError
+from ..errors import ModelyardError, ValidationError
 from ..jobs.folder import JobFolder
 from ..jobs.kinds import EXPORT
-from ..jsonio import read_json
+from ..jsonio import atomic_write_json, read_json
 from ..plugin_manager import PluginHost, default_plugin_host
-from ..plugin_types import ExportMetadata
+from ..plugin_types import Exporter, ExportMetadata, tasks_of
 from ..records import Export, JobError
-from ..datasets.document import split_items
 from ..workspace import Workspace
-from .service import model_file_name
-from .verify import MAX_VERIFY_IMAGES, compare_outputs, predict_in_chunks
+from .bundle import USAGE_FILE
+from .service import format_options, model_file_name
+from .verify import MAX_VERIFY_IMAGES
+
+if TYPE_CHECKING:
+    from ..training.task_runtime import TaskRuntime
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +49,23 @@ STAGING = ".partial"
 TOTAL_STEPS = 4
 
 
-def verification_files(dataset: dict[str, Any], split_index: int, limit: int = MAX_VERIFY_IMAGES) -> list[str]:
-    """Up to ``limit`` labelled images of the split's ``val`` subset (``train`` when val is empty)."""
+def verification_files(dataset: dict[str, Any], split_index: int, runtime: TaskRuntime,
+                       image_size: tuple[int, int], limit: int = MAX_VERIFY_IMAGES) -> list[str]:
+    """Up to ``limit`` annotated images of the split's ``val`` subset (``train`` when val is empty).
+
+    "Annotated" as the task reads ``dataset.json`` (its training ``samples``):
+    a labelled image for classification, any image of the subset for detection.
+    """
     for subset in ("val", "train"):
-        names = [name for name, _ in split_items(dataset, split_index, subset)]
+        names = [name for name, _ in runtime.samples(dataset, split_index, subset, image_size)]
         if names:
             return names[:limit]
     return []
+
+
+def task_of(trained: Any) -> str:
+    """The task that trained the checkpoint (stored in its hyperparameters; a classifier's before tasks)."""
+    return str(trained.module.hparams.get("task") or "classification")
 
 
 def run_export(workspace: Workspace, export_dir: Path, plugins: PluginHost | None = None) -> str:
@@ -62,14 +84,12 @@ def run_export(workspace: Workspace, export_dir: Path, plugins: PluginHost | Non
         return "failed"
     finally:
         shutil.rmtree(export_dir / STAGING, ignore_errors=True)
+    why = outcome.pop("summary")
     verification = outcome["verification"]
     if verification["passed"]:
         job.finish(status="completed", **outcome)
         return "completed"
-    why = verification.get("problem") or (
-        f"top-1 agreement {verification['top1_agreement']:.4f}, max abs diff {verification['max_abs_diff']} "
-        f"(tolerance {verification['tolerance']:.3g})"
-    )
+    why = verification.get("problem") or why
     error = {"type": "VerificationFailed", "message": f"The exported model does not match PyTorch: {why}"}
     job.finish(status="failed", verification_failed=True, error=error, **outcome)
     return "failed"
@@ -83,6 +103,7 @@ def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugin
     import torch
 
     from ..training.checkpoints import load_trained_model
+    from ..training.task_runtime import runtime_of
 
     project_id = record.project_id
     exporter = plugins.exporters.get(record.format, field="format")
@@ -91,15 +112,22 @@ def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugin
         workspace, project_id, record.run_id, record.checkpoint,
         experiment_id=record.experiment_id, plugins=plugins,
     )
+    task = task_of(trained)
+    if task not in tasks_of(exporter):
+        raise ValidationError(f"the {exporter.id} format does not export {task} models", field="format")
+    runtime = runtime_of(plugins.tasks.get(task, field="task"))
+    own = format_options(exporter, options)  # what the exporter plugin sees: its own options only
+    runtime.check_export_options(options, _format_defaults(exporter))
     dataset = read_json(workspace.dataset_json(project_id))
-    names = verification_files(dataset, trained.split_index)
+    names = verification_files(dataset, trained.split_index, runtime, trained.image_size)
     if not names:
         raise ModelyardError("the run's split has no labelled images to verify the export with")
     images_dir = workspace.images_dir(project_id)
     with torch.no_grad():
         batch = trained.preprocess([images_dir / name for name in names]).float().cpu()
-        reference = trained.net(batch).float().numpy()
-    metadata = trained.metadata()
+        reference = runtime.reference_outputs(trained.net, batch)
+    task_facts = runtime.export_metadata(options)
+    metadata = {**trained.metadata(), "task": task, "export": task_facts}  # both left out of a classifier's record
     _step(job, 1)
 
     staging = job.folder / STAGING
@@ -109,9 +137,11 @@ def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugin
     export_metadata = ExportMetadata(
         classes=trained.classes, input_size=trained.image_size, mean=trained.mean, std=trained.std,
         architecture=trained.architecture, run_id=trained.ref.run_id, channels=trained.channels,
-        extra={"checkpoint": trained.checkpoint},
+        extra={"checkpoint": trained.checkpoint, **task_facts}, task=task,
+        outputs=runtime.export_outputs(), input_axes=runtime.export_input_axes(),
     )
-    produced = exporter.export(trained.net, example, options, staging, export_metadata)
+    module = runtime.export_module(trained.net, options)
+    produced = exporter.export(module, example, own, staging, export_metadata)
     produced = Path(produced)
     if not produced.is_file() or not produced.resolve().is_relative_to(staging.resolve()):
         raise ModelyardError(f"the {exporter.id} exporter did not write its file into the export folder")
@@ -120,18 +150,29 @@ def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugin
     file_info = {"name": final.name, "size": final.stat().st_size, "sha256": _sha256(final)}
     _step(job, 2)
 
-    predict = exporter.load_runner(final, options)
+    predict = exporter.load_runner(final, own)
     shape = options.get("input_shape")
     chunk = int(shape[0]) if isinstance(shape, list) and shape else int(example.shape[0])
-    exported = predict_in_chunks(predict, batch.numpy(), chunk)
-    verification = compare_outputs(reference, exported, half=options.get("fp16") is True)
+    exported = runtime.exported_outputs(predict, batch.numpy(), chunk)
+    verification = runtime.compare_exported(reference, exported, options)
+    summary = runtime.verification_summary(verification)
+    usage = runtime.export_usage()
+    if usage is not None:
+        atomic_write_json(job.folder / USAGE_FILE, {**usage, "verification": summary})
     _step(job, 3)
     return {
         "file": file_info,
         "verification": verification,
         "metadata": metadata,
         "progress": {"done": TOTAL_STEPS, "total": TOTAL_STEPS},
+        "summary": summary,
     }
+
+
+def _format_defaults(exporter: Exporter) -> dict[str, Any]:
+    from ..export_options import option_defaults
+
+    return option_defaults(exporter.options_schema)
 
 
 def _sha256(path: Path) -> str:

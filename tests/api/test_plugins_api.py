@@ -177,10 +177,18 @@ def test_server_starts_and_reports_a_plugin_that_fails_to_load(
 def test_models_and_formats_filter_by_a_registered_task_and_say_which_tasks_they_serve(client, second_task) -> None:  # type: ignore[no-untyped-def]
     everything = client.get("/api/training/models").json()["data"]
     classification = client.get("/api/training/models", params={"task": "classification"}).json()["data"]
-    assert classification == everything and all(m["tasks"] == ["classification"] for m in everything)
+    detection = client.get("/api/training/models", params={"task": "object_detection"}).json()["data"]
+    assert classification == [m for m in everything if "classification" in m["tasks"]]
+    assert detection == [m for m in everything if "object_detection" in m["tasks"]]
+    assert {"resnet18", "simple_cnn"} <= {m["name"] for m in classification}
+    assert {"simple_detector", "fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn", "fcos_resnet50_fpn",
+            "ssd300_vgg16", "ssdlite320_mobilenet_v3_large"} <= {m["name"] for m in detection}
+    assert len(classification) + len(detection) == len(everything)  # every built-in model serves one of the two
     assert client.get("/api/training/models", params={"task": second_task}).json()["data"] == []
     formats = client.get("/api/export/formats", params={"task": "classification"}).json()["data"]
-    assert {f["id"] for f in formats} >= {"onnx", "torchscript"} and all(f["tasks"] == ["classification"] for f in formats)
+    assert {f["id"] for f in formats} >= {"onnx", "torchscript"} and all("classification" in f["tasks"] for f in formats)
+    builtin = {f["id"]: f["tasks"] for f in formats if f["id"] in ("onnx", "torchscript")}
+    assert builtin == {"onnx": ["classification", "object_detection"], "torchscript": ["classification", "object_detection"]}
     assert client.get("/api/export/formats", params={"task": second_task}).json()["data"] == []
 
 
