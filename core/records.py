@@ -386,6 +386,8 @@ class Verification(msgspec.Struct, omit_defaults=True, kw_only=True):
                       "images together.") = msgspec.UNSET
     matched: _described(int | msgspec.UnsetType, "Detection: PyTorch boxes paired with an exported box "
                         "(greedy, highest IoU first).") = msgspec.UNSET
+    excused: _described(int | msgspec.UnsetType, "Detection: unpaired boxes excused as rounding near-ties (score "
+                        "within the tolerance of the threshold or of an overlapping same-label box).") = msgspec.UNSET
     min_iou: _described(float | None | msgspec.UnsetType, "Detection: the smallest IoU of a matched pair "
                         "(null when no box was found).") = msgspec.UNSET
     iou_required: _described(float | msgspec.UnsetType, "Detection: the IoU every matched pair needs.") = msgspec.UNSET

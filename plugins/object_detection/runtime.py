@@ -133,3 +133,55 @@ class DetectionRuntime(TaskRuntime):
         return DetectionModule
 
     # -- export (plugins/object_detection/export.py) -------------------------------------------
+    def export_options_schema(self) -> dict[str, Any]:
+        from .export import OPTIONS_SCHEMA
+
+        return dict(OPTIONS_SCHEMA)
+
+    def check_export_options(self, options: dict[str, Any], format_defaults: dict[str, Any]) -> None:
+        from .export import check_options
+
+        check_options(options, format_defaults)
+
+    def export_outputs(self) -> dict[str, dict[int, str]]:
+        from .export import OUTPUTS
+
+        return {name: dict(axes) for name, axes in OUTPUTS.items()}
+
+    def export_input_axes(self) -> dict[int, str]:
+        return {}  # one image of the run's size
+
+    def export_metadata(self, options: dict[str, Any]) -> dict[str, Any]:
+        from .export import score_threshold
+
+        return {"score_threshold": score_threshold(options)}
+
+    def export_module(self, net: Any, options: dict[str, Any]) -> Any:
+        from .export import export_module
+
+        return export_module(net, options)
+
+    def reference_outputs(self, net: Any, batch: torch.Tensor) -> Any:
+        from .export import reference_outputs
+
+        return reference_outputs(net, batch)
+
+    def exported_outputs(self, predict: Callable[[Any], Any], batch: Any, chunk: int) -> Any:
+        from .export import exported_outputs
+
+        return exported_outputs(predict, batch, chunk)
+
+    def compare_exported(self, reference: Any, exported: Any, options: dict[str, Any]) -> dict[str, Any]:
+        from .export import compare, score_threshold
+
+        return compare(reference, exported, score_threshold(options), half=options.get("fp16") is True)
+
+    def verification_summary(self, verification: dict[str, Any]) -> str:
+        from .export import summary
+
+        return summary(verification)
+
+    def export_usage(self) -> dict[str, str] | None:
+        from .export import USAGE
+
+        return dict(USAGE)
