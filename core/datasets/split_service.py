@@ -45,6 +45,19 @@ class SplitService:
         result = assign(items, ratios, seed, stratified)
         return _summary(result, [_as_set(label) for _, label in items])
 
+    def assignment(self, doc: dict[str, Any], ratios: Ratios, seed: int,
+                   stratified: bool = True) -> tuple[Assignment, list[frozenset[str]]]:
+        """What a split of ``doc`` with these ratios and seed assigns, and each image's classes.
+
+        Box tasks are split as multi-label data (by the classes in each image), others by their one label.
+        """
+        if annotates_boxes(self.tasks, doc.get("task")):
+            sets = [image_classes(image) for image in doc["images"]]
+            return assign_multilabel([(image["filename"], found) for image, found in zip(doc["images"], sets, strict=True)],
+                                     ratios, seed, stratified), sets
+        items = [(image["filename"], class_name(image)) for image in doc["images"]]
+        return assign(items, ratios, seed, stratified), [_as_set(label) for _, label in items]
+
     def create(self, project_id: str, name: str, ratios: Ratios, seed: int, stratified: bool = True) -> dict[str, Any]:
         """Append a split to the dataset; returns its index, name, stats, per-class distribution and warnings."""
         name = validate_name(name, field="name", max_len=SPLIT_NAME_MAX)
@@ -54,14 +67,7 @@ class SplitService:
                 raise ConflictError(f"A split named '{name}' already exists", {"name": name})
             if not doc["images"]:
                 raise ConflictError("The dataset has no images to split; import some first", {"project_id": project_id})
-            if annotates_boxes(self.tasks, doc.get("task")):
-                sets = [image_classes(image) for image in doc["images"]]
-                result = assign_multilabel([(image["filename"], found) for image, found in zip(doc["images"], sets, strict=True)],
-                                           ratios, seed, stratified)
-            else:
-                items = [(image["filename"], class_name(image)) for image in doc["images"]]
-                result = assign(items, ratios, seed, stratified)
-                sets = [_as_set(label) for _, label in items]
+            result, sets = self.assignment(doc, ratios, seed, stratified)
             for image, subset in zip(doc["images"], result.subsets, strict=True):
                 image.setdefault("split", [])
                 image["split"] += ["none"] * (len(doc["split_names"]) - len(image["split"]))  # repair short lists

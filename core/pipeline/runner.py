@@ -19,13 +19,13 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..datasets.document import class_name
-from ..datasets.splits import assign, check_ratios
+from ..datasets.splits import check_ratios
 from ..errors import ConflictError, ModelyardError, ValidationError
 from ..export.service import check_input_shape
 from ..export_options import resolve_options
 from ..jsonio import atomic_write_json, read_json
 from ..services import Services
+from ..records import EvaluationMetrics
 from ..timeutil import utc_now_iso
 from ..training.worker.engine import REPRODUCIBILITY_JSON, dataset_fingerprint, split_hash
 from ..training.config import monitor_of
@@ -259,7 +259,7 @@ def ensure_split(services: Services, spec: SplitSpec, project_id: str, reporter:
     if name in names:
         index = names.index(name)
         images = dataset.get("images") or []
-        expected = assign([(image["filename"], class_name(image)) for image in images], ratios, spec.seed, spec.stratified)
+        expected, _ = services.splits.assignment(dataset, ratios, spec.seed, spec.stratified)
         stored = [(image.get("split") or [])[index] if index < len(image.get("split") or []) else "none" for image in images]
         if stored != expected.subsets:
             raise ConflictError(
@@ -362,15 +362,25 @@ def _evaluate_step(services: Services, pipeline: Pipeline, project_id: str, expe
         "checkpoint": spec.checkpoint,
         "subsets": list(spec.subsets),
         "num_images": record.num_images,
-        "accuracy": metrics.accuracy if metrics else None,
-        "macro": msgspec.to_builtins(metrics.macro) if metrics else None,
-        "weighted": msgspec.to_builtins(metrics.weighted) if metrics else None,
-        "per_class": {name: {"precision": values.precision, "recall": values.recall, "f1": values.f1,
-                             "support": values.support}
-                      for name, values in (metrics.per_class if metrics else {}).items()},
-        "confusion_matrix": msgspec.to_builtins(metrics.confusion_matrix) if metrics else None,
+        # the task's headline numbers (classification: accuracy, macro, weighted; detection: map, map_50, ...)
+        **_headline_metrics(metrics),
         "dir": str(folder),
     }
+
+
+def _headline_metrics(metrics: EvaluationMetrics | None) -> dict[str, Any]:
+    """The numbers a pipeline summary shows: classification's as before, another task's every filled field."""
+    if metrics is None or metrics.accuracy is not msgspec.UNSET:
+        return {
+            "accuracy": metrics.accuracy if metrics else None,
+            "macro": msgspec.to_builtins(metrics.macro) if metrics else None,
+            "weighted": msgspec.to_builtins(metrics.weighted) if metrics else None,
+            "per_class": {name: {"precision": values.precision, "recall": values.recall, "f1": values.f1,
+                                 "support": values.support}
+                          for name, values in (metrics.per_class if metrics else {}).items()},
+            "confusion_matrix": msgspec.to_builtins(metrics.confusion_matrix) if metrics else None,
+        }
+    return {name: value for name, value in msgspec.to_builtins(metrics).items() if name not in ("curves", "num_images")}
 
 
 def _export_step(services: Services, export: ExportSpec, project_id: str, experiment_id: str, run_dir: Path,
