@@ -12,9 +12,7 @@ from typing import Any
 
 import torch
 
-from modelyard.core import ValidationError
-from modelyard.core.errors import CorruptDataError
-from modelyard.core.training.task_runtime import EvaluationOutcome, Sample, TargetStore, TaskRuntime
+from modelyard.core import CorruptDataError, EvaluationOutcome, Sample, TargetStore, TaskRuntime, ValidationError
 
 from .module import DetectionModule
 
