@@ -9,11 +9,13 @@ Then it reports COCO mAP on the held-out images with torchmetrics'
 after under 3 minutes of training on a 2-core CPU.
 
 Measured on the shared 2-core CI box (12 epochs, 9600 training images seen):
-mAP@.5 0.991, mAP@[.5:.95] 0.81-0.82, mAP@.75 0.96; 62 process CPU-seconds of
-training with one thread (87 s wall at load average ~4). With two threads the
-wall time swings with other load (229 s at load ~3.6, 559 s at ~6.5: the
-OpenMP stall described in benchmarks/README.md), so the report carries the
-process CPU seconds too; read ``--threads 1`` on a busy machine.
+mAP@.5 0.991, mAP@[.5:.95] 0.81, mAP@.75 0.96 after 50 s of training with two
+threads (64 process CPU-seconds, load average ~4 from other work); one thread:
+87 s wall, 62 CPU-seconds. Run as a script, it sets ``OMP_WAIT_POLICY=PASSIVE``
+unless the environment says otherwise: with OpenMP's default spinning, two
+threads on that busy box stalled to 229-559 s for the same run (the stall
+described in benchmarks/README.md). The report records the policy and the
+process CPU seconds.
 
 It is also the plain side a later ``train_overhead_detection`` row compares
 the run engine with: ``load_detection_set`` and ``train_plain`` take the
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
@@ -128,9 +131,8 @@ def train_plain(train: DetectionSet, epochs: int = 12, batch: int = 32, lr: floa
         losses.append(epoch_loss / len(order))
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     model.eval()
-    # process CPU seconds / threads: the wall time the loop would take on otherwise idle cores
-    return model, {"train_seconds": seconds, "train_cpu_seconds": cpu_seconds,
-                   "train_idle_estimate_seconds": cpu_seconds / torch.get_num_threads(), "epochs": epochs, "batch": batch, "lr": lr,
+    # process CPU seconds (all threads): what other load on the machine barely moves
+    return model, {"train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "epochs": epochs, "batch": batch, "lr": lr,
                    "train_images_per_s": epochs * len(train.images) / seconds, "epoch_losses": losses}
 
 
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "detection_plain.json")
     args = parser.parse_args(argv)
     result = run(args.images, args.size, args.epochs, args.batch, args.threads)
-    report = {"result": result, "machine": machine_info()}
+    report = {"result": result, "machine": machine_info(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"simple_detector ({result['parameters']} parameters), {result['num_train']} train / {result['num_test']} "
@@ -208,4 +210,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # before torch loads OpenMP: waiting threads sleep instead of spinning, so a busy machine does not stall them
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     raise SystemExit(main())
