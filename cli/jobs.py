@@ -150,8 +150,15 @@ def _print_export(record: dict[str, Any]) -> None:
 
 
 def verification_text(verification: dict[str, Any]) -> str:
-    """``verified`` or ``NOT verified`` with the numbers behind it."""
+    """``verified`` or ``NOT verified`` with the numbers behind it (logits for a classifier, boxes for a detector)."""
+    verdict = "verified" if verification.get("passed") else "NOT verified"
+    if "min_iou" in verification:
+        iou = verification.get("min_iou")
+        numbers = (f"{verification.get('matched')} of {verification.get('boxes')} boxes matched, min IoU "
+                   + (f"{iou:.4f}" if isinstance(iou, float | int) else "n/a")
+                   + f", at score {verification.get('score_threshold')} on {verification.get('images')} image(s)")
+        return f"{verdict} ({numbers})"
     diff = verification.get("max_abs_diff")
     numbers = (f"max abs diff {diff:.2e}" if isinstance(diff, float | int) else "max abs diff n/a") + \
         f", top-1 agreement {100 * float(verification.get('top1_agreement') or 0):.1f}% on {verification.get('images')} image(s)"
-    return ("verified" if verification.get("passed") else "NOT verified") + f" ({numbers})"
+    return f"{verdict} ({numbers})"

@@ -124,6 +124,14 @@ def summary(result: dict[str, Any]) -> str:
                       f"{evaluation['checkpoint']} checkpoint)",
                   f"  accuracy {evaluation['accuracy']:.4f}   macro F1 {evaluation['macro']['f1']:.4f}", ""]
         lines += ["  " + line for line in per_class_table(evaluation["per_class"]).splitlines()]
+    elif evaluation and evaluation.get("map") is not None:
+        lines += ["", f"Evaluation on {' + '.join(evaluation['subsets'])} ({evaluation['num_images']} images, "
+                      f"{evaluation['checkpoint']} checkpoint)",
+                  f"  mAP@.5 {evaluation['map_50']:.4f}   mAP@[.5:.95] {evaluation['map']:.4f}   "
+                  f"precision {_number(evaluation.get('precision'))}   recall {_number(evaluation.get('recall'))}"
+                  f"   (boxes scoring >= {evaluation.get('score_threshold')})", ""]
+        lines += [f"  {'class':<20} {'AP':>8}"]
+        lines += [f"  {name:<20} {_number(ap):>8}" for name, ap in (evaluation.get("per_class_ap") or {}).items()]
     exports = result.get("exports") or []
     if exports:
         lines += ["", "Exports"]
@@ -142,3 +150,7 @@ def summary(result: dict[str, Any]) -> str:
     files += [(f"{e['format']} model", e["file"]) for e in exports if e.get("status") == "completed"]
     lines += [f"  {label:<16} {path}" for label, path in files if path]
     return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float | int) else "n/a"

@@ -24,8 +24,8 @@ PIPELINES = [p for p in CONFIGS if is_pipeline_document(read_yaml(p))]
 EXPERIMENT_CONFIGS = [p for p in CONFIGS if p not in PIPELINES]
 
 
-def test_configs_holds_the_demo_pipeline_and_the_ready_experiment_configs() -> None:
-    assert [p.name for p in PIPELINES] == ["demo.yaml"]
+def test_configs_holds_the_demo_pipelines_and_the_ready_experiment_configs() -> None:
+    assert [p.name for p in PIPELINES] == ["demo.yaml", "detection-quick.yaml"]
     assert {"cpu-quick.yaml", "transfer-resnet18.yaml", "multi-gpu-ddp.yaml"} <= {p.name for p in EXPERIMENT_CONFIGS}
     assert all(p.suffix == ".yaml" for p in CONFIGS)
 

@@ -21,8 +21,10 @@ import msgspec
 
 from ..datasets.splits import check_ratios
 from ..errors import ConflictError, ModelyardError, ValidationError
-from ..export.service import check_input_shape
-from ..export_options import resolve_options
+from ..export.service import check_input_shape, resolve_export_options
+from ..plugin_types import tasks_of
+from ..training.task_runtime import runtime_of
+from ..export_options import option_defaults
 from ..jsonio import atomic_write_json, read_json
 from ..services import Services
 from ..records import EvaluationMetrics
@@ -100,11 +102,19 @@ def check_pipeline(services: Services, pipeline: Pipeline) -> None:
             if getattr(ratios, subset) <= 0:
                 raise ValidationError(f"evaluate.subsets names '{subset}', but split.ratios.{subset} is 0",
                                       field="evaluate.subsets")
+    runtime = runtime_of(services.plugins.tasks.get(pipeline.project.task, field="project.task")) if pipeline.exports else None
     for position, export in enumerate(pipeline.exports):
         exporter = services.plugins.exporters.get(export.format, field=f"exports[{position}].format")
         try:
-            options = resolve_options(exporter, dict(export.options))
+            if pipeline.project.task not in tasks_of(exporter):
+                serving = [e.id for e in services.plugins.exporters.for_task(pipeline.project.task)]
+                raise ValidationError(f"the '{exporter.id}' format does not export {pipeline.project.task} models; "
+                                      f"use one of: {', '.join(serving) or 'none installed'}", field="format",
+                                      details={"available": serving})
+            assert runtime is not None
+            options = resolve_export_options(exporter, runtime.export_options_schema(), dict(export.options))
             check_input_shape(options, int(config.data.channels), config.data.image_size)  # type: ignore[arg-type]
+            runtime.check_export_options(options, option_defaults(exporter.options_schema))
         except ValidationError as exc:
             raise ValidationError(exc.message, field=f"exports[{position}].{exc.field or 'options'}",
                                   details={k: v for k, v in exc.details.items() if k != "field"}) from None
