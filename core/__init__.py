@@ -80,10 +80,11 @@ from .hub_weights import ensure_weights_cached, loading_cached_weights, weights_
 from .jsonio import atomic_write_bytes
 from .plugin_types import Architecture, BoxLabel, DatasetImporter, Exporter, ExportMetadata, ImageRecord, Task
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
-from .training.task_runtime import EvaluationOutcome, Sample, TargetStore, TaskRuntime
+from .training.augmentations import ALLOWED as AUGMENTATIONS
+from .training.task_runtime import EvaluationOutcome, Sample, TargetStore, TaskRuntime, TensorStore
 
-#: Importing these needs torch and Lightning, so they load on first use (``modelyard.core`` stays light).
-_LAZY = {"TaskModule": ".training.worker.module"}
+#: Importing these needs torch, Lightning or numpy, so they load on first use (``modelyard.core`` stays light).
+_LAZY = {"TaskModule": ".training.worker.module", "read_result_columns": ".evaluation.results"}
 
 
 def __getattr__(name: str) -> object:
@@ -99,6 +100,9 @@ __all__ = [
     "TaskRuntime",
     "TaskModule",
     "TargetStore",
+    "AUGMENTATIONS",
+    "TensorStore",
+    "read_result_columns",
     "EvaluationOutcome",
     "Sample",
     "CorruptDataError",

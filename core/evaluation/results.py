@@ -128,12 +128,7 @@ class ResultsTable:
     @classmethod
     def load(cls, path: Path) -> ResultsTable:
         """Read a table written by ``save`` (never unpickles anything)."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in _COLUMNS}
-                order = data["filename_order"] if "filename_order" in data.files else None
-        except (OSError, ValueError, KeyError) as exc:
-            raise CorruptDataError(f"{path.name} is corrupt and cannot be read", {"file": path.name}) from exc
+        arrays, order = read_result_columns(path, _COLUMNS)
         classes = [str(c) for c in arrays.pop("classes").tolist()]
         table = cls(classes=classes, **arrays)
         if not table._consistent():
@@ -151,6 +146,20 @@ class ResultsTable:
         if self.topk_ids.ndim != 2 or self.topk_ids.shape[0] != n:
             return False
         return all(_is_index_array(ids, c) for ids in (self.ground_truth, self.predicted, self.topk_ids))
+
+
+def read_result_columns(path: Path, columns: tuple[str, ...]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The named arrays of a results file and its stored filename order (``None`` when absent).
+
+    Never unpickles; a missing column or an unreadable file is ``CorruptDataError`` naming the file.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in columns}
+            order = data["filename_order"] if "filename_order" in data.files else None
+    except (OSError, ValueError, KeyError) as exc:
+        raise CorruptDataError(f"{path.name} is corrupt and cannot be read", {"file": path.name}) from exc
+    return arrays, order
 
 
 def _is_index_array(values: np.ndarray, bound: int) -> bool:

@@ -60,6 +60,37 @@ class TargetStore(ABC):
         """Collate targets that augmentations changed (one per item, in batch order)."""
 
 
+class TensorStore(TargetStore):
+    """Targets of one fixed shape each (a class id, a number, a mask) stacked in one tensor.
+
+    A batch is a single ``index_select``; padding items hold ``pad_value``
+    (e.g. classification's label ``-1`` or a regression's NaN), which the
+    task's metrics skip.
+    """
+
+    def __init__(self, values: torch.Tensor, pad: int = 0, pad_value: float = 0) -> None:
+        import torch
+
+        padding = torch.full((pad, *values.shape[1:]), pad_value, dtype=values.dtype)
+        self.values = torch.cat([values, padding]) if pad else values
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def item(self, index: int) -> torch.Tensor:
+        return self.values[index]
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        import torch
+
+        return self.values.index_select(0, torch.as_tensor(indices, dtype=torch.int64))
+
+    def collate(self, targets: Sequence[Any]) -> torch.Tensor:
+        import torch
+
+        return torch.stack(list(targets))
+
+
 class TaskRuntime(ABC):
     """A task's behaviour in training, evaluation and export (one instance per process is enough)."""
 

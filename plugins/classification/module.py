@@ -96,9 +96,7 @@ class ClassificationModule(TaskModule):
 
     def on_validation_epoch_end(self) -> None:
         """``val/loss`` (weighted mean over every image of every rank), ``val/acc`` and ``val/f1``."""
-        sums = self._val_sums if self._val_sums is not None else torch.zeros(2, device=self.device)
-        if self.trainer.world_size > 1:
-            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        sums = self.sum_over_ranks(self._val_sums if self._val_sums is not None else torch.zeros(2, device=self.device))
         if float(sums[1]) > 0:
             self.log("val/loss", sums[0] / sums[1])
         self.log("val/acc", self.val_acc.compute())  # torchmetrics syncs the ranks itself

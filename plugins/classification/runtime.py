@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from modelyard.core import EvaluationOutcome, Sample, TargetStore, TaskRuntime, ValidationError
+from modelyard.core import EvaluationOutcome, Sample, TaskRuntime, TensorStore, ValidationError
 from modelyard.core.datasets.document import split_items
 from modelyard.core.evaluation.metrics import compute_metrics
 from modelyard.core.evaluation.results import ResultsTable
@@ -18,23 +18,9 @@ from .module import ClassificationModule
 PAD_LABEL = -1
 
 
-class LabelStore(TargetStore):
-    """Class ids as one ``int64`` tensor: a batch of labels is a single ``index_select``."""
-
-    def __init__(self, labels: Sequence[int], pad: int = 0) -> None:
-        self.labels = torch.tensor(list(labels) + [PAD_LABEL] * pad, dtype=torch.int64)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def item(self, index: int) -> torch.Tensor:
-        return self.labels[index]
-
-    def batch(self, indices: Sequence[int]) -> torch.Tensor:
-        return self.labels.index_select(0, torch.as_tensor(indices, dtype=torch.int64))
-
-    def collate(self, targets: Sequence[Any]) -> torch.Tensor:
-        return torch.stack(list(targets))
+def label_store(labels: Sequence[int], pad: int = 0) -> TensorStore:
+    """Class ids as one ``int64`` tensor (padding items: ``PAD_LABEL``)."""
+    return TensorStore(torch.tensor(list(labels), dtype=torch.int64), pad, PAD_LABEL)
 
 
 class ClassificationRuntime(TaskRuntime):
@@ -45,8 +31,8 @@ class ClassificationRuntime(TaskRuntime):
     def samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int]) -> list[Sample]:
         return list(split_items(dataset, split_index, subset))
 
-    def target_store(self, targets: Sequence[Any], pad: int = 0) -> LabelStore:
-        return LabelStore(targets, pad)
+    def target_store(self, targets: Sequence[Any], pad: int = 0) -> TensorStore:
+        return label_store(targets, pad)
 
     def module_class(self) -> type[ClassificationModule]:
         return ClassificationModule

@@ -10,32 +10,15 @@ the pixels (or leave both alone): see ``BOX_SAFE_AUGMENTATIONS``.
 
 from __future__ import annotations
 
-from modelyard.core import Task, TaskRegistry, hookimpl
+from modelyard.core import AUGMENTATIONS, Task, TaskRegistry, hookimpl
 
-#: torchvision v2 transforms that transform ``BoundingBoxes`` with the image (geometric) or touch pixels only.
-#: Left out: AutoAugment, RandAugment, TrivialAugmentWide and AugMix (they refuse boxes), RandomErasing (it
-#: would erase objects and keep their boxes), ElasticTransform (boxes of warped objects are no longer tight).
-BOX_SAFE_AUGMENTATIONS: tuple[str, ...] = (
-    "CenterCrop",
-    "ColorJitter",
-    "GaussianBlur",
-    "RandomAdjustSharpness",
-    "RandomAffine",
-    "RandomAutocontrast",
-    "RandomChannelPermutation",
-    "RandomCrop",
-    "RandomEqualize",
-    "RandomGrayscale",
-    "RandomHorizontalFlip",
-    "RandomInvert",
-    "RandomPerspective",
-    "RandomPhotometricDistort",
-    "RandomPosterize",
-    "RandomResizedCrop",
-    "RandomRotation",
-    "RandomSolarize",
-    "RandomVerticalFlip",
-)
+#: Core's augmentations that do not move boxes with the pixels: AutoAugment, RandAugment, TrivialAugmentWide and
+#: AugMix refuse boxes, RandomErasing would erase objects and keep their boxes, ElasticTransform warps objects so
+#: their boxes are no longer tight.
+NOT_BOX_SAFE: frozenset[str] = frozenset({"AugMix", "AutoAugment", "ElasticTransform", "RandAugment", "RandomErasing",
+                                         "TrivialAugmentWide"})
+#: transforms v2 that move ``BoundingBoxes`` with the image (geometric) or touch pixels only
+BOX_SAFE_AUGMENTATIONS: tuple[str, ...] = tuple(name for name in AUGMENTATIONS if name not in NOT_BOX_SAFE)
 
 
 def _runtime():  # type: ignore[no-untyped-def]

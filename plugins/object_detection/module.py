@@ -92,9 +92,7 @@ class DetectionModule(TaskModule):
 
     def on_validation_epoch_end(self) -> None:
         """``val/loss`` over every rank's images, ``val/map`` and ``val/map_50`` (torchmetrics syncs the ranks)."""
-        sums = self._val_sums if self._val_sums is not None else torch.zeros(2, device=self.device)
-        if self.trainer.world_size > 1:
-            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        sums = self.sum_over_ranks(self._val_sums if self._val_sums is not None else torch.zeros(2, device=self.device))
         if float(sums[1]) > 0:
             self.log("val/loss", sums[0] / sums[1])
         result = self.val_map.compute()

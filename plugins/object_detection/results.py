@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.core import CorruptDataError, atomic_write_bytes
+from modelyard.core import CorruptDataError, atomic_write_bytes, read_result_columns
 
 _COLUMNS = ("classes", "filenames", "subsets", "gt_offsets", "gt_boxes", "gt_labels", "gt_match", "pred_offsets",
             "pred_boxes", "pred_scores", "pred_labels", "pred_match", "pred_iou")
@@ -151,12 +151,7 @@ class DetectionResultsTable:
     @classmethod
     def load(cls, path: Path) -> DetectionResultsTable:
         """Read a table written by ``save`` (never unpickles anything)."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in _COLUMNS}
-                order = data["filename_order"] if "filename_order" in data.files else None
-        except (OSError, ValueError, KeyError) as exc:
-            raise CorruptDataError(f"{path.name} is corrupt and cannot be read", {"file": path.name}) from exc
+        arrays, order = read_result_columns(path, _COLUMNS)
         classes = [str(c) for c in arrays.pop("classes").tolist()]
         table = cls(classes=classes, **arrays, filename_order=order)
         if not table._consistent():

@@ -183,11 +183,15 @@ class TaskModule(L.LightningModule):
         sums = self._train_sums if self._train_sums is not None else torch.zeros(width, device=self.device)
         return torch.cat([sums.float(), torch.tensor([float(self._train_seen)], device=sums.device)])
 
+    def sum_over_ranks(self, sums: torch.Tensor) -> torch.Tensor:
+        """``sums`` added up over every DDP rank (itself in a single process); every rank must call it."""
+        if self.trainer.world_size > 1:
+            return self.trainer.strategy.reduce(sums, reduce_op="sum")
+        return sums
+
     def on_train_epoch_end(self) -> None:
         """The epoch's sums over every rank's images (one reduction per epoch), handed to ``log_train_epoch``."""
-        totals = self._local_train_sums()
-        if self.trainer.world_size > 1:
-            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        totals = self.sum_over_ranks(self._local_train_sums())
         if float(totals[-1]) > 0:
             self.log_train_epoch(totals[:-1], float(totals[-1]))
 
