@@ -152,6 +152,19 @@ class TaskRuntime(ABC):
 
         raise ValidationError(f"task '{self.task.id}' cannot be evaluated (its runtime has no evaluation)", field="task")
 
+    # -- prediction (DESIGN section 12) ----------------------------------------------------
+    def predictions(self, output: Any, classes: list[str], source_size: tuple[int, int],
+                    options: dict[str, Any]) -> list[dict[str, Any]]:
+        """One image's answer to a predict request from its ``evaluate_batch`` output.
+
+        ``source_size`` is the image's ``(width, height)`` as sent (spatial
+        answers are in its pixels); ``options`` carries the request's
+        ``top_k``/``score_threshold``.
+        """
+        from ..errors import ValidationError
+
+        raise ValidationError(f"task '{self.task.id}' cannot predict (its runtime has no prediction output)", field="task")
+
     # -- export (core/export/worker.py) ----------------------------------------------------
     # The exported graph takes what the network takes (normalised float NCHW, the run's image size) and
     # answers with the named outputs of ``export_outputs``. Every default below is classification's: one

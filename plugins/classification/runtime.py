@@ -66,6 +66,14 @@ class ClassificationRuntime(TaskRuntime):
                                                 targets, probabilities, losses)
         return EvaluationOutcome(metrics=metrics, results=table)
 
+    def predictions(self, output: Any, classes: list[str], source_size: tuple[int, int],
+                    options: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``top_k`` (default 5) most probable classes, most probable first (ties: the lower class id)."""
+        probabilities, _ = output
+        top_k = max(1, min(int(options.get("top_k") or 5), len(classes)))
+        order = sorted(range(len(classes)), key=lambda c: (-float(probabilities[c]), c))[:top_k]
+        return [{"class_id": c, "class_name": classes[c], "confidence": float(probabilities[c])} for c in order]
+
     def module_options(self, config: Any, classes: list[str], train_targets: Sequence[Any]) -> dict[str, Any]:
         """``class_weights`` ``n / (k * n_c)`` per class (1.0 for a class with no training image) when ``balanced``."""
         if config.training.loss.class_weights != "balanced":

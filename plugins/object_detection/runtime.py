@@ -127,6 +127,24 @@ class DetectionRuntime(TaskRuntime):
                                              DEFAULT_SCORE_THRESHOLD if threshold is None else float(threshold))
         return EvaluationOutcome(metrics=metrics, results=table)
 
+    def predictions(self, output: Any, classes: list[str], source_size: tuple[int, int],
+                    options: dict[str, Any]) -> list[dict[str, Any]]:
+        """The boxes scoring at least ``score_threshold`` (default 0.5), highest first, ``[x, y, w, h]`` in the image's pixels."""
+        from .evaluation import DEFAULT_SCORE_THRESHOLD
+
+        threshold = options.get("score_threshold")
+        threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else float(threshold)
+        height, width = options["input_size"]
+        sx, sy = source_size[0] / float(width), source_size[1] / float(height)
+        answer = []
+        for box, score, label in zip(output["boxes"], output["scores"], output["labels"], strict=True):
+            if float(score) >= threshold:
+                x1, y1, x2, y2 = (float(v) for v in box)
+                answer.append({"class_id": int(label), "class_name": classes[int(label)], "score": float(score),
+                               "bbox": [round(x1 * sx, 2), round(y1 * sy, 2), round((x2 - x1) * sx, 2),
+                                        round((y2 - y1) * sy, 2)]})
+        return sorted(answer, key=lambda p: -p["score"])
+
     def module_class(self) -> type[DetectionModule]:
         return DetectionModule
 
