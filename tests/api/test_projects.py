@@ -31,7 +31,7 @@ def test_created_project_is_listed_and_readable(client, project_id: str) -> None
 
 def test_unsupported_task_is_rejected_listing_supported_ones(client) -> None:
     error = assert_error(client.post("/api/projects", json={"name": "x", "task": "detection"}), 422, "VALIDATION_ERROR")
-    assert error["details"]["available"] == ["classification"]
+    assert error["details"]["available"] == ["classification", "object_detection"]
     assert error["details"]["field"] == "task"
 
 
@@ -83,7 +83,7 @@ def test_patch_with_unknown_field_is_422_and_changes_nothing(client, project_id:
 
 def test_patch_to_an_unsupported_task_is_422_listing_supported_ones(client, project_id: str) -> None:
     error = assert_error(client.patch(f"/api/projects/{project_id}", json={"task": "detection"}), 422, "VALIDATION_ERROR")
-    assert error["details"]["available"] == ["classification"]
+    assert error["details"]["available"] == ["classification", "object_detection"]
 
 
 def test_patch_task_is_allowed_while_the_project_has_no_dataset(client, project_id: str, second_task: str) -> None:
@@ -128,7 +128,7 @@ def test_a_task_a_plugin_registers_through_register_tasks_can_be_chosen_and_is_i
     assert response.status_code == 201, response.text
     assert response.json()["data"]["task"] == second_task
     schema = create_app_schema_task_enum(client)
-    assert schema == ["classification", second_task]
+    assert schema == sorted(["classification", "object_detection", second_task])
     plugins = {p["name"]: p for p in client.get("/api/system/plugins").json()["data"]}
     assert plugins["second-task"]["registered"]["tasks"] == [second_task]
 
