@@ -169,7 +169,12 @@ def _define_classes() -> tuple[type, ...]:
             if self.training:
                 if targets is None:
                     raise ValueError("a detector in training mode needs targets")
-                return self.model(batch, [self._target(t) for t in targets])
+                prepared = [self._target(t) for t in targets]
+                if len(batch) == 1:
+                    # an epoch's last batch can hold one image; SSDlite's 1x1 feature maps cannot batch-normalise a
+                    # single value, so the image goes in twice (the same losses, as the losses are image means)
+                    batch, prepared = batch * 2, prepared * 2
+                return self.model(batch, prepared)
             return [self._detections(d) for d in self.model(batch)]
 
         def export_forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:

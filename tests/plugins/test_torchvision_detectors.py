@@ -432,3 +432,16 @@ def test_a_built_detector_pickles_and_its_classes_are_module_attributes(registry
     assert type(copy.model.transform) is torchvision_detectors.NoResizeTransform
     assert torch.equal(copy.state_dict()["model.head.regression_head.module_list.0.1.weight"],
                        net.state_dict()["model.head.regression_head.module_list.0.1.weight"])  # fmt: skip
+
+
+def test_ssdlite_trains_on_a_last_batch_of_one_image() -> None:
+    """An epoch's last batch may hold one image; SSDlite's 1x1 maps cannot batch-normalise one value alone."""
+    import torch
+
+    from modelyard.plugins.torchvision_detectors import architecture_for
+
+    net = architecture_for("ssdlite320_mobilenet_v3_large").build(3, image_size=(128, 128)).train()
+    losses = net(torch.rand(1, 3, 128, 128), [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]),
+                                               "labels": torch.tensor([1])}])
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total.requires_grad
