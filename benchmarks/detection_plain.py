@@ -17,9 +17,10 @@ threads on that busy box stalled to 229-559 s for the same run (the stall
 described in benchmarks/README.md). The report records the policy and the
 process CPU seconds.
 
-It is also the plain side a later ``train_overhead_detection`` row compares
-the run engine with: ``load_detection_set`` and ``train_plain`` take the
-data and the hyper-parameters as arguments.
+It is also the plain side the ``train_overhead_detection`` row
+(``benchmarks/train_bench.py``) compares the run engine with:
+``load_detection_set`` and ``train_plain`` take the data, the
+hyper-parameters and the epoch clock as arguments.
 
 Run ``python -m benchmarks.detection_plain [--epochs N] [--images N] [--out PATH]``;
 it prints the numbers and writes ``benchmarks/results/detection_plain.json``.
@@ -33,6 +34,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +92,15 @@ def _normalise(images: Any) -> Any:
 
 
 def train_plain(train: DetectionSet, epochs: int = 12, batch: int = 32, lr: float = 4e-3, weight_decay: float = 1e-4,
-                seed: int = 0, flip: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Train a fresh ``simple_detector`` on ``train``; returns the model (eval mode) and timing/loss figures."""
+                seed: int = 0, flip: bool = True,
+                clock: Callable[[], float] = time.perf_counter) -> tuple[Any, dict[str, Any]]:
+    """Train a fresh ``simple_detector`` on ``train``; returns the model (eval mode) and timing/loss figures.
+
+    ``epoch_seconds`` times each epoch's loop (shuffle to the last optimizer
+    step) with ``clock``: the ``train_overhead_detection`` row passes
+    ``time.process_time`` for process CPU seconds, as the run engine's epoch
+    records are then timed.
+    """
     import torch
 
     from modelyard.plugins.simple_detector import build_simple_detector
@@ -107,8 +116,10 @@ def train_plain(train: DetectionSet, epochs: int = 12, batch: int = 32, lr: floa
     width = size[1]
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
+    epoch_seconds: list[float] = []
     start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(epochs):
+        epoch_start = clock()
         order = torch.randperm(len(train.images), generator=generator).tolist()
         epoch_loss = 0.0
         for begin in range(0, len(order), batch):
@@ -128,12 +139,14 @@ def train_plain(train: DetectionSet, epochs: int = 12, batch: int = 32, lr: floa
             optimizer.step()
             schedule.step()
             epoch_loss += float(loss.detach()) * len(index)
+        epoch_seconds.append(clock() - epoch_start)
         losses.append(epoch_loss / len(order))
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     model.eval()
     # process CPU seconds (all threads): what other load on the machine barely moves
     return model, {"train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "epochs": epochs, "batch": batch, "lr": lr,
-                   "train_images_per_s": epochs * len(train.images) / seconds, "epoch_losses": losses}
+                   "train_images_per_s": epochs * len(train.images) / seconds, "epoch_losses": losses,
+                   "epoch_seconds": epoch_seconds}
 
 
 def evaluate_map(model: Any, test: DetectionSet, batch: int = 64) -> dict[str, float]:

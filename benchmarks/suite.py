@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from benchmarks.harness import Result, Side
 from benchmarks.photos import PhotoProject, photo_project
@@ -72,21 +72,40 @@ def _train_overhead(arch: str, image_px: int, target: float, quick_images: int, 
         r = bench_train_overhead(arch, image_px, batch=64, n_images=ctx.pick(quick_images, full_images),
                                  epochs=ctx.pick(2, 3), repeats=ctx.pick(1, full_repeats), clock=ctx.clock,
                                  threads=ctx.threads)
-        unit, per = ("img/cpu-s", "process CPU second") if ctx.clock == "cpu" else ("img/s", "wall second")
-        return [Result(
-            id=f"train_overhead_{arch}",
-            compares=(f"run engine (train_run: Lightning, DataModule memory cache, run files, callbacks) vs hand-written "
-                      f"PyTorch loop, same {arch} {image_px}px, seed, AdamW, batch {r['batch']}, same decoded uint8 images "
-                      f"({r['n_images']} generated, ~94% train), CPU, {r['torch_threads']} torch thread(s); training-loop "
-                      f"images per {per} over epochs 2..{r['epochs']}"),
-            ours=Side("run engine", unit, r["engine_values"]), against=Side("plain loop", unit, r["plain_values"]),
-            ratio_kind="ours/against", target=f">= {target}x", target_value=target, higher_is_better=True,
-            notes=f"median of paired (neighbouring) ratios {r['paired_ratio_median']:.3f}; whole epochs incl. "
-                  f"validation + checkpoints {r['whole_epoch_ratio']:.3f}x",
-            extra={k: v for k, v in r.items() if k not in ("engine_values", "plain_values")},
-        )]
+        return [_overhead_result(ctx, f"train_overhead_{arch}", target, r, (
+            f"run engine (train_run: Lightning, DataModule memory cache, run files, callbacks) vs hand-written "
+            f"PyTorch loop, same {arch} {image_px}px, seed, AdamW, batch {r['batch']}, same decoded uint8 images "
+            f"({r['n_images']} generated, ~94% train), CPU, {r['torch_threads']} torch thread(s)"))]
 
     return run
+
+
+def _overhead_result(ctx: Context, row_id: str, target: float, r: dict[str, Any], setting: str) -> Result:
+    """A training-overhead row from ``train_bench``'s figures: training-loop images per second (or CPU second)."""
+    unit, per = ("img/cpu-s", "process CPU second") if ctx.clock == "cpu" else ("img/s", "wall second")
+    return Result(
+        id=row_id,
+        compares=f"{setting}; training-loop images per {per} over epochs 2..{r['epochs']}",
+        ours=Side("run engine", unit, r["engine_values"]), against=Side("plain loop", unit, r["plain_values"]),
+        ratio_kind="ours/against", target=f">= {target}x", target_value=target, higher_is_better=True,
+        notes=f"median of paired (neighbouring) ratios {r['paired_ratio_median']:.3f}; whole epochs incl. "
+              f"validation + checkpoints {r['whole_epoch_ratio']:.3f}x",
+        extra={k: v for k, v in r.items() if k not in ("engine_values", "plain_values")},
+    )
+
+
+def _train_overhead_detection(ctx: Context) -> list[Result]:
+    """simple_detector 96 px: fewer, longer pairs than the classification rows (a detector step is ~10x theirs)."""
+    from benchmarks.train_bench import bench_train_overhead_detection
+
+    r = bench_train_overhead_detection(image_px=96, batch=32, n_images=ctx.pick(128, 512), epochs=ctx.pick(2, 3),
+                                       repeats=ctx.pick(1, 5), clock=ctx.clock, threads=ctx.threads)
+    return [_overhead_result(ctx, "train_overhead_detection", 0.95, r, (
+        f"run engine (train_run of an object_detection project, COCO-imported: Lightning, DataModule memory cache, "
+        f"per-image seeded augmentation through the task runtime, run files, callbacks; num_workers 0) vs "
+        f"detection_plain.train_plain, same simple_detector {r['image_px']}px, seed, AdamW + one-cycle, batch "
+        f"{r['batch']}, random horizontal flip p=0.5 on both sides, same decoded NCHW uint8 canvases "
+        f"({r['n_images']} generated shapes-detection, ~94% train), CPU, {r['torch_threads']} torch thread(s)"))]
 
 
 def _real_vs_synthetic(ctx: Context) -> list[Result]:
@@ -217,6 +236,7 @@ def _gpu_engine(ctx: Context) -> list[Result]:
 MEASUREMENTS: list[Measurement] = [
     Measurement(("train_overhead_simple_cnn",), _train_overhead("simple_cnn", 28, 0.95, 128, 512, 7)),
     Measurement(("train_overhead_resnet18",), _train_overhead("resnet18", 64, 0.97, 128, 256, 7)),
+    Measurement(("train_overhead_detection",), _train_overhead_detection),
     Measurement(("loader_cached_vs_decode",), _cached_vs_decode),
     Measurement(("loader_draft_decode",), _draft_decode),
     Measurement(("train_real_vs_synthetic",), _real_vs_synthetic),
