@@ -12,6 +12,8 @@ from modelyard.testing import check_importer
 from tests.api.test_datasets import import_local, upload
 from tests.conftest import assert_error
 from tests.core.datasets.detection_factories import (
+    imported,
+    skipped_reasons,
     SCENES,
     coco_document,
     coco_folder,
@@ -21,16 +23,6 @@ from tests.core.datasets.detection_factories import (
     stored_boxes,
 )
 from tests.core.datasets.factories import write, zip_of_folder
-
-
-def _import(client, project_id: str, folder: Path, **body: object) -> dict:
-    response = import_local(client, project_id, folder, **body)
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
-
-
-def _skipped(data: dict) -> dict[str, str]:
-    return {item["path"]: item["reason"] for item in data["skipped"]}
 
 
 def test_the_importer_reads_boxes_by_category_id(tmp_path: Path) -> None:
@@ -45,7 +37,7 @@ def test_the_importer_reads_boxes_by_category_id(tmp_path: Path) -> None:
 
 def test_folder_import_stores_pixel_boxes_and_keeps_background_images(client, detection_project: str,
                                                                      import_root: Path) -> None:
-    data = _import(client, detection_project, coco_folder(import_root / "coco"))
+    data = imported(client, detection_project, coco_folder(import_root / "coco"))
     assert (data["format"], data["imported"], data["classes"], data["skipped"], data["warnings"]) == (
         "coco", 4, ["car", "dog"], [], [])
     for name in SCENES:
@@ -85,7 +77,7 @@ def test_zip_upload_with_subset_folders_sets_the_source_split(client, detection_
 def test_crowd_annotations_are_left_out(client, detection_project: str, import_root: Path) -> None:
     doc = coco_document()
     doc["annotations"].append({"id": 99, "image_id": 2, "category_id": 11, "bbox": [0, 0, 30, 30], "iscrowd": 1})
-    _import(client, detection_project, coco_folder(import_root / "coco", document=doc))
+    imported(client, detection_project, coco_folder(import_root / "coco", document=doc))
     assert stored_boxes(client, detection_project, "images_b.png") == expected_boxes("b.png")
 
 
@@ -95,8 +87,8 @@ def test_unknown_category_and_malformed_annotations_refuse_only_their_image(clie
     doc["annotations"][0]["category_id"] = 777  # a.png
     doc["annotations"][2]["bbox"] = [1, 2, "x", 4]  # b.png
     doc["annotations"][3]["bbox"] = [1, 2, 3]  # c.png
-    data = _import(client, detection_project, coco_folder(import_root / "coco", document=doc))
-    skipped = _skipped(data)
+    data = imported(client, detection_project, coco_folder(import_root / "coco", document=doc))
+    skipped = skipped_reasons(data)
     assert "unknown category id 777" in skipped["images/a.png"]
     assert "only numbers" in skipped["images/b.png"]
     assert "4 numbers" in skipped["images/c.png"]
@@ -112,14 +104,14 @@ def test_nan_negative_huge_clipped_and_degenerate_boxes(client, detection_projec
     doc["annotations"][3]["bbox"] = [100, 100, 5, 5]  # c.png: entirely outside: degenerate
     raw = json.dumps(doc).replace("1e+300", "NaN", 1)  # NaN is not JSON, but Python writes it; refused per image
     (folder / "annotations.json").write_text(raw, encoding="utf-8")
-    data = _import(client, detection_project, folder)
-    skipped = _skipped(data)
+    data = imported(client, detection_project, folder)
+    skipped = skipped_reasons(data)
     assert set(skipped) == {"images/a.png", "images/b.png", "images/c.png"}
     assert "non-finite" in skipped["images/a.png"]
     assert "degenerate" in skipped["images/b.png"] and "degenerate" in skipped["images/c.png"]
     doc["annotations"][1]["bbox"] = [30, 20, 1e300, 1e300]
     (folder / "annotations.json").write_text(json.dumps(doc), encoding="utf-8")
-    data = _import(client, detection_project, folder, replace=True)
+    data = imported(client, detection_project, folder, replace=True)
     assert data["warnings"] == [{"path": "images/a.png", "reason": "2 boxes clipped to the image"}]
     assert stored_boxes(client, detection_project, "images_a.png") == [("car", [0.0, 0.0, 15.0, 5.0]),
                                                                       ("dog", [30.0, 20.0, 34.0, 28.0])]
@@ -129,7 +121,7 @@ def test_a_huge_integer_coordinate_is_a_reason_not_a_crash(client, detection_pro
     folder = coco_folder(import_root / "coco")
     raw = json.dumps(coco_document()).replace("[4, 4, 20, 10]", "[4, 4, 2" + "0" * 400 + ", 10]")
     (folder / "annotations.json").write_text(raw, encoding="utf-8")
-    assert "too large" in _skipped(_import(client, detection_project, folder))["images/a.png"]
+    assert "too large" in skipped_reasons(imported(client, detection_project, folder))["images/a.png"]
 
 
 def test_malformed_json_and_wrong_types_are_one_skipped_entry_for_the_file(client, detection_project: str,
@@ -157,8 +149,8 @@ def test_missing_images_and_orphan_annotations_are_reported(client, detection_pr
     doc = coco_document()
     doc["annotations"].append({"id": 50, "image_id": 404, "category_id": 10, "bbox": [1, 1, 2, 2]})
     (folder / "annotations.json").write_text(json.dumps(doc), encoding="utf-8")
-    data = _import(client, detection_project, folder)
-    skipped = _skipped(data)
+    data = imported(client, detection_project, folder)
+    skipped = skipped_reasons(data)
     assert skipped["images/b.png"] == "file not found"
     assert "refer to image ids not in 'images'" in skipped["annotations.json"]
     assert data["imported"] == 3
@@ -175,7 +167,7 @@ def test_file_names_that_leave_the_dataset_are_refused(client, detection_project
                                   start=100):
         doc["images"].append({"id": number, "file_name": name})
     (folder / "annotations.json").write_text(json.dumps(doc), encoding="utf-8")
-    data = _import(client, detection_project, folder)
+    data = imported(client, detection_project, folder)
     skipped = data["skipped"]
     assert sum("is not a relative path inside the dataset" in s["reason"] for s in skipped) == 4
     assert {"path": "images/link.png", "reason": "symbolic link (links are not followed)"} in skipped
@@ -187,11 +179,11 @@ def test_file_names_that_leave_the_dataset_are_refused(client, detection_project
 def test_auto_only_considers_importers_of_the_task(client, project_id: str, detection_project: str,
                                                    import_root: Path) -> None:
     folder = coco_folder(import_root / "coco")
-    classification = _import(client, project_id, folder)  # classification: COCO is never chosen
+    classification = imported(client, project_id, folder)  # classification: COCO is never chosen
     assert classification["format"] == "imagefolder"
     error = assert_error(import_local(client, project_id, folder, format="coco"), 422, "VALIDATION_ERROR")
     assert "coco" not in error["details"]["available"] and "imagefolder" in error["details"]["available"]
     error = assert_error(import_local(client, detection_project, folder, format="imagefolder"), 422, "VALIDATION_ERROR")
     assert set(error["details"]["available"]) == {"coco", "voc", "yolo"}
     assert error["details"]["field"] == "format"
-    assert _import(client, detection_project, folder)["format"] == "coco"
+    assert imported(client, detection_project, folder)["format"] == "coco"

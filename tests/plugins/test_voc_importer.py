@@ -10,8 +10,10 @@ import pytest
 from modelyard.core.plugin_manager import PluginHost
 from modelyard.plugins import voc_importer
 from modelyard.testing import check_importer
-from tests.api.test_datasets import import_local, upload
+from tests.api.test_datasets import upload
 from tests.core.datasets.detection_factories import (
+    imported,
+    skipped_reasons,
     SCENES,
     detection_project,  # noqa: F401  (fixture)
     expected_boxes,
@@ -41,16 +43,6 @@ EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
 <bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>"""
 
 
-def _import(client, project_id: str, folder: Path, **body: object) -> dict:
-    response = import_local(client, project_id, folder, **body)
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
-
-
-def _skipped(data: dict) -> dict[str, str]:
-    return {item["path"]: item["reason"] for item in data["skipped"]}
-
-
 def test_the_importer_reads_one_based_corners_as_pixel_boxes(tmp_path: Path) -> None:
     host = PluginHost(disabled=set())
     host.add_plugin(voc_importer, name="voc_importer")
@@ -65,7 +57,7 @@ def test_folder_and_zip_import(client, detection_project: str, import_root: Path
     folder = voc_folder(import_root / "voc")
     write(folder / "ImageSets" / "Main" / "train.txt", b"a\nb\nd\n")
     write(folder / "ImageSets" / "Main" / "val.txt", b"c\n")
-    data = _import(client, detection_project, folder)
+    data = imported(client, detection_project, folder)
     assert (data["format"], data["imported"], data["classes"], data["skipped"]) == ("voc", 4, ["car", "dog"], [])
     for name in SCENES:
         assert stored_boxes(client, detection_project, f"JPEGImages_{name}") == expected_boxes(name)
@@ -99,8 +91,8 @@ def test_hostile_or_malformed_xml_refuses_only_its_image(client, detection_proje
                                                         content: bytes, reason: str) -> None:
     folder = voc_folder(import_root / "voc")
     (folder / "Annotations" / "b.xml").write_bytes(content)
-    data = _import(client, detection_project, folder)
-    assert reason in _skipped(data)["Annotations/b.xml"]
+    data = imported(client, detection_project, folder)
+    assert reason in skipped_reasons(data)["Annotations/b.xml"]
     assert data["imported"] == 3
 
 
@@ -117,8 +109,8 @@ def test_clipped_degenerate_and_missing_images(client, detection_project: str, i
     (folder / "JPEGImages" / "d.png").unlink()
     os.symlink(secret, folder / "JPEGImages" / "d.png")
     (folder / "Annotations" / "e.xml").mkdir()
-    data = _import(client, detection_project, folder)
-    skipped = _skipped(data)
+    data = imported(client, detection_project, folder)
+    skipped = skipped_reasons(data)
     assert "degenerate" in skipped["JPEGImages/b.png"]
     assert skipped["JPEGImages/c.png"] == "file not found"
     assert skipped["JPEGImages/d.png"] == "symbolic link (links are not followed)"

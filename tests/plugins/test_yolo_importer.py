@@ -15,6 +15,8 @@ from modelyard.testing import check_importer
 from tests.api.test_datasets import import_local, upload
 from tests.conftest import assert_error
 from tests.core.datasets.detection_factories import (
+    imported,
+    skipped_reasons,
     SCENES,
     detection_project,  # noqa: F401  (fixture)
     expected_boxes,
@@ -22,16 +24,6 @@ from tests.core.datasets.detection_factories import (
     yolo_folder,
 )
 from tests.core.datasets.factories import write, zip_of_folder
-
-
-def _import(client, project_id: str, folder: Path, **body: object) -> dict:
-    response = import_local(client, project_id, folder, **body)
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
-
-
-def _skipped(data: dict) -> dict[str, str]:
-    return {item["path"]: item["reason"] for item in data["skipped"]}
 
 
 def _close(got: list[tuple[str, list[float]]], want: list[tuple[str, list[float]]]) -> bool:
@@ -50,7 +42,7 @@ def test_the_importer_converts_normalised_boxes_to_pixels(tmp_path: Path) -> Non
 
 
 def test_folder_import(client, detection_project: str, import_root: Path) -> None:
-    data = _import(client, detection_project, yolo_folder(import_root / "y"))
+    data = imported(client, detection_project, yolo_folder(import_root / "y"))
     assert (data["format"], data["imported"], data["classes"], data["skipped"]) == ("yolo", 4, ["car", "dog"], [])
     for name in SCENES:
         assert _close(stored_boxes(client, detection_project, f"images_{name}"), expected_boxes(name))
@@ -84,7 +76,7 @@ def test_classes_txt_and_roboflow_layout(client, detection_project: str, import_
     (folder / "valid").mkdir()
     (folder / "images").rename(folder / "valid" / "images")
     (folder / "labels").rename(folder / "valid" / "labels")
-    data = _import(client, detection_project, folder)
+    data = imported(client, detection_project, folder)
     assert (data["format"], data["imported"]) == ("yolo", 4)
     assert _close(stored_boxes(client, detection_project, "valid_images_c.png"), expected_boxes("c.png"))
 
@@ -97,7 +89,7 @@ def test_exif_rotated_images_get_boxes_in_displayed_pixels(client, detection_pro
     Image.new("RGB", (40, 20), (10, 200, 30)).save(buffer, format="JPEG", exif=exif.tobytes())
     write(folder / "images" / "r.jpg", buffer.getvalue())
     write(folder / "labels" / "r.txt", b"0 0.5 0.5 0.5 0.25\n")
-    _import(client, detection_project, folder)
+    imported(client, detection_project, folder)
     info = client.get(f"/api/datasets/{detection_project}/images/images_r.jpg/info").json()["data"]
     assert (info["width"], info["height"]) == (20, 40)
     assert info["annotations"][0]["bbox"] == [5.0, 15.0, 10.0, 10.0]
@@ -117,8 +109,8 @@ def test_a_malformed_label_file_is_a_skipped_entry_naming_it(client, detection_p
                                                             content: bytes, reason: str) -> None:
     folder = yolo_folder(import_root / "y")
     (folder / "labels" / "b.txt").write_bytes(content)
-    data = _import(client, detection_project, folder)
-    assert reason in _skipped(data)["labels/b.txt"] and data["imported"] == 3
+    data = imported(client, detection_project, folder)
+    assert reason in skipped_reasons(data)["labels/b.txt"] and data["imported"] == 3
 
 
 def test_boxes_outside_the_image_are_clipped_and_degenerate_ones_refused(client, detection_project: str,
@@ -127,8 +119,8 @@ def test_boxes_outside_the_image_are_clipped_and_degenerate_ones_refused(client,
     (folder / "labels" / "a.txt").write_text("0 0.0 0.0 0.5 0.5\n1 1e300 0.5 0.5 0.5\n", encoding="utf-8")
     (folder / "labels" / "b.txt").write_text("0 0.5 0.5 -0.2 0.2\n", encoding="utf-8")
     (folder / "labels" / "c.txt").write_text("1 0.5 0.5 1.5 1.5\n", encoding="utf-8")
-    data = _import(client, detection_project, folder)
-    skipped = _skipped(data)
+    data = imported(client, detection_project, folder)
+    skipped = skipped_reasons(data)
     assert "degenerate" in skipped["images/a.png"] and "degenerate" in skipped["images/b.png"]
     assert data["warnings"] == [{"path": "images/c.png", "reason": "1 box clipped to the image"}]
     assert stored_boxes(client, detection_project, "images_c.png") == [("dog", [0.0, 0.0, 32.0, 32.0])]
@@ -142,7 +134,7 @@ def test_a_label_file_that_is_a_directory_or_a_link_is_refused(client, detection
     secret = write(tmp_path / "secret.txt", b"0 0.5 0.5 0.5 0.5\n")
     (folder / "labels" / "b.txt").unlink()
     os.symlink(secret, folder / "labels" / "b.txt")
-    skipped = _skipped(_import(client, detection_project, folder))
+    skipped = skipped_reasons(imported(client, detection_project, folder))
     assert skipped["labels/a.txt"] == "label file not a regular file (directory)"
     assert skipped["labels/b.txt"] == "label file symbolic link (links are not followed)"
 

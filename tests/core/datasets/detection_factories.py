@@ -102,3 +102,17 @@ def detection_project(client: TestClient[Litestar]) -> str:
     response = client.post("/api/projects", json={"name": "Detection", "task": "object_detection"})
     assert response.status_code == 201, response.text
     return str(response.json()["data"]["id"])
+
+
+def imported(client: TestClient[Litestar], project_id: str, folder: Path, **body: object) -> dict:
+    """The answer of a local import that must succeed (200)."""
+    from tests.api.test_datasets import import_local
+
+    response = import_local(client, project_id, folder, **body)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def skipped_reasons(data: dict) -> dict[str, str]:
+    """An import answer's ``skipped`` as path -> reason."""
+    return {item["path"]: item["reason"] for item in data["skipped"]}
