@@ -115,6 +115,18 @@ class TaskRuntime(ABC):
         """Apply a (seeded) augmentation to one image; a task whose targets are spatial moves them too."""
         return transform(image), target
 
+    def flip_targets(self, targets: list[Any], flips: Sequence[tuple[int, torch.Tensor]],
+                     image_size: Sequence[int]) -> list[Any] | None:
+        """The batched twin of ``augment`` for a flip-only pipeline: a batch's targets after its flips.
+
+        ``flips`` are the pipeline's steps in order: the image axis (``-1``
+        left-right, ``-2`` top-bottom) and a bool per image that says whether
+        it was flipped. The result must equal what ``augment`` gives image by
+        image. The default ``None`` says the task cannot, and its images go
+        through ``augment`` one by one.
+        """
+        return None
+
     # -- model ---------------------------------------------------------------------
     @abstractmethod
     def module_class(self) -> type[TaskModule]:

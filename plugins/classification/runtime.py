@@ -34,6 +34,11 @@ class ClassificationRuntime(TaskRuntime):
     def target_store(self, targets: Sequence[Any], pad: int = 0) -> TensorStore:
         return label_store(targets, pad)
 
+    def flip_targets(self, targets: list[Any], flips: Sequence[tuple[int, torch.Tensor]],
+                     image_size: Sequence[int]) -> list[Any]:
+        """A class id does not move when its image is flipped."""
+        return list(targets)
+
     def module_class(self) -> type[ClassificationModule]:
         return ClassificationModule
 

@@ -53,13 +53,29 @@ def clamp_and_sanitize(boxes: Any, min_size: float = 1.0) -> tuple[torch.Tensor,
     The same arithmetic as the two transforms in a few tensor ops: building
     and dispatching them per image cost ~1 ms, an eighth of a CPU training step
     of ``simple_detector`` (the ``train_overhead_detection`` benchmark row).
+    """
+    height, width = boxes.canvas_size
+    return clamp_boxes(boxes.as_subclass(torch.Tensor), int(height), int(width), min_size)
+
+
+def clamp_boxes(xyxy: torch.Tensor, height: int, width: int, min_size: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clamp XYXY boxes to a ``height`` x ``width`` canvas; keep those with both sides >= ``min_size``.
+
     Once clamped to the canvas a box is inside it, so sanitising only checks
     the sides (sides of at least ``min_size >= 1`` also make the area >= 1).
     """
-    height, width = boxes.canvas_size
-    xyxy = boxes.as_subclass(torch.Tensor).float().clamp(min=0).minimum(_canvas_limits(int(height), int(width)))
-    keep = (xyxy[:, 2:] - xyxy[:, :2] >= min_size).all(dim=1)
-    return xyxy[keep], keep
+    clamped = xyxy.float().clamp(min=0).minimum(_canvas_limits(height, width))
+    keep = (clamped[:, 2:] - clamped[:, :2] >= min_size).all(dim=1)
+    return clamped[keep], keep
+
+
+def flip_boxes(boxes: torch.Tensor, axis: int, height: int, width: int) -> torch.Tensor:
+    """XYXY boxes mirrored along an image axis (``-1`` left-right, ``-2`` top-bottom), as torchvision's flips compute them."""
+    low, high, extent = (0, 2, width) if axis == -1 else (1, 3, height)
+    moved = boxes.clone()
+    moved[:, low] = -(boxes[:, high] - extent)
+    moved[:, high] = -(boxes[:, low] - extent)
+    return moved
 
 
 @functools.lru_cache(maxsize=64)
@@ -116,6 +132,22 @@ class DetectionRuntime(TaskRuntime):
         sample = transform({"image": image, "boxes": boxes, "labels": target["labels"]})
         moved, keep = clamp_and_sanitize(sample["boxes"])
         return sample["image"], {"boxes": moved, "labels": sample["labels"][keep]}
+
+    def flip_targets(self, targets: list[Any], flips: Sequence[tuple[int, torch.Tensor]],
+                     image_size: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """``augment`` of a flip-only pipeline for a whole batch: every box of it flipped and clamped in a few ops."""
+        height, width = int(image_size[0]), int(image_size[1])
+        counts = torch.tensor([len(t["boxes"]) for t in targets], dtype=torch.int64)
+        boxes = torch.cat([t["boxes"].float() for t in targets]) if targets else empty_target()["boxes"]
+        labels = torch.cat([t["labels"] for t in targets]) if targets else empty_target()["labels"]
+        for axis, flipped in flips:
+            per_box = flipped.repeat_interleave(counts)
+            if bool(per_box.any()):
+                boxes[per_box] = flip_boxes(boxes[per_box], axis, height, width)
+        kept, keep = clamp_boxes(boxes, height, width)
+        kept_counts = [int(part.sum()) for part in keep.split(counts.tolist())]
+        return [{"boxes": b, "labels": l}
+                for b, l in zip(kept.split(kept_counts), labels[keep].split(kept_counts), strict=True)]
 
     def evaluation_samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int],
                            model_classes: list[str]) -> tuple[list[Sample], int]:

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ...datasets.document import split_items  # re-exported: the engine's subsets come from here
 from ...errors import CorruptDataError, ValidationError
-from ..augmentations import compose_augmentations
+from ..augmentations import compose_augmentations, flip_plan
 from ..config import ExperimentConfig
 from ..task_runtime import TargetStore, TaskRuntime
 from .sampling import (
@@ -146,6 +146,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, Any]]):
         #: each item's index in the whole subset (its augmentation seed does not depend on the DDP shard)
         self.ids = list(ids) if ids is not None else list(range(len(filenames)))
         self.pad = len(targets) - len(self.paths)
+        #: a flip-only pipeline as ``(axis, p)`` steps: applied to a whole batch at once (``_flipped_batch``)
+        self.flips = flip_plan(transform) if transform is not None else None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -180,8 +182,39 @@ class ImageDataset(Dataset[tuple[torch.Tensor, Any]]):
                 return self.cached.index_select(0, index), self.targets.batch(indices)
             return torch.stack([self._pixels(i) for i in indices]), self.targets.batch(indices)
         epochs = [key[0] if isinstance(key, tuple | list) else 0 for key in keys]
+        if self.flips is not None and max(indices, default=0) < len(self.paths):
+            batch = self._flipped_batch(indices, epochs)
+            if batch is not None:
+                return batch
         images, targets = zip(*(self._item(i, e) for i, e in zip(indices, epochs, strict=True)), strict=True)
         return torch.stack(images), self.targets.collate(targets)
+
+    def _flipped_batch(self, indices: list[int], epochs: list[int]) -> tuple[torch.Tensor, Any] | None:
+        """A batch of a flip-only pipeline, flipped in a few tensor ops; ``None`` when the task cannot move its targets.
+
+        Each image draws one ``torch.rand(1)`` per step from a generator seeded
+        like ``_item``'s, so the flips are exactly those torchvision would make.
+        """
+        assert self.runtime is not None and self.flips is not None
+        generator = torch.Generator()
+        draws = torch.empty((len(indices), len(self.flips)))
+        for row, (index, epoch) in enumerate(zip(indices, epochs, strict=True)):
+            generator.manual_seed(sample_seed(self.seed, epoch, self.ids[index]))
+            for step in range(len(self.flips)):
+                draws[row, step] = torch.rand(1, generator=generator)
+        steps = [(axis, draws[:, step] < p) for step, (axis, p) in enumerate(self.flips)]
+        targets = self.runtime.flip_targets([self.targets.item(i) for i in indices], steps, self.image_size)
+        if targets is None:
+            self.flips = None  # the task moves its targets image by image: do not ask again
+            return None
+        if self.cached is not None:
+            images = self.cached.index_select(0, torch.as_tensor(indices, dtype=torch.int64))
+        else:
+            images = torch.stack([self._pixels(i) for i in indices])
+        for axis, flipped in steps:
+            if bool(flipped.any()):
+                images[flipped] = images[flipped].flip(axis)
+        return images, self.targets.collate(targets)
 
 
 def collate_batch(batch: Any) -> Any:

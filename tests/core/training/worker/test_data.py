@@ -148,3 +148,20 @@ def test_a_split_without_train_or_val_images_cannot_train(images, message) -> No
     dataset = {"classes": ["a", "b"], "split_names": ["s"], "images": images}
     with pytest.raises(ValidationError, match=message):
         ImageDataModule(Path("/nonexistent"), dataset, config(), RUNTIME)
+
+
+def test_a_flip_only_pipeline_flips_a_batch_at_once_exactly_as_image_by_image(shapes) -> None:
+    images_dir, dataset = shapes
+    aug = {"train": [{"name": "RandomHorizontalFlip", "params": {"p": 0.5}},
+                     {"name": "RandomVerticalFlip", "params": {"p": 0.5}}], "val": []}
+    batched = ImageDataModule(images_dir, dataset, config(augmentations=aug, cache="memory"), RUNTIME)
+    reference = ImageDataModule(images_dir, dataset, config(augmentations=aug, cache="none"), RUNTIME)
+    batched.setup()
+    reference.setup()
+    assert batched.train_set.flips == [(-1, 0.5), (-2, 0.5)]
+    reference.train_set.flips = None  # torchvision's transforms, one image at a time
+    keys = [(epoch, i) for epoch in range(4) for i in range(len(batched.train_set))]
+    images, labels = batched.train_set.__getitems__(keys)
+    expected_images, expected_labels = reference.train_set.__getitems__(keys)
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    assert not torch.equal(images, batched.train_set.cached.repeat(4, 1, 1, 1))  # some were flipped
