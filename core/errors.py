@@ -80,6 +80,12 @@ class ExportNotFoundError(NotFoundError):
     resource = "export"
 
 
+class ModelNotFoundError(NotFoundError):
+    """A model id the project's prediction cache does not hold (never loaded, unloaded or evicted)."""
+
+    resource = "model"
+
+
 class ConflictError(ModelyardError):
     """The request clashes with the current state (e.g. a run is training)."""
 

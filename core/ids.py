@@ -10,10 +10,10 @@ import re
 import secrets
 import string
 
-PREFIXES = ("proj", "exp", "run", "eval", "export")
+PREFIXES = ("proj", "exp", "run", "eval", "export", "model")
 _ALPHABET = string.ascii_lowercase + string.digits
 # fullmatch, not ``$``: ``$`` also matches before a trailing newline ("proj-abcdefgh\n").
-_ID_RE = re.compile(r"(proj|exp|run|eval|export)-[a-z0-9]{8}")
+_ID_RE = re.compile(r"(proj|exp|run|eval|export|model)-[a-z0-9]{8}")
 
 
 def new_id(prefix: str) -> str:

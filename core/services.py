@@ -14,6 +14,7 @@ from .evaluation.service import EvaluationService
 from .export.service import ExportService
 from .jobs.queue import JobQueue
 from .plugin_manager import PluginHost, default_plugin_host
+from .prediction.service import PredictionService
 from .projects import ProjectService
 from .settings import Settings
 from .system import Uptime
@@ -35,6 +36,7 @@ class Services:
     evaluations: EvaluationService
     exports: ExportService
     queue: JobQueue
+    predictions: PredictionService
     uptime: Uptime = field(default_factory=Uptime)
 
 
@@ -58,16 +60,19 @@ def build_services(
     plugins = plugins or default_plugin_host()
     dataset_store = DatasetStore(workspace)
     experiments = ExperimentService(workspace, plugins, settings)
+    datasets = DatasetService(workspace, dataset_store, plugins.importers, settings, tasks=plugins.tasks)
+    exports = ExportService(workspace, plugins, queue)
     return Services(
         settings=settings,
         workspace=workspace,
         plugins=plugins,
         projects=ProjectService(workspace, plugins.tasks),
-        datasets=DatasetService(workspace, dataset_store, plugins.importers, settings, tasks=plugins.tasks),
+        datasets=datasets,
         splits=SplitService(workspace, dataset_store, on_split_removed=experiments.follow_split_removal, tasks=plugins.tasks),
         experiments=experiments,
         runs=RunService(workspace, queue, experiments),
         evaluations=EvaluationService(workspace, queue, plugins.tasks),
-        exports=ExportService(workspace, plugins, queue),
+        exports=exports,
         queue=queue,
+        predictions=PredictionService(workspace, plugins, settings, datasets, exports),
     )

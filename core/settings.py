@@ -35,6 +35,13 @@ class Settings:
     # Pillow's decompression-bomb threshold for imported images.
     max_image_pixels: int = 178_956_970
     api_token: str | None = None
+    # Prediction (core/prediction): the loaded-model cache, dynamic batching and request limits.
+    predict_max_models: int = 4
+    predict_cache_mb: int = 4096
+    predict_max_batch: int = 16  # images in one forward pass, merged from concurrent requests
+    predict_batch_wait_ms: float = 2.0  # how long a request waits for others to join its batch
+    predict_max_files: int = 64  # images per predict request
+    predict_max_request_bytes: int = 64 * MIB  # a predict request's whole body
     # Jobs (server side): worker supervision, the device queue and the SSE stream.
     # A training worker with no progress this long is killed and its run interrupted. Progress (the heartbeat)
     # comes from steps, so this must exceed the slowest single step or DDP start-up; a dead process is noticed

@@ -189,8 +189,8 @@ def read_metadata(path: Path) -> dict[str, str]:
     return {entry.key: entry.value for entry in proto.metadata_props}
 
 
-def load_onnx_runner(path: Path, options: dict[str, Any]) -> Callable[[Any], Any]:
-    """``predict(batch float32 NCHW)`` through onnxruntime on the CPU.
+def load_onnx_runner(path: Path, options: dict[str, Any], device: str = "cpu") -> Callable[[Any], Any]:
+    """``predict(batch float32 NCHW)`` through onnxruntime on the CPU, or on ``cuda:N`` (CUDA provider).
 
     A graph with one output answers with it as float32 (classification's
     logits); one with several answers with the list of them in graph order,
@@ -201,7 +201,7 @@ def load_onnx_runner(path: Path, options: dict[str, Any]) -> Callable[[Any], Any
     import numpy as np
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), providers=_providers(device, ort.get_available_providers()))
     input_meta = session.get_inputs()[0]
     dtype = np.float16 if input_meta.type == "tensor(float16)" else np.float32
 
@@ -216,6 +216,18 @@ def load_onnx_runner(path: Path, options: dict[str, Any]) -> Callable[[Any], Any
         return [as_float32(output) for output in outputs]
 
     return predict
+
+
+def _providers(device: str, available: list[str]) -> list[Any]:
+    """onnxruntime's providers for a device id (``cpu`` or ``cuda:N``); a clear error where CUDA is missing."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if not device.startswith("cuda:") or not device[5:].isdigit():
+        raise ValidationError(f"device must be 'cpu' or 'cuda:N', not {device!r}", field="device")
+    if "CUDAExecutionProvider" not in available:
+        raise ValidationError("this onnxruntime has no CUDA provider (install onnxruntime-gpu); use device 'cpu'",
+                              field="device", details={"available_providers": available})
+    return [("CUDAExecutionProvider", {"device_id": int(device[5:])}), "CPUExecutionProvider"]
 
 
 EXPORTER = Exporter(

@@ -177,6 +177,20 @@ class TaskRuntime(ABC):
 
         raise ValidationError(f"task '{self.task.id}' cannot predict (its runtime has no prediction output)", field="task")
 
+    def prediction_outputs(self, exported: Any) -> list[Any]:
+        """An export's answers (``exported_outputs``) as per-image outputs of the form ``predictions`` reads.
+
+        The default is classification's: each row of logits becomes its
+        softmax probabilities (``evaluate_batch``'s form; no loss without a label).
+        """
+        import numpy as np
+
+        logits = np.asarray(exported, dtype=np.float64)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        return [(row.astype(np.float32), float("nan")) for row in probabilities]
+
     # -- export (core/export/worker.py) ----------------------------------------------------
     # The exported graph takes what the network takes (normalised float NCHW, the run's image size) and
     # answers with the named outputs of ``export_outputs``. Every default below is classification's: one

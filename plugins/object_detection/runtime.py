@@ -197,6 +197,10 @@ class DetectionRuntime(TaskRuntime):
                                         round((y2 - y1) * sy, 2)]})
         return sorted(answer, key=lambda p: -p["score"])
 
+    def prediction_outputs(self, exported: Any) -> list[dict[str, Any]]:
+        """An export's ``(boxes, scores, labels)`` per image, as ``evaluate_batch`` gives them."""
+        return [{"boxes": boxes, "scores": scores, "labels": labels} for boxes, scores, labels in exported]
+
     def module_class(self) -> type[DetectionModule]:
         return DetectionModule
 

@@ -69,20 +69,31 @@ def normalization(channels: int) -> tuple[list[float], list[float]]:
 
 def load_image(path: Path, image_size: Sequence[int], channels: int) -> torch.Tensor:
     """Decode ``path`` to a ``uint8`` CHW tensor of ``image_size`` (height, width)."""
-    height, width = int(image_size[0]), int(image_size[1])
-    mode = "RGB" if channels == 3 else "L"
     try:
         with Image.open(path) as img:
-            if img.format == "JPEG" and img.width >= DRAFT_FACTOR * width and img.height >= DRAFT_FACTOR * height:
-                img.draft(mode, (width, height))  # picks the smallest DCT scale still >= the target
-            img = ImageOps.exif_transpose(img)
-            if img.mode != mode:
-                img = img.convert("RGBA").convert(mode) if img.mode in ("P", "LA", "PA") else img.convert(mode)
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
-            array = np.asarray(img, dtype=np.uint8)
+            return image_tensor(img, image_size, channels)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise CorruptDataError(f"image {path.name} cannot be read: {exc}", {"file": path.name}) from None
+
+
+def image_tensor(img: Image.Image, image_size: Sequence[int], channels: int) -> torch.Tensor:
+    """An opened image as the network's ``uint8`` CHW input of ``image_size``: the one image preprocessing.
+
+    Training, evaluation and prediction all come through here (and the
+    bundle's ``preprocessing.json`` describes it): JPEG draft, EXIF
+    orientation, colour mode, a straight bilinear resize. Pillow's errors
+    propagate; callers say which file failed.
+    """
+    height, width = int(image_size[0]), int(image_size[1])
+    mode = "RGB" if channels == 3 else "L"
+    if img.format == "JPEG" and img.width >= DRAFT_FACTOR * width and img.height >= DRAFT_FACTOR * height:
+        img.draft(mode, (width, height))  # picks the smallest DCT scale still >= the target
+    img = ImageOps.exif_transpose(img)
+    if img.mode != mode:
+        img = img.convert("RGBA").convert(mode) if img.mode in ("P", "LA", "PA") else img.convert(mode)
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    array = np.asarray(img, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()

@@ -108,6 +108,11 @@ def _replanned(previous: Callable[[int], float], start: int, end_step: int, end:
     return factor
 
 
+def normalize_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """A ``uint8`` NCHW batch as the network's float input: ``(pixel / 255 - mean[c]) / std[c]`` (``[1, C, 1, 1]`` stats)."""
+    return images.float().div_(255.0).sub_(mean).div_(std)
+
+
 class TaskModule(L.LightningModule):
     """Trains ``net`` on normalised images; a task subclass implements the steps (see the module docstring).
 
@@ -162,7 +167,7 @@ class TaskModule(L.LightningModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, targets = batch
         if images.dtype == torch.uint8:
-            images = images.float().div_(255.0).sub_(self.mean).div_(self.std)
+            images = normalize_uint8(images, self.mean, self.std)
         return images, targets
 
     # -- training sums -------------------------------------------------------------------
