@@ -218,3 +218,51 @@ def trained_run(trained_run_template: tuple[Path, TrainedRun], services: Service
     shutil.copytree(root / "projects", services.workspace.projects_dir, dirs_exist_ok=True)
     run_dir = services.workspace.projects_dir / run.run_dir.relative_to(root / "projects")
     return TrainedRun(run.project_id, run.experiment_id, run.run_id, run_dir)
+
+
+# -- a tiny trained detection run (detection export and prediction tests) ------------------
+
+DETECTION_IMAGE_PX = 64
+DETECTION_TRAINING_CONFIG: dict[str, object] = {
+    "model": {"architecture": "simple_detector"},
+    "data": {"image_size": [DETECTION_IMAGE_PX, DETECTION_IMAGE_PX], "batch_size": 8, "num_workers": 0},
+    "training": {"max_epochs": 40, "scheduler": {"name": "none"}, "optimizer": {"lr": 0.01}},
+    "hardware": {"devices": ["cpu"]},
+}
+
+
+@pytest.fixture(scope="session")
+def detection_run_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainedRun]:
+    """48 generated 64 px canvases imported as COCO, split 70/30, simple_detector trained 40 epochs (~10 s).
+
+    Enough for boxes well above the heat map's untrained background, once per session.
+    """
+    from modelyard.core.datasets.splits import Ratios
+    from modelyard.core.sample_data import generate_shapes_detection
+    from modelyard.core.training.experiments import ExperimentService
+    from modelyard.core.training.run_folder import create_run_folder
+    from modelyard.core.training.worker.engine import train_run
+
+    base = tmp_path_factory.mktemp("detection")
+    root, imports = base / "workspace", base / "imports"
+    generate_shapes_detection(imports / "shapes", num_images=48, size=DETECTION_IMAGE_PX, seed=3, max_objects=3)
+    template = build_services(Settings(workspace=root, import_roots=[imports]))
+    project = template.projects.create("Shapes detection", task="object_detection").id
+    assert template.datasets.import_local(project, str(imports / "shapes"), format="coco")["imported"] == 48
+    template.splits.create(project, "default", Ratios(train=0.7, val=0.3), seed=0)
+    experiments = ExperimentService(template.workspace, template.plugins)
+    experiment = experiments.create(project, "tiny detector", config=DETECTION_TRAINING_CONFIG)
+    run_dir = create_run_folder(template.workspace, project, experiment["id"], experiments.run_config(project, experiment["id"]))
+    assert train_run(template.workspace, run_dir, plugins=template.plugins) == "completed"
+    return root, TrainedRun(project, experiment["id"], run_dir.name, run_dir)
+
+
+@pytest.fixture
+def detection_run(detection_run_template: tuple[Path, TrainedRun], services: Services) -> TrainedRun:
+    """A private copy of the session's trained detection run inside this test's workspace."""
+    import shutil
+
+    root, run = detection_run_template
+    shutil.copytree(root / "projects", services.workspace.projects_dir, dirs_exist_ok=True)
+    return TrainedRun(run.project_id, run.experiment_id, run.run_id,
+                      services.workspace.projects_dir / run.run_dir.relative_to(root / "projects"))

@@ -1,9 +1,9 @@
 """Object detection exports on a really trained simple_detector: ONNX and TorchScript, verified box for box.
 
-One tiny detection run is trained once per module with the real engine
-(48 generated COCO canvases imported through the dataset service, split,
-64 px, 40 epochs: about 10 s, enough for boxes well above the heat map's
-untrained background). Exports run as real export jobs in this process, claimed the
+One tiny detection run is trained once per session with the real engine
+(``detection_run_template`` in tests/conftest.py: 48 generated COCO canvases
+imported through the dataset service, split, 64 px, 40 epochs: about 10 s,
+enough for boxes well above the heat map's untrained background). Exports run as real export jobs in this process, claimed the
 way ``modelyard export`` claims them without a server (``export_or_follow``);
 the refusals go through the API.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -27,14 +26,11 @@ import pytest
 import torch
 
 from modelyard.core import Exporter, hookimpl
-from modelyard.core.datasets.splits import Ratios
 from modelyard.core.export.service import ExportService
 from modelyard.core.jobs.foreground import export_or_follow
 from modelyard.core.plugin_manager import PluginHost
 from modelyard.core.records import Export
-from modelyard.core.sample_data import generate_shapes_detection
-from modelyard.core.services import Services, build_services
-from modelyard.core.settings import Settings
+from modelyard.core.services import Services
 from modelyard.core.training.checkpoints import load_trained_model
 from modelyard.plugins import onnx_exporter
 from modelyard.plugins.object_detection.export import (
@@ -44,55 +40,19 @@ from modelyard.plugins.object_detection.export import (
     box_iou,
     compare,
 )
-from tests.conftest import TrainedRun, assert_error
+from tests.conftest import DETECTION_IMAGE_PX, TrainedRun, assert_error
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning"),
     pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
 ]
 
-IMAGE_PX = 64
+IMAGE_PX = DETECTION_IMAGE_PX
 #: Low enough that a model trained for seconds has boxes to compare, above its untrained background (~0.1).
 LOW_THRESHOLD = 0.2
-DETECTION_CONFIG: dict[str, object] = {
-    "model": {"architecture": "simple_detector"},
-    "data": {"image_size": [IMAGE_PX, IMAGE_PX], "batch_size": 8, "num_workers": 0},
-    "training": {"max_epochs": 40, "scheduler": {"name": "none"}, "optimizer": {"lr": 0.01}},
-    "hardware": {"devices": ["cpu"]},
-}
 METADATA_KEYS = {"modelyard.classes", "modelyard.input_size", "modelyard.mean", "modelyard.std",
                  "modelyard.architecture", "modelyard.run_id", "modelyard.channels", "modelyard.task",
                  "modelyard.score_threshold"}
-
-
-@pytest.fixture(scope="module")
-def detection_run_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainedRun]:
-    """48 generated 64 px canvases imported as COCO, split 70/30, simple_detector trained 40 epochs."""
-    from modelyard.core.training.experiments import ExperimentService
-    from modelyard.core.training.run_folder import create_run_folder
-    from modelyard.core.training.worker.engine import train_run
-
-    base = tmp_path_factory.mktemp("detection")
-    root, imports = base / "workspace", base / "imports"
-    generate_shapes_detection(imports / "shapes", num_images=48, size=IMAGE_PX, seed=3, max_objects=3)
-    template = build_services(Settings(workspace=root, import_roots=[imports]))
-    project = template.projects.create("Shapes detection", task="object_detection").id
-    assert template.datasets.import_local(project, str(imports / "shapes"), format="coco")["imported"] == 48
-    template.splits.create(project, "default", Ratios(train=0.7, val=0.3), seed=0)
-    experiments = ExperimentService(template.workspace, template.plugins)
-    experiment = experiments.create(project, "tiny detector", config=DETECTION_CONFIG)
-    run_dir = create_run_folder(template.workspace, project, experiment["id"], experiments.run_config(project, experiment["id"]))
-    assert train_run(template.workspace, run_dir, plugins=template.plugins) == "completed"
-    return root, TrainedRun(project, experiment["id"], run_dir.name, run_dir)
-
-
-@pytest.fixture
-def detection_run(detection_run_template: tuple[Path, TrainedRun], services: Services) -> TrainedRun:
-    """A private copy of the module's trained detection run inside this test's workspace."""
-    root, run = detection_run_template
-    shutil.copytree(root / "projects", services.workspace.projects_dir, dirs_exist_ok=True)
-    return TrainedRun(run.project_id, run.experiment_id, run.run_id,
-                      services.workspace.projects_dir / run.run_dir.relative_to(root / "projects"))
 
 
 class DamagedDetectorExporter:
