@@ -101,8 +101,14 @@ def usage_snippet(record_format: str, model_name: str, usage: dict[str, str] | N
 
 
 def preprocessing_document(metadata: DeploymentMetadata, usage: dict[str, str] | None = None) -> dict[str, Any]:
-    """How to turn an image file into the model's input, exactly as training validated it."""
-    return {
+    """How to turn an image file into the model's input, exactly as training validated it.
+
+    ``task`` (and the task's own export facts, e.g. detection's
+    ``score_threshold``) say how to read the outputs: ``modelyard.predict``
+    loads a bundle of any format from this file and ``labels.json`` alone.
+    """
+    document: dict[str, Any] = {
+        "task": metadata.task,
         "input_size": list(metadata.input_size),
         "channels": metadata.channels,
         "color_mode": "RGB" if metadata.channels == 3 else "L",
@@ -120,6 +126,9 @@ def preprocessing_document(metadata: DeploymentMetadata, usage: dict[str, str] |
         "formula": "x = (pixel / 255 - mean[c]) / std[c]",
         "output": usage["output"] if usage else "logits, one per class in labels.json order; softmax gives probabilities",
     }
+    for key, value in metadata.export.items():
+        document.setdefault(key, value)
+    return document
 
 
 def readme_text(record: Export, metadata: DeploymentMetadata, model_name: str, usage: dict[str, str] | None = None) -> str:
