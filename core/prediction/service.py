@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..datasets.validate import InvalidImage
 from ..errors import ConflictError, ModelyardError, PayloadTooLargeError, ValidationError
 from ..ids import new_id
+from ..plugin_types import CLASSIFICATION
 from ..timeutil import utc_now_iso
 from .batcher import DynamicBatcher
 from .cache import LoadedModel, ModelCache
@@ -23,6 +24,8 @@ from .images import INVALID_IMAGE, DecodedImage, decode_upload
 from .predictors import CheckpointPredictor, ExportPredictor, Predictor, load_export_runner, stack_pixels
 
 if TYPE_CHECKING:
+    import torch
+
     from ..datasets.service import DatasetService
     from ..export.service import ExportService
     from ..plugin_manager import PluginHost
@@ -125,6 +128,8 @@ class PredictionService:
         model = self.cache.default(project_id) if model_id is None else self.cache.get(project_id, model_id)
         self._check_request_size(files)
         predictor = model.predictor
+        if options.explain is not None:
+            self._check_explainable(predictor, options.explain)
         decoded: list[DecodedImage | dict[str, Any]] = []
         for filename, data in files:
             try:
@@ -133,7 +138,8 @@ class PredictionService:
             except InvalidImage as exc:
                 decoded.append({"filename": filename, "error": {"code": INVALID_IMAGE, "message": exc.reason}})
         usable = [item for item in decoded if isinstance(item, DecodedImage)]
-        outputs = model.batcher(stack_pixels(predictor, usable)) if usable else []
+        batch = stack_pixels(predictor, usable) if usable else None
+        outputs = model.batcher(batch) if batch is not None else []
         model.requests += 1
         answers = iter(zip(usable, outputs, strict=True))
         results: list[dict[str, Any]] = []
@@ -144,6 +150,9 @@ class PredictionService:
                                 "predictions": predictor.predictions(output, image, options.as_dict())})
             else:
                 results.append(item)
+        if options.explain is not None and batch is not None:
+            assert isinstance(predictor, CheckpointPredictor)
+            self._add_explanations(predictor, batch, [r for r in results if "predictions" in r])
         return {"model_id": model.id, "task": predictor.task, "results": results}
 
     def predict_dataset(self, project_id: str, model_id: str | None, filenames: Sequence[str],
@@ -154,6 +163,42 @@ class PredictionService:
             path, _ = self.datasets.image(project_id, name)
             files.append((name, path.read_bytes()))
         return self.predict(project_id, model_id, files, options)
+
+    @staticmethod
+    def _check_explainable(predictor: Predictor, method: str) -> None:
+        """Refuse ``explain`` (422 naming it) for a model that cannot give one, before anything runs."""
+        if not isinstance(predictor, CheckpointPredictor):
+            raise ValidationError(
+                f"explain={method} needs gradients, which this model's runtime ({predictor.runtime_name}) "
+                "cannot give: an export runs the forward pass only; load the run's checkpoint "
+                "({\"run_id\", \"checkpoint\"}) and ask that model",
+                field="explain", details={"runtime": predictor.runtime_name})
+        if predictor.task != CLASSIFICATION:
+            raise ValidationError(f"explain={method} explains classifications; this model's task is "
+                                  f"'{predictor.task}'", field="explain", details={"task": predictor.task})
+
+    @staticmethod
+    def _add_explanations(predictor: CheckpointPredictor, batch: torch.Tensor,
+                          answered: Sequence[dict[str, Any]]) -> None:
+        """Add a Grad-CAM ``explanation`` of its top class to each answered result (the batch that was predicted).
+
+        Outside the batcher (gradients), under the model's lock, so no plain
+        prediction runs while Captum's hook is on the network.
+        """
+        import base64
+
+        from .explain import GRADCAM, gradcam
+
+        class_ids = [int(result["predictions"][0]["class_id"]) for result in answered]
+        with predictor.lock:
+            heat = gradcam(predictor, batch, class_ids)
+        height, width = predictor.input_size
+        for index, (result, class_id) in enumerate(zip(answered, class_ids, strict=True)):
+            result["explanation"] = {
+                "method": GRADCAM, "class_id": class_id, "class_name": predictor.classes[class_id],
+                "layer": heat.layer, "media_type": "image/png", "width": width, "height": height,
+                "png_base64": base64.b64encode(heat.png(index)).decode("ascii"),
+            }
 
     def _check_request_size(self, files: Sequence[tuple[str, bytes]]) -> None:
         if not files:
