@@ -25,6 +25,7 @@ from .hostcheck import HostPolicy, host_check_middleware
 from .json_body import json_body_middleware
 from .openapi import RecordSchemaPlugin, StrictStructSchemaPlugin
 from .plugins import DatasetFormatController, ExportFormatController, ModelController, PluginController
+from .predict import PredictController, prediction_lifespan
 from .projects import ProjectController
 from .runs import RunController, job_queue_lifespan
 from .splits import SplitController
@@ -32,7 +33,7 @@ from .system import SystemController
 
 log = logging.getLogger("modelyard.api")
 
-CONTROLLERS = [ProjectController, SystemController, RunController, PluginController, ExportFormatController, DatasetFormatController, ModelController, DatasetController, SplitController, EvaluationController, ExportController, ExperimentController]
+CONTROLLERS = [ProjectController, SystemController, RunController, PluginController, ExportFormatController, DatasetFormatController, ModelController, DatasetController, SplitController, EvaluationController, ExportController, ExperimentController, PredictController]
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
@@ -44,7 +45,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         route_handlers=[*CONTROLLERS, docs_assets_handler()],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        lifespan=[job_queue_lifespan],  # recover jobs at start, run the job queue while serving
+        # recover jobs at start, run the job queue while serving; the loaded models' threads stop with the server
+        lifespan=[job_queue_lifespan, prediction_lifespan],
         middleware=[host_check_middleware(policy), *token_auth_middlewares(settings.api_token), json_body_middleware],
         request_max_body_size=settings.max_request_bytes,
         # additionalProperties: false where unknown fields are refused; every field required in a record

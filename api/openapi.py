@@ -48,6 +48,9 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
+#: Class attribute of a request Struct: the sets of fields of which exactly one must be given (``oneOf``).
+ONE_OF_REQUIRED = "__one_of_required__"
+
 #: JSON Schema keywords msgspec enforces, and the ``Schema`` attribute each one lives in.
 _CONSTRAINTS = {
     "minimum": "minimum",
@@ -75,7 +78,9 @@ class StrictStructSchemaPlugin(StructSchemaPlugin):
 
     An ``enum`` of ``[REGISTERED_TASKS]`` becomes the ids of the tasks
     registered now (``task_ids``): plugins add tasks, so no list written in
-    the code can be right.
+    the code can be right. A Struct whose fields go in alternative sets
+    (``{"run_id"}`` or ``{"export_id"}``) says so in ``ONE_OF_REQUIRED``: the
+    schema gets a ``oneOf`` of those ``required`` sets.
     """
 
     def __init__(self, task_ids: Callable[[], list[str]] = list) -> None:
@@ -91,6 +96,9 @@ class StrictStructSchemaPlugin(StructSchemaPlugin):
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
         schema = super().to_openapi_schema(field_definition, schema_creator)
         schema.additional_properties = False
+        alternatives = getattr(field_definition.type_, ONE_OF_REQUIRED, ())
+        if alternatives:
+            schema.one_of = [Schema(required=list(names)) for names in alternatives]
         hints = field_definition.get_type_hints(include_extras=True, resolve_generics=True)
         info = msgspec.inspect.type_info(field_definition.type_)
         for field in getattr(info, "fields", ()):

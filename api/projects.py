@@ -64,4 +64,5 @@ class ProjectController(Controller):
             sync_to_thread=True, status_code=200, responses=error_responses(400, 404, 409, 422))
     def delete_project(self, services: ServicesDep, project_id: ProjectId) -> Ok[Deleted]:
         services.projects.delete(project_id)
+        services.predictions.cache.remove_project(project_id)  # its loaded models would answer for a deleted project
         return ok(Deleted(id=project_id))
