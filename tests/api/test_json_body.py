@@ -11,14 +11,17 @@ from tests.conftest import assert_error
 FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x")
 
 
-def _json_operations(client) -> list[tuple[str, str]]:
-    """``(method, path)`` of every operation whose request body is documented as JSON, path ids filled in."""
+def _json_operations(client, but_not: str | None = None) -> list[tuple[str, str]]:
+    """``(method, path)`` of every operation whose request body is documented as JSON, path ids filled in.
+
+    ``but_not``: leave out operations that also document this media type (predict takes multipart images or JSON).
+    """
     schema = client.get("/schema/openapi.json").json()
     found = []
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             content = (operation.get("requestBody") or {}).get("content") or {}
-            if "application/json" in content:
+            if "application/json" in content and but_not not in content:
                 found.append((method.upper(), re.sub(r"\{[^}]+\}", "proj-00000000", path)))
     return found
 
@@ -32,7 +35,7 @@ def test_the_json_endpoints_are_found(client) -> None:
 
 @pytest.mark.parametrize("content_type", FORM_TYPES)
 def test_every_json_endpoint_refuses_a_body_of_another_type(client, content_type: str) -> None:
-    for method, path in _json_operations(client):
+    for method, path in _json_operations(client, but_not=content_type.split(";")[0]):
         response = client.request(method, path, content=b'{"name": "forged"}', headers={"content-type": content_type})
         error = assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
         assert "application/json" in error["message"], (method, path)
