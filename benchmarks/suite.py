@@ -217,6 +217,21 @@ def _jobs(ctx: Context) -> list[Result]:
     ]
 
 
+def _predict_http_vs_inprocess(ctx: Context) -> list[Result]:
+    from benchmarks.predict_bench import bench_http_vs_inprocess, served
+
+    repeats = ctx.pick(10, 150)
+    return [served(ctx.workdir, ctx.quick, lambda setup, url: bench_http_vs_inprocess(setup, url, repeats))]
+
+
+def _predict_batching(ctx: Context) -> list[Result]:
+    from benchmarks.predict_bench import bench_batching_throughput, served
+
+    repeats, requests = ctx.pick(2, 5), ctx.pick(2, 6)
+    return [served(ctx.workdir, ctx.quick,
+                   lambda setup, url: bench_batching_throughput(setup, url, repeats, requests_per_client=requests))]
+
+
 # -- GPU -------------------------------------------------------------------------------------------
 
 
@@ -244,6 +259,8 @@ MEASUREMENTS: list[Measurement] = [
     Measurement(("import_10k",), _import_10k),
     Measurement(("ort_vs_eager_b1",), _ort_vs_eager),
     Measurement(("export_time_resnet18",), _export_time),
+    Measurement(("predict_http_vs_inprocess_b1",), _predict_http_vs_inprocess),
+    Measurement(("predict_batching_throughput",), _predict_batching),
     Measurement(("job_start_latency", "eval_500_wall", "export_resnet18_32_wall"), _jobs),
     Measurement(("train_gpu_resnet18_224_optimised",), _gpu_optimised, requires_cuda=True),
     Measurement(("train_gpu_engine_vs_plain_optimised",), _gpu_engine, requires_cuda=True),
