@@ -86,6 +86,11 @@ def main() -> None:
 @click.option("--warm-workers", type=click.IntRange(0, 16), default=None,
               help="Pre-started job workers that have imported torch, so jobs start in a fraction of a second "
                    "[env MODELYARD_WARM_WORKERS; default 1; 0 starts every job cold].")
+@click.option("--predict-cache-mb", type=click.IntRange(1), default=None,
+              help="Memory the loaded prediction models may hold; past it the least recently used are unloaded "
+                   "[env MODELYARD_PREDICT_CACHE_MB; default 4096]. See docs/prediction.md.")
+@click.option("--predict-max-models", type=click.IntRange(1, 256), default=None,
+              help="Prediction models loaded at once [env MODELYARD_PREDICT_MAX_MODELS; default 4].")
 def serve(
     host: str,
     port: int,
@@ -95,6 +100,8 @@ def serve(
     log_level: str,
     api_token_file: Path | None,
     warm_workers: int | None,
+    predict_cache_mb: int | None,
+    predict_max_models: int | None,
 ) -> None:
     """Start the REST API server (uvicorn). One server per workspace: a second one is refused."""
     import uvicorn
@@ -111,6 +118,10 @@ def serve(
         overrides["warm_workers"] = 1
     if workspace is not None:
         overrides["workspace"] = workspace
+    if predict_cache_mb is not None:
+        overrides["predict_cache_mb"] = predict_cache_mb
+    if predict_max_models is not None:
+        overrides["predict_max_models"] = predict_max_models
     if import_roots:
         overrides["import_roots"] = list(import_roots)
     if allowed_hosts:

@@ -13,9 +13,11 @@ from pathlib import Path
 GIB = 1024**3
 MIB = 1024**2
 #: Timing settings that may also come from ``MODELYARD_<NAME>`` (seconds).
-_FLOAT_ENV = ("heartbeat_timeout_s", "worker_start_grace_s", "stop_timeout_s", "short_job_timeout_s")
+_FLOAT_ENV = ("heartbeat_timeout_s", "worker_start_grace_s", "stop_timeout_s", "short_job_timeout_s",
+              "predict_batch_wait_ms")
 #: Counts that may also come from ``MODELYARD_<NAME>``.
-_INT_ENV = ("cpu_job_slots", "warm_workers")
+_INT_ENV = ("cpu_job_slots", "warm_workers", "predict_max_models", "predict_cache_mb", "predict_max_batch",
+            "predict_max_files")
 
 
 @dataclass

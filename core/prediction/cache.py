@@ -70,7 +70,7 @@ class ModelCache:
             model.batcher.close()
             raise ConflictError(
                 f"the model needs {size} bytes, more than the prediction cache's limit of {self.max_bytes} "
-                "(the server's --predict-cache-mb)",
+                "(modelyard serve --predict-cache-mb)",
                 {"memory_bytes": size, "limit": self.max_bytes})
         evicted: list[LoadedModel] = []
         with self._lock:

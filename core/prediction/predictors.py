@@ -43,6 +43,8 @@ class Predictor(ABC):
         self.device = device
         #: one batch at a time per model (PyTorch modules and some runners are not re-entrant)
         self.lock = threading.Lock()
+        #: the request options a model brings (an export's own ``score_threshold``); a request's own win
+        self.default_options: dict[str, Any] = {}
 
     def pixels(self, image: DecodedImage) -> torch.Tensor:
         """The image's ``uint8`` input (a checkpoint adds its run's ``val`` augmentations)."""
@@ -60,7 +62,7 @@ class Predictor(ABC):
     def predictions(self, output: Any, image: DecodedImage, options: dict[str, Any]) -> list[dict[str, Any]]:
         """One image's answer (``TaskRuntime.predictions``) in the pixels of the image as sent."""
         return self.runtime.predictions(output, self.classes, (image.width, image.height),
-                                        {**options, "input_size": self.input_size})
+                                        {**self.default_options, **options, "input_size": self.input_size})
 
 
 class CheckpointPredictor(Predictor):
@@ -112,6 +114,9 @@ class ExportPredictor(Predictor):
         self.std = torch.tensor(metadata.std, dtype=torch.float32).view(1, -1, 1, 1)
         self.static_batch = static_batch
         self._size = path.stat().st_size
+        # a detection graph keeps only boxes above the threshold it was exported with: answer at that one by default
+        if metadata.export.get("score_threshold") is not None:
+            self.default_options["score_threshold"] = float(metadata.export["score_threshold"])
 
     def outputs(self, batch: torch.Tensor) -> list[Any]:
         from ..training.worker.module import normalize_uint8

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from ..datasets.validate import InvalidImage
 from ..errors import ConflictError, ModelyardError, PayloadTooLargeError, ValidationError
 from ..ids import new_id
-from ..plugin_types import CLASSIFICATION
 from ..timeutil import utc_now_iso
 from .batcher import DynamicBatcher
 from .cache import LoadedModel, ModelCache
@@ -173,9 +172,9 @@ class PredictionService:
                 "cannot give: an export runs the forward pass only; load the run's checkpoint "
                 "({\"run_id\", \"checkpoint\"}) and ask that model",
                 field="explain", details={"runtime": predictor.runtime_name})
-        if predictor.task != CLASSIFICATION:
-            raise ValidationError(f"explain={method} explains classifications; this model's task is "
-                                  f"'{predictor.task}'", field="explain", details={"task": predictor.task})
+        if not predictor.runtime.explainable:
+            raise ValidationError(f"explain={method} explains class scores, which task '{predictor.task}' "
+                                  "does not give", field="explain", details={"task": predictor.task})
 
     @staticmethod
     def _add_explanations(predictor: CheckpointPredictor, batch: torch.Tensor,

@@ -94,6 +94,9 @@ class TensorStore(TargetStore):
 class TaskRuntime(ABC):
     """A task's behaviour in training, evaluation and export (one instance per process is enough)."""
 
+    #: whether each prediction has a class score Grad-CAM can explain (``?explain=gradcam``, core/prediction)
+    explainable: bool = False
+
     def __init__(self, task: Task) -> None:
         self.task = task
 

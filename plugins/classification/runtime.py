@@ -24,6 +24,8 @@ def label_store(labels: Sequence[int], pad: int = 0) -> TensorStore:
 
 
 class ClassificationRuntime(TaskRuntime):
+    explainable = True  # the top class of each image has a score to explain
+
     def check_dataset(self, dataset: dict[str, Any], field: str = "dataset") -> None:
         if len(dataset.get("classes") or []) < 2:
             raise ValidationError("the dataset needs at least two classes to train a classifier", field=f"{field}.classes")

@@ -130,13 +130,13 @@ def test_an_onnx_export_refuses_to_explain_naming_the_field(services, trained_ru
     assert "explanation" not in answer["results"][0]
 
 
-def test_a_model_of_another_task_refuses_to_explain(services, trained_run) -> None:
-    model = services.predictions.load(trained_run.project_id, run_id=trained_run.run_id)
-    services.predictions.cache.get(trained_run.project_id, model["id"]).predictor.task = "object_detection"
-    with pytest.raises(ValidationError, match="classifications") as refused:
-        services.predictions.predict(trained_run.project_id, None, dataset_files(services, trained_run, count=1),
-                                     EXPLAIN)
-    assert refused.value.field == "explain"
+def test_a_model_of_a_task_without_class_scores_refuses_to_explain(services, detection_run) -> None:
+    model = services.predictions.load(detection_run.project_id, run_id=detection_run.run_id)
+    assert model["task"] == "object_detection" and model["runtime"] == "pytorch"
+    with pytest.raises(ValidationError, match="explains class scores") as refused:
+        services.predictions.predict(detection_run.project_id, None, dataset_files(services, detection_run, count=1),
+                                     PredictOptions(explain="gradcam"))
+    assert refused.value.field == "explain" and refused.value.details["task"] == "object_detection"
 
 
 def test_an_unknown_method_is_refused() -> None:
