@@ -124,7 +124,7 @@ class PredictionService:
                 options: PredictOptions) -> dict[str, Any]:
         """Answers for uploaded images (``(filename, bytes)``), in order; see DESIGN section 12."""
         self.workspace.existing_project_dir(project_id)
-        model = self.cache.default(project_id) if model_id is None else self.cache.get(project_id, model_id)
+        model = self._model(project_id, model_id)
         self._check_request_size(files)
         predictor = model.predictor
         if options.explain is not None:
@@ -157,6 +157,9 @@ class PredictionService:
     def predict_dataset(self, project_id: str, model_id: str | None, filenames: Sequence[str],
                         options: PredictOptions) -> dict[str, Any]:
         """The same for images already in the project's dataset (by name; an unknown name is 404)."""
+        self.workspace.existing_project_dir(project_id)
+        self._model(project_id, model_id)  # 404/409 before reading any file
+        self._check_request_size([(name, b"") for name in filenames])
         files = []
         for name in filenames:
             path, _ = self.datasets.image(project_id, name)
@@ -198,6 +201,10 @@ class PredictionService:
                 "layer": heat.layer, "media_type": "image/png", "width": width, "height": height,
                 "png_base64": base64.b64encode(heat.png(index)).decode("ascii"),
             }
+
+    def _model(self, project_id: str, model_id: str | None) -> LoadedModel:
+        """The named model, or the project's default when no id is given."""
+        return self.cache.default(project_id) if model_id is None else self.cache.get(project_id, model_id)
 
     def _check_request_size(self, files: Sequence[tuple[str, bytes]]) -> None:
         if not files:
