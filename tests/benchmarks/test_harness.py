@@ -7,16 +7,16 @@ runs it exactly that way, and the unit tests put the root on ``sys.path``.
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.bench import ROOT, run_quick_rows
+
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 #: one row of each kind that is cheap in quick mode: a loader ratio, one of the two HTTP rows, a
 #: seconds-based ratio, and a GPU row (skipped without CUDA; skipped with a reason on a GPU too)
 SUBSET = ["loader_draft_decode", "list_last_vs_first_page", "import_10k", "train_gpu_engine_vs_plain_optimised"]
@@ -38,13 +38,7 @@ def _check_side(side: dict[str, Any]) -> None:
 
 
 def test_quick_harness_writes_a_well_formed_report_for_the_selected_rows(tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--threads", "1", "--out", str(out), "--only", *SUBSET],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    report = json.loads(out.read_text(encoding="utf-8"))
+    report, printed = run_quick_rows(SUBSET, tmp_path / "report.json")
 
     assert {"generated_at", "quick", "machine", "results", "skipped", "failed", "run"} <= set(report)
     assert report["quick"] is True
@@ -69,7 +63,7 @@ def test_quick_harness_writes_a_well_formed_report_for_the_selected_rows(tmp_pat
         assert row["repeats"] == len(row["ours"]["values"])
         if row["ratio_kind"] != "absolute":
             _check_side(row["against"])
-        assert row["id"] in completed.stdout  # the printed table has the row too
+        assert row["id"] in printed  # the printed table has the row too
 
 
 def test_unknown_benchmark_id_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -7,14 +7,12 @@ rather than as a failed row in the next ``make bench``.
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.bench import run_quick_rows
+
 ROWS = ["predict_http_vs_inprocess_b1", "predict_batching_throughput"]
 
 
@@ -24,13 +22,7 @@ def _check_side(side: dict[str, Any]) -> None:
 
 
 def test_quick_prediction_rows_report_both_sides_on_one_trained_model(tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--threads", "1", "--out", str(out), "--only", *ROWS],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    report = json.loads(out.read_text(encoding="utf-8"))
+    report, printed = run_quick_rows(ROWS, tmp_path / "report.json")
     assert report["failed"] == [] and report["skipped"] == []
     measured = {row["id"]: row for row in report["results"]}
     assert set(measured) == set(ROWS)
@@ -39,7 +31,7 @@ def test_quick_prediction_rows_report_both_sides_on_one_trained_model(tmp_path: 
         _check_side(row["ours"])
         _check_side(row["against"])
         assert row["extra"]["arch"] == "simple_cnn"  # quick mode's model
-        assert row["id"] in completed.stdout
+        assert row["id"] in printed
     latency = measured["predict_http_vs_inprocess_b1"]
     assert latency["higher_is_better"] is False
     assert latency["extra"]["max_confidence_diff"] < 1e-5  # HTTP answered what the in-process call answered
