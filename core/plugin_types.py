@@ -7,6 +7,8 @@ name and never imports a concrete plugin.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +173,20 @@ DEFAULT_EXPORT_OUTPUTS: dict[str, dict[int, str]] = {"output": {0: "batch_size"}
 #: The input's dynamic axes when a task does not say otherwise (the batch).
 DEFAULT_EXPORT_INPUT_AXES: dict[int, str] = {0: "batch_size"}
 
+#: Prefix of every key modelyard stores in an exported file's key/value metadata (ONNX ``metadata_props``).
+#: Added in 0.3.
+METADATA_PREFIX = "modelyard."
+#: ``ExportMetadata`` field -> the key it is stored under, for the facts every export carries. The
+#: values of ``METADATA_JSON_FIELDS`` are JSON text, the others plain strings. ``ExportMetadata.extra``
+#: adds ``METADATA_PREFIX + key`` for each of its keys (``modelyard.checkpoint``, detection's
+#: ``modelyard.score_threshold``). Added in 0.3.
+METADATA_KEYS: Mapping[str, str] = {
+    name: METADATA_PREFIX + name
+    for name in ("classes", "input_size", "mean", "std", "architecture", "run_id", "channels", "task")
+}
+#: The ``METADATA_KEYS`` whose values are JSON text (lists and numbers); the rest are plain strings.
+METADATA_JSON_FIELDS: frozenset[str] = frozenset({"classes", "input_size", "mean", "std", "channels"})
+
 
 @dataclass(frozen=True)
 class ExportMetadata:
@@ -191,7 +207,9 @@ class ExportMetadata:
     architecture: str
     run_id: str
     channels: int = 3
-    #: task-specific facts to store in the file (``modelyard.<key>``): JSON scalars, e.g. ``score_threshold``
+    #: more facts to store in the file, each under ``METADATA_PREFIX + key`` as ``str(value)``: JSON scalars.
+    #: Core puts the run's ``checkpoint`` (``best``/``last``) and the task's facts (``TaskRuntime.export_metadata``,
+    #: detection's ``score_threshold``) here; a key of ``METADATA_KEYS`` never appears in it.
     extra: dict[str, Any] = field(default_factory=dict)
     task: str = CLASSIFICATION
     outputs: dict[str, dict[int, str]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_EXPORT_OUTPUTS.items()})
@@ -205,6 +223,25 @@ class ExportMetadata:
     def default_signature(self) -> bool:
         """Whether the graph is classification's (one ``output``): the exporters' own axis options then apply."""
         return self.output_names == list(DEFAULT_EXPORT_OUTPUTS)
+
+    def key_values(self) -> dict[str, str]:
+        """The metadata as the key/value strings a file stores (``METADATA_KEYS`` then ``extra``). Added in 0.3.
+
+        What the built-in ONNX exporter writes into ``metadata_props``; an
+        exporter for another key/value format stores the same.
+        """
+        import json
+
+        props = {}
+        for name, key in METADATA_KEYS.items():
+            value = getattr(self, name)
+            if name in METADATA_JSON_FIELDS:
+                props[key] = json.dumps(list(value) if isinstance(value, (list, tuple)) else value)
+            else:
+                props[key] = str(value)
+        for key, value in self.extra.items():
+            props.setdefault(METADATA_PREFIX + key, str(value))
+        return props
 
 
 class ExportFunction(Protocol):
@@ -225,8 +262,120 @@ class LoadRunner(Protocol):
 
 
 @dataclass(frozen=True)
+class VerificationPolicy:
+    """How an exported file is compared with PyTorch before the export counts as ``completed``. Added in 0.3.
+
+    - ``atol``, ``rtol``: the allowed largest difference of an output is
+      ``max(atol, rtol * scale)``, where ``scale`` is the largest absolute
+      reference output (classification's logits; detection's scores, whose
+      scale is 1). The defaults are modelyard's float32 rule, ``1e-4 x
+      max(1, max |logit|)``; the built-in ``fp16`` option uses ``1e-2``.
+    - ``min_top1_agreement`` (classification): the share of images whose top-1
+      class must equal PyTorch's.
+    - ``min_box_agreement`` (detection): the share of boxes that must agree:
+      PyTorch's and the file's boxes above the score threshold are paired
+      greedily by IoU (pairs need IoU >= 0.5, the detection comparison's
+      matching threshold), and agreeing pairs (same label) are counted over
+      pairs plus unpaired boxes (rounding near-ties excused).
+    - ``lossy``: compare agreement only. The tolerances (``atol``/``rtol``,
+      detection's IoU 0.99 and score difference) are reported but not
+      applied; the agreement minimums and finite outputs still are. For
+      quantised or otherwise approximate formats.
+    """
+
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    min_top1_agreement: float = 1.0
+    min_box_agreement: float = 1.0
+    lossy: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("atol", "rtol", "min_top1_agreement", "min_box_agreement"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"VerificationPolicy.{name} must be a finite number >= 0, not {value!r}")
+            if name.startswith("min_") and value > 1:
+                raise ValueError(f"VerificationPolicy.{name} is a share of images or boxes (0 to 1), not {value!r}")
+        if not isinstance(self.lossy, bool):
+            raise ValueError(f"VerificationPolicy.lossy must be true or false, not {self.lossy!r}")
+
+    def tolerance(self, scale: float) -> float:
+        """The allowed largest absolute output difference for outputs of this scale (see the class docstring)."""
+        return max(float(self.atol), float(self.rtol) * abs(float(scale)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"atol": float(self.atol), "rtol": float(self.rtol), "min_top1_agreement": float(self.min_top1_agreement),
+                "min_box_agreement": float(self.min_box_agreement), "lossy": self.lossy}
+
+
+#: What ``Exporter.extension`` may be: one or more ``.part`` of ASCII letters, digits, ``_`` and ``-``
+#: (``.onnx``, ``.int8.onnx``, ``.tar.gz``), at most ``MAX_EXTENSION_LENGTH`` characters. Added in 0.3.
+EXTENSION_PATTERN = re.compile(r"(\.[A-Za-z0-9][A-Za-z0-9_-]*)+")
+MAX_EXTENSION_LENGTH = 32
+
+
+def extension_problem(extension: object) -> str | None:
+    """Why ``extension`` cannot name an exported file (``None``: it can, and is used exactly as declared)."""
+    if not isinstance(extension, str) or not extension:
+        return f"extension must be a non-empty string like '.onnx', not {extension!r}"
+    if len(extension) > MAX_EXTENSION_LENGTH:
+        return f"extension {extension!r} is longer than {MAX_EXTENSION_LENGTH} characters"
+    if not EXTENSION_PATTERN.fullmatch(extension):
+        return (f"extension {extension!r} must start with '.' and hold only ASCII letters, digits, '_' and '-' "
+                "between dots (e.g. '.onnx', '.int8.onnx'); no path separators, spaces or empty parts")
+    return None
+
+
+def exporter_problems(exporter: Exporter) -> list[str]:
+    """What is wrong with an ``Exporter``'s declaration, checked when it registers (and by ``check_exporter``)."""
+    problems = []
+    wrong_extension = extension_problem(exporter.extension)
+    if wrong_extension:
+        problems.append(wrong_extension)
+    if not (exporter.verification is None or isinstance(exporter.verification, VerificationPolicy)
+            or callable(exporter.verification)):
+        problems.append(f"verification must be a VerificationPolicy, a function of the options returning one, or "
+                        f"None, not {type(exporter.verification).__name__}")
+    if exporter.usage_snippet is not None and not callable(exporter.usage_snippet):
+        problems.append("usage_snippet must be a function usage_snippet(model_file) -> str, or None")
+    base = exporter.base_format
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            problems.append(f"base_format must be an export format id or None, not {base!r}")
+        elif base == exporter.id:
+            problems.append("base_format names the exporter itself")
+        elif not accepts_keyword(exporter.export, "base_file"):
+            problems.append("an exporter with a base_format receives the base file as export(..., base_file=path); "
+                            "its export function takes no base_file argument")
+    return problems
+
+
+def accepts_keyword(function: Callable[..., Any], name: str) -> bool:
+    """Whether ``function`` can be called with the keyword argument ``name`` (named, or ``**kwargs``)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: assume it does
+        return True
+    return any(p.kind is p.VAR_KEYWORD or (p.name == name and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+               for p in parameters)
+
+
+#: ``usage_snippet(model_file) -> str``: Python lines that load the file named ``model_file`` (in the working
+#: folder) and run it on ``x``, a float32 numpy array ``[C, H, W]`` already preprocessed, leaving ``outputs``: a list
+#: of numpy arrays, one per output in graph order, for the batch of one image (``x[None]``).
+UsageSnippet = Callable[[str], str]
+
+
+@dataclass(frozen=True)
 class Exporter:
-    """An export format. ``options_schema`` is a JSON schema object whose properties carry defaults."""
+    """An export format. ``options_schema`` is a JSON schema object whose properties carry defaults.
+
+    ``extension`` names the saved file exactly as declared (``<architecture>-<run_id><extension>``;
+    see ``extension_problem``). ``verification``, ``base_format`` and
+    ``usage_snippet`` were added in 0.3 (docs/plugins.md, section 4).
+    """
 
     id: str
     name: str
@@ -237,3 +386,11 @@ class Exporter:
     description: str = ""
     #: the tasks whose models it exports
     tasks: tuple[str, ...] = (CLASSIFICATION,)
+    #: how its files are verified: a policy, or ``policy(options)`` of the exporter's resolved options;
+    #: ``None``: modelyard's defaults (float32 1e-4, 1e-2 with an ``fp16: true`` option, full agreement)
+    verification: VerificationPolicy | Callable[[dict[str, Any]], VerificationPolicy] | None = None
+    #: the id of the exporter whose file this one transforms: modelyard runs and verifies that one first and calls
+    #: ``export(model, example_input, options, out_dir, metadata, base_file=path)``
+    base_format: str | None = None
+    #: the bundle README's lines that load and run the file (see ``UsageSnippet``); ``None``: a default per runtime
+    usage_snippet: UsageSnippet | None = None
