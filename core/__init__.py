@@ -52,7 +52,16 @@ weights from the torch hub cache: ``ensure_weights_cached(name, weights)``
 (the cached file, downloaded once; a ``ValidationError`` naming the file and
 folder when it cannot be fetched) and ``loading_cached_weights(name, file)``
 (every ``torch.load`` inside uses ``weights_only=True``; failures become a
-``ValidationError``). Import everything from ``modelyard.core`` itself:
+``ValidationError``). For ``model.weights_path`` (added in 0.3): a
+``build`` that names a ``weights_path`` parameter receives the resolved path
+and loads it itself, e.g. with ``load_backbone_weights(model, weights_path,
+head="fc")`` (strict on the backbone, a head of another shape skipped and
+left freshly initialised; returns a ``LoadReport``); otherwise modelyard loads
+the file strictly after ``build``. ``Architecture.min_input_size``,
+``input_size_multiple`` and an optional ``validate(config)`` (also on
+``Exporter``: ``validate(options)``, and on importers: ``validate(root)``)
+refuse impossible requests when they are saved, as a 422 naming the field.
+Import everything from ``modelyard.core`` itself:
 its other modules are internal and may change.
 
 Names are unique across all plugins (a duplicate fails the later plugin with
@@ -78,6 +87,7 @@ from .export_options import resolve_options
 from .hookspecs import hookimpl, hookspec
 from .hub_weights import ensure_weights_cached, loading_cached_weights, weights_cache_file
 from .jsonio import atomic_write_bytes
+from .models import LoadReport, load_backbone_weights
 from .plugin_types import Architecture, BoxLabel, DatasetImporter, Exporter, ExportMetadata, ImageRecord, Task
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
 from .training.augmentations import ALLOWED as AUGMENTATIONS
@@ -124,6 +134,8 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "loading_cached_weights",
+    "load_backbone_weights",
+    "LoadReport",
     "resolve_options",
     "weights_cache_file",
 ]

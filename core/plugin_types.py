@@ -87,7 +87,10 @@ class Architecture:
 
     ``build(num_classes, in_channels=3, pretrained=False, dropout=0.0, **options)``
     must raise ``ValidationError`` for options it cannot honour (e.g. pretrained
-    weights that do not exist).
+    weights that do not exist). A ``build`` that names a ``weights_path``
+    parameter receives ``model.weights_path`` (resolved, or ``None``) and loads
+    it itself, e.g. with ``load_backbone_weights``; otherwise core loads the file
+    strictly after it (added in 0.3).
     """
 
     name: str
@@ -100,6 +103,15 @@ class Architecture:
     num_parameters: int | None = None
     #: name of the sub-module that is the classifier head (used by ``freeze_backbone``)
     head_name: str | None = None
+    #: the smallest ``(height, width)`` it takes: a smaller ``data.image_size`` is refused when an experiment is
+    #: saved (422 on ``config.data.image_size``). Added in 0.3.
+    min_input_size: tuple[int, int] | None = None
+    #: both sides of ``data.image_size`` must be multiples of this (a ViT's patch size). Added in 0.3.
+    input_size_multiple: int | None = None
+    #: ``validate(config)``: raise ``ValidationError`` (field relative to the config, e.g. ``data.image_size``) for
+    #: a config this architecture cannot train; called with the resolved config as plain data whenever an experiment
+    #: is saved and when its run starts (a ``task`` keyword too, if named). Added in 0.3.
+    validate: Callable[..., None] | None = None
 
 
 class DetectionNet(Protocol):
@@ -156,7 +168,9 @@ class ImageRecord:
 class DatasetImporter(Protocol):
     """Reads one dataset layout. ``detect`` must be cheap: ``format: auto`` asks every importer.
 
-    An importer may also have ``tasks`` (the tasks whose annotations it reads); without it, ``classification``.
+    An importer may also have ``tasks`` (the tasks whose annotations it reads); without it, ``classification``,
+    and ``validate(root)`` (added in 0.3): called before ``read`` when an import starts, it raises
+    ``ValidationError`` for a folder it cannot import (a ``task`` keyword too, if named).
     """
 
     id: str
@@ -394,3 +408,7 @@ class Exporter:
     base_format: str | None = None
     #: the bundle README's lines that load and run the file (see ``UsageSnippet``); ``None``: a default per runtime
     usage_snippet: UsageSnippet | None = None
+    #: ``validate(options)``: raise ``ValidationError`` (field relative to the options) for options this format cannot
+    #: honour; called with the request's resolved options when an export is requested (``config``, the run's
+    #: experiment config, and ``task`` keywords too, if named). Added in 0.3.
+    validate: Callable[..., None] | None = None

@@ -11,12 +11,21 @@ when present, downloaded otherwise, and when neither works the error names
 the missing file and the cache folder so an operator can copy it there.
 torchvision's loader calls ``torch.load`` without ``weights_only``; we force
 ``weights_only=True`` for that call, so a tampered cache file cannot run code.
+
+``model.weights_path`` is loaded by ``build`` itself (it names the parameter)
+with ``modelyard.core.load_backbone_weights``: strict on the backbone, the head
+left freshly initialised where the file's has another shape, so a 1000-class
+ImageNet state dict starts an N-class model. Input sizes a family cannot take
+are refused when an experiment is saved: the declared ``min_input_size`` /
+``input_size_multiple`` and ``validate`` (ViT and MaxViT need a square,
+fixed grid; pretrained ones exactly their weights' size).
 """
 
 from __future__ import annotations
 
 import re
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from modelyard.core import (
@@ -24,6 +33,7 @@ from modelyard.core import (
     ValidationError,
     ensure_weights_cached,
     hookimpl,
+    load_backbone_weights,
     loading_cached_weights,
     weights_cache_file,  # noqa: F401  (importable from here, as before it moved to modelyard.core)
 )
@@ -53,6 +63,16 @@ HEAD_BY_FAMILY: tuple[tuple[str, str], ...] = (
 
 #: Families built for one fixed input size, and the torchvision argument that sets it.
 FIXED_SIZE_ARGUMENT: dict[str, str] = {"vit": "image_size", "maxvit": "input_size"}
+
+#: Families whose weights' ``min_size`` is not a hard limit of the network (they run on smaller inputs), so it
+#: is not declared as ``min_input_size``; ViT and MaxViT have their own rules (``check_input_size``).
+SOFT_MIN_SIZE_FAMILIES: frozenset[str] = frozenset({"swin", "efficientnet", "vit", "maxvit"})
+
+#: Auxiliary classifier heads some families have in their ImageNet weights (not in the model modelyard trains).
+AUX_HEADS: dict[str, tuple[str, ...]] = {"inception": ("AuxLogits",), "googlenet": ("aux1", "aux2")}
+
+#: MaxViT-T's attention partitions: after the stem, each of its blocks halves the grid, which must stay a multiple of 7.
+_MAXVIT_BLOCKS, _MAXVIT_PARTITION = 4, 7
 
 
 def head_name_for(name: str) -> str | None:
@@ -97,6 +117,7 @@ def build_torchvision(
     dropout: float = 0.0,
     *,
     model_name: str,
+    weights_path: str | Path | None = None,
     **options: Any,
 ) -> Any:
     """Build torchvision's ``model_name`` with a fresh head for ``num_classes``.
@@ -104,6 +125,9 @@ def build_torchvision(
     ``dropout > 0`` puts an ``nn.Dropout`` in front of the new head (models keep
     their own dropout too). Option ``image_size=(h, w)`` sets the input size of
     fixed-size families (ViT, MaxViT; square only); others ignore it.
+    ``weights_path`` (``model.weights_path``) is loaded last with
+    ``load_backbone_weights``: the backbone must match, a head (and inception's
+    or googlenet's auxiliary heads) of another shape is skipped.
     """
     import torchvision.models as tvm
 
@@ -128,11 +152,13 @@ def build_torchvision(
     if model_name.startswith("inception") and getattr(model, "AuxLogits", None) is not None:
         model.aux_logits = False  # torchvision keeps the aux head when loading weights; we train one head
         model.AuxLogits = None
-    replace_head(model, num_classes, dropout)
+    head = replace_head(model, num_classes, dropout)
     if in_channels != 3:
         replace_first_conv(model, in_channels, average_rgb=pretrained)
         if hasattr(model, "transform_input"):
             model.transform_input = False  # it rescales 3 RGB channels by ImageNet statistics
+    if weights_path is not None:
+        load_backbone_weights(model, weights_path, head=(head, *AUX_HEADS.get(_family(model_name), ())))
     return model
 
 
@@ -142,18 +168,79 @@ def _builder_kwargs(name: str, pretrained: bool, image_size: Any) -> dict[str, A
         kwargs.update(aux_logits=False, init_weights=True)
     argument = FIXED_SIZE_ARGUMENT.get(_family(name))
     if argument is not None:
-        default = default_weights(name)
-        default_size = tuple(default.meta["min_size"]) if default is not None else (224, 224)
-        size = tuple(int(v) for v in image_size) if image_size is not None else default_size
-        if size[0] != size[1]:
-            raise ValidationError(f"{name} needs a square input size, got {size[0]}x{size[1]}", field="data.image_size")
-        if pretrained and size != default_size:
-            raise ValidationError(
-                f"Pretrained {name} expects {default_size[0]}x{default_size[1]} input, got {size[0]}x{size[1]}",
-                field="data.image_size",
-            )
+        size = check_input_size(name, pretrained, image_size)
         kwargs[argument] = size[0] if argument == "image_size" else size
     return kwargs
+
+
+def _fixed_default_size(name: str) -> tuple[int, int]:
+    default = default_weights(name)
+    return (int(default.meta["min_size"][0]), int(default.meta["min_size"][1])) if default is not None else (224, 224)
+
+
+def check_input_size(name: str, pretrained: bool, image_size: Any) -> tuple[int, int]:
+    """The input size a fixed-size family (ViT, MaxViT) is built for; ``ValidationError`` on ``data.image_size``.
+
+    Square only; exactly the weights' size when pretrained; MaxViT's grid must
+    divide into its attention partitions in every block. Other families take
+    any size (their limits are the declared ``min_input_size``).
+    """
+    default_size = _fixed_default_size(name)
+    size = (int(image_size[0]), int(image_size[1])) if image_size is not None else default_size
+    if _family(name) not in FIXED_SIZE_ARGUMENT:
+        return size
+    if size[0] != size[1]:
+        raise ValidationError(f"{name} needs a square input size, got {size[0]}x{size[1]}", field="data.image_size")
+    if pretrained and size != default_size:
+        raise ValidationError(
+            f"Pretrained {name} expects {default_size[0]}x{default_size[1]} input, got {size[0]}x{size[1]}",
+            field="data.image_size",
+        )
+    if _family(name) == "maxvit" and not _maxvit_fits(size[0]):
+        fits = [s for s in range(size[0] - 224, size[0] + 225) if s >= 8 and _maxvit_fits(s)]
+        nearest = min(fits, key=lambda s: abs(s - size[0])) if fits else 224
+        raise ValidationError(
+            f"{name} needs an input size whose grid divides into its {_MAXVIT_PARTITION}x{_MAXVIT_PARTITION} attention "
+            f"partitions in every block (e.g. {nearest}x{nearest}), got {size[0]}x{size[1]}",
+            field="data.image_size",
+        )
+    return size
+
+
+def _maxvit_fits(side: int) -> bool:
+    def halve(value: int) -> int:  # a 3x3 convolution with stride 2 and padding 1
+        return (value - 1) // 2 + 1
+
+    value = halve(side)
+    for _ in range(_MAXVIT_BLOCKS):
+        value = halve(value)
+        if value % _MAXVIT_PARTITION:
+            return False
+    return True
+
+
+def vit_patch_size(name: str) -> int | None:
+    """The patch size of a ViT (``vit_b_16`` -> 16), ``None`` for other families."""
+    match = re.fullmatch(r"vit_\w+?_(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+def validate_config(config: dict[str, Any], *, model_name: str) -> None:
+    """``Architecture.validate``: the input sizes ``model_name`` cannot take, refused when the experiment is saved."""
+    model = config.get("model") or {}
+    data = config.get("data") or {}
+    check_input_size(model_name, bool(model.get("pretrained")), data.get("image_size"))
+
+
+def declared_min_input_size(name: str) -> tuple[int, int] | None:
+    """``Architecture.min_input_size``: a ViT's one patch, else the weights' ``min_size`` where it is a hard limit."""
+    patch = vit_patch_size(name)
+    if patch is not None:
+        return (patch, patch)
+    if _family(name) in SOFT_MIN_SIZE_FAMILIES:
+        return None
+    size = min_input_size(name)
+    return size if size[0] > 8 or size[1] > 8 else None
 
 
 def find_head(model: Any) -> tuple[str, Any]:
@@ -241,6 +328,9 @@ def architecture_for(name: str) -> Architecture:
         description=_describe(name, weights),
         num_parameters=int(weights.meta["num_params"]) if weights is not None and "num_params" in weights.meta else None,
         head_name=head_name_for(name),
+        min_input_size=declared_min_input_size(name),
+        input_size_multiple=vit_patch_size(name),
+        validate=partial(validate_config, model_name=name) if _family(name) in FIXED_SIZE_ARGUMENT else None,
     )
 
 

@@ -88,6 +88,9 @@ class DatasetService:
     def _import(self, project_id: str, root: Path, staging: Path, kind: str, format: str, replace: bool) -> dict[str, Any]:
         task = self.store.task(project_id)
         importer = self._importer(root, format, task)
+        from ..plugin_checks import check_importer_source
+
+        check_importer_source(importer, root, task, field="path" if kind == "local" else "file")  # its validate(root)
         log.info("importing %s into %s with the %s importer", root, project_id, importer.id)
         staged = stage_records(importer.read(root), root, staging / "files", self.settings.max_image_pixels, importer.id)
         if not staged.images and not staged.duplicates:

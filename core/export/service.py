@@ -124,6 +124,11 @@ class ExportService:
         config = frozen_config(ref)
         check_input_shape(resolved, int(config.data.channels), config.data.image_size)  # type: ignore[arg-type]
         runtime.check_export_options(resolved, option_defaults(exporter.options_schema))
+        from ..plugin_checks import check_exporter_options
+        from ..training.config import config_to_dict
+
+        # the format's own check of its options (what export receives), a 422 naming options.<name>
+        check_exporter_options(exporter, format_options(exporter, resolved), config_to_dict(config), task=task)
         return self.jobs.submit(project_id, {
             "experiment_id": experiment_id,
             "run_id": run_id,

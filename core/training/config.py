@@ -286,7 +286,9 @@ def validate_config(
     """The checks a type cannot express; raises ``ValidationError`` naming the field.
 
     With ``task``, also that the architecture serves it and that early
-    stopping follows a metric it logs.
+    stopping follows a metric it logs. Last, the input size against the
+    architecture's declared constraints and the architecture's own
+    ``validate(config)`` (``core/plugin_checks.py``).
     """
     _check_model(config, registry, weight_roots)
     if task is not None:
@@ -299,6 +301,10 @@ def validate_config(
 
     validate_augmentations(config.data.augmentations.train, config.data.image_size, config.data.channels, "config.data.augmentations.train")
     validate_augmentations(config.data.augmentations.val, config.data.image_size, config.data.channels, "config.data.augmentations.val")
+    from ..plugin_checks import check_architecture_config  # input size constraints, then the plugin's own validate
+
+    arch = registry.get(config.model.architecture, field="config.model.architecture")
+    check_architecture_config(arch, config_to_dict(config), task=task.id if task is not None else None)
 
 
 def _check_model(config: ExperimentConfig, registry: ArchitectureRegistry, weight_roots: list[Path] | None) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from modelyard.core import Architecture, ValidationError, hookimpl
 from modelyard.core.training.run_folder import create_run_folder, update_run
 from tests.conftest import assert_error
 from tests.helpers.datasets import write_shapes_dataset
@@ -204,6 +206,60 @@ def test_a_weights_path_inside_the_workspace_is_accepted(client, project_with_da
     weights.write_bytes(b"placeholder")
     config = {**TINY, "model": {"architecture": "simple_cnn", "weights_path": str(weights)}}
     assert create(client, project_with_data, "w", config)["config"]["model"]["weights_path"] == str(weights)
+
+
+# -- the architecture's own checks at save time (0.3) ------------------------------------------------------
+
+
+class _PickyArchitecturePlugin:
+    """A third-party architecture whose ``validate`` refuses input sizes that are not 48x48."""
+
+    @hookimpl
+    def register_architectures(self, registry) -> None:  # type: ignore[no-untyped-def]
+        from modelyard.plugins.simple_cnn import build_simple_cnn
+
+        def validate(config: dict) -> None:
+            if list(config["data"]["image_size"]) != [48, 48]:
+                raise ValidationError("picky_net is trained at 48x48 only", field="data.image_size")
+
+        registry.add(Architecture(name="picky_net", build=build_simple_cnn, validate=validate))
+
+
+@pytest.fixture
+def picky_plugin(services) -> Iterator[str]:
+    services.plugins.add_plugin(_PickyArchitecturePlugin(), name="picky")
+    yield "picky_net"
+    services.plugins.remove_plugin("picky")
+
+
+def test_an_architectures_validate_refuses_a_config_at_save_time_and_nothing_is_saved(
+    client, project_with_data: str, picky_plugin: str
+) -> None:
+    config = {**TINY, "model": {"architecture": picky_plugin}, "data": {"image_size": [32, 32]}}
+    response = client.post(url(project_with_data), json={"name": "picky", "config": config})
+    error = assert_error(response, 422, "VALIDATION_ERROR")
+    assert error["message"] == "picky_net is trained at 48x48 only"
+    assert error["details"]["field"] == "config.data.image_size"
+    assert client.get(url(project_with_data)).json()["data"] == []
+
+    created = create(client, project_with_data, "picky", {**config, "data": {"image_size": [48, 48]}})
+    bad = client.patch(url(project_with_data, created["id"]), json={"config": {"data": {"image_size": [64, 64]}}})
+    assert assert_error(bad, 422, "VALIDATION_ERROR")["details"]["field"] == "config.data.image_size"
+    assert client.get(url(project_with_data, created["id"])).json()["data"]["config"]["data"]["image_size"] == [48, 48]
+
+
+def test_pretrained_for_an_architecture_without_weights_is_refused_at_save_time(client, project_with_data: str) -> None:
+    config = {**TINY, "model": {"architecture": "simple_cnn", "pretrained": True}}
+    error = assert_error(client.post(url(project_with_data), json={"name": "p", "config": config}), 422, "VALIDATION_ERROR")
+    assert error["details"]["field"] == "config.model.pretrained" and "simple_cnn has no pretrained weights" in error["message"]
+    assert client.get(url(project_with_data)).json()["data"] == []
+
+
+def test_an_input_size_a_torchvision_family_cannot_take_is_refused_at_save_time(client, project_with_data: str) -> None:
+    config = {**TINY, "model": {"architecture": "vit_b_16"}, "data": {"image_size": [40, 40]}}
+    error = assert_error(client.post(url(project_with_data), json={"name": "v", "config": config}), 422, "VALIDATION_ERROR")
+    assert error["details"]["field"] == "config.data.image_size" and "multiples of 16" in error["message"]
+    assert create(client, project_with_data, "v", {**config, "data": {"image_size": [48, 48]}})["config"]["data"]["image_size"] == [48, 48]
 
 
 def test_a_deeply_nested_config_is_refused_not_crashed_on(client, project_with_data: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from modelyard.api.exports import content_disposition
-from modelyard.core import Exporter, hookimpl
+from modelyard.core import Exporter, ValidationError, hookimpl
 from modelyard.core.export.service import ExportService
 from modelyard.core.jobs.foreground import export_or_follow
 from modelyard.core.plugin_manager import PluginHost
@@ -196,3 +196,43 @@ def test_unknown_bundle_kind_is_rejected_before_touching_files(client, trained_r
     created = client.post(f"/api/export/{trained_run.project_id}", json=_body(trained_run)).json()["data"]
     response = client.get(f"/api/export/{trained_run.project_id}/{created['id']}/download", params={"bundle": bundle})
     assert_error(response, 422, "VALIDATION_ERROR")
+
+
+class PickyExporter:
+    """An exporter plugin whose ``validate`` refuses an option value it cannot honour (checked at request time)."""
+
+    seen: list[dict] = []
+
+    @hookimpl
+    def register_exporters(self, registry) -> None:  # type: ignore[no-untyped-def]
+        def validate(options: dict, config: dict) -> None:
+            PickyExporter.seen.append({"options": options, "config": config})
+            if options["opset_version"] < 17:
+                raise ValidationError("onnx_picky needs opset 17 or newer", field="opset_version")
+
+        registry.add(Exporter(id="onnx_picky", name="Picky", extension=".onnx", options_schema=onnx_exporter.OPTIONS_SCHEMA,
+                              export=onnx_exporter.export_onnx, load_runner=onnx_exporter.load_onnx_runner,
+                              validate=validate))
+
+
+def test_an_exporters_validate_refusing_an_option_is_422_at_the_request_and_nothing_is_queued(
+    client, services, trained_run, pending_only
+) -> None:
+    services.plugins.add_plugin(PickyExporter(), name="picky_exporter")
+    try:
+        project = trained_run.project_id
+        response = client.post(f"/api/export/{project}", json=_body(trained_run, format="onnx_picky",
+                                                                     options={"opset_version": 13}))
+        error = assert_error(response, 422, "VALIDATION_ERROR")
+        assert error["message"] == "onnx_picky needs opset 17 or newer"
+        assert error["details"]["field"] == "options.opset_version"
+        assert client.get(f"/api/export/{project}").json()["data"] == []
+        seen = PickyExporter.seen[-1]
+        assert seen["options"]["opset_version"] == 13 and "score_threshold" not in seen["options"]  # its own options
+        assert seen["config"]["model"]["architecture"] == "simple_cnn"  # the run's frozen config, as plain data
+
+        created = client.post(f"/api/export/{project}", json=_body(trained_run, format="onnx_picky",
+                                                                    options={"opset_version": 18}))
+        assert created.status_code == 201, created.text
+    finally:
+        services.plugins.remove_plugin("picky_exporter")

@@ -170,3 +170,124 @@ def test_parameter_count_of_an_architecture_that_cannot_build_is_none() -> None:
         raise RuntimeError("no")
 
     assert parameter_count(Architecture(name="broken", build=broken)) is None
+
+
+# -- weights_path given to build, load_backbone_weights (0.3) ------------------------------------
+
+
+def _own_loader(calls: list[object]):  # type: ignore[no-untyped-def]
+    """An architecture whose build loads ``weights_path`` itself with ``load_backbone_weights``."""
+    from modelyard.core import load_backbone_weights
+
+    def build(num_classes, in_channels=3, pretrained=False, dropout=0.0, weights_path=None, **options):  # type: ignore[no-untyped-def]
+        calls.append(weights_path)
+        model = simple_cnn.build_simple_cnn(num_classes, in_channels=in_channels, dropout=dropout)
+        if weights_path is not None:
+            load_backbone_weights(model, weights_path, head="1")
+        return model
+
+    return Architecture(name="own_loader", build=build, head_name="1")
+
+
+def test_a_build_that_names_weights_path_receives_the_resolved_path_and_core_loads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelyard.core import models
+    from modelyard.core.registry import ArchitectureRegistry
+
+    calls: list[object] = []
+    registry = ArchitectureRegistry()
+    registry.add(_own_loader(calls))
+    path = tmp_path / "ten.pt"
+    torch.save(_state(num_classes=10), path)
+    monkeypatch.setattr(models, "load_weights_file", lambda *a: pytest.fail("core loaded the file again"))
+    monkeypatch.chdir(tmp_path)
+
+    model = build_model(registry, "own_loader", num_classes=3, weights_path="ten.pt")
+    build_model(registry, "own_loader", num_classes=3)
+
+    assert calls == [path.resolve(), None]  # absolute, resolved; None without a file
+    assert model[1][1].out_features == 3
+    assert torch.equal(model[0][0][0].weight, _state(num_classes=10)["0.0.0.weight"])
+    assert models.architecture_loads_weights(registry.get("own_loader"))
+
+
+def test_a_build_with_only_options_never_receives_weights_path_and_core_loads_strictly(registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from modelyard.core.models import architecture_loads_weights, recording_weight_loads
+
+    path = tmp_path / "w.pt"
+    torch.save(_state(), path)
+    assert not architecture_loads_weights(registry.get("simple_cnn"))
+    with recording_weight_loads() as reports:
+        build_model(registry, "simple_cnn", num_classes=3, weights_path=path)
+    assert len(reports) == 1
+    assert reports[0].source == str(path.resolve()) and reports[0].skipped == () and reports[0].reinitialised == ()
+    assert set(reports[0].loaded) == set(_state())
+
+
+def test_load_backbone_weights_loads_the_backbone_and_keeps_a_fresh_head_of_another_shape() -> None:
+    from modelyard.core import LoadReport, load_backbone_weights
+
+    ten = _state(num_classes=10)
+    torch.manual_seed(7)
+    model = simple_cnn.build_simple_cnn(3)
+    fresh_head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("1.")}
+
+    report = load_backbone_weights(model, ten, head="1")
+
+    assert isinstance(report, LoadReport) and report.source is None
+    assert report.skipped == ("1.1.bias", "1.1.weight") and report.reinitialised == ("1.1.bias", "1.1.weight")
+    assert report.as_record()["skipped_keys"] == ["1.1.bias", "1.1.weight"] and report.head == ("1",)
+    for key, value in model.state_dict().items():
+        if key.startswith("1."):
+            assert torch.equal(value, fresh_head[key]), key
+        else:
+            assert torch.equal(value, ten[key]), key
+
+
+def test_load_backbone_weights_loads_a_head_of_the_same_shape_too(tmp_path: Path) -> None:
+    from modelyard.core import load_backbone_weights
+
+    three = _state(num_classes=3)
+    path = tmp_path / "three.safetensors"
+    save_file(three, str(path))
+    torch.manual_seed(9)
+    model = simple_cnn.build_simple_cnn(3)
+    report = load_backbone_weights(model, path, head=["1"])
+    assert report.skipped == () and report.reinitialised == () and report.source == str(path)
+    assert torch.equal(model[1][1].weight, three["1.1.weight"])
+
+
+def test_load_backbone_weights_is_strict_on_the_backbone(tmp_path: Path) -> None:
+    from modelyard.core import load_backbone_weights
+
+    model = simple_cnn.build_simple_cnn(3)
+    ten = _state(num_classes=10)
+    missing = {k: v for k, v in ten.items() if not k.startswith("0.4.")}
+    with pytest.raises(ValidationError) as caught:
+        load_backbone_weights(model, {**missing, "extra.weight": torch.zeros(1)}, head="1")
+    error = caught.value
+    assert error.field == "model.weights_path" and "backbone" in error.message
+    assert "0.4.0.weight" in error.details["missing_keys"] and error.details["unexpected_keys"] == ["extra.weight"]
+
+    grey = _state(num_classes=10, in_channels=1)
+    path = tmp_path / "grey.pt"
+    torch.save(grey, path)
+    with pytest.raises(ValidationError, match=r"grey.pt has backbone tensors of the wrong shape .*0\.0\.0\.weight"):
+        load_backbone_weights(model, path, head="1")
+
+
+def test_load_backbone_weights_strips_a_wrapper_prefix_judged_on_the_backbone() -> None:
+    from modelyard.core import load_backbone_weights
+
+    ten = _state(num_classes=10)
+    model = simple_cnn.build_simple_cnn(3)
+    report = load_backbone_weights(model, {f"net.{k}": v for k, v in ten.items()}, head="1")
+    assert report.skipped == ("1.1.bias", "1.1.weight")
+    assert torch.equal(model[0][0][0].weight, ten["0.0.0.weight"])
+
+
+def test_parameter_count_builds_an_own_loader_without_a_file() -> None:
+    calls: list[object] = []
+    assert parameter_count(_own_loader(calls)) == sum(p.numel() for p in simple_cnn.build_simple_cnn(1000).parameters())
+    assert calls and all(call is None for call in calls)

@@ -194,3 +194,107 @@ def test_tampered_hub_cache_file_is_refused_without_running_its_code(
     assert caught.value.message.startswith("Pretrained weights file squeezenet1_1-b8a52dc0.pth for squeezenet1_1 cannot be loaded safely")
     assert "code ran" not in capsys.readouterr().out
     assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in __import__("os").environ  # the guard is lifted afterwards
+
+
+# -- model.weights_path with another head, input sizes refused at save time (0.3) ----------------------
+
+
+def test_a_1000_class_imagenet_state_dict_starts_a_3_class_resnet18_with_a_fresh_head(
+    registry: ArchitectureRegistry, tmp_path: Path
+) -> None:
+    from modelyard.core.models import architecture_loads_weights, build_model, recording_weight_loads
+
+    torch.manual_seed(11)
+    imagenet = tvm.resnet18(weights=None).state_dict()  # torchvision's exact keys and shapes, random values
+    assert imagenet["fc.weight"].shape == (1000, 512)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(imagenet, path)
+    assert architecture_loads_weights(registry.get("resnet18"))
+
+    with recording_weight_loads() as reports:
+        model = build_model(registry, "resnet18", num_classes=3, weights_path=path)
+
+    for key, value in model.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(value, imagenet[key]), key
+    assert model.fc.weight.shape == (3, 512) and model.fc.bias.shape == (3,)
+    [report] = reports
+    assert report.source == str(path.resolve())
+    assert report.skipped == ("fc.bias", "fc.weight") and report.reinitialised == ("fc.bias", "fc.weight")
+    assert len(report.loaded) == len(imagenet) - 2
+    with single_threaded():
+        assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_a_weights_file_with_another_backbone_is_a_validation_error_naming_the_keys(
+    registry: ArchitectureRegistry, tmp_path: Path
+) -> None:
+    path = tmp_path / "resnet34.pth"
+    torch.save(tvm.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(ValidationError) as caught:
+        registry.get("resnet18").build(3, weights_path=path)
+    error = caught.value
+    assert error.field == "model.weights_path"
+    assert error.message.startswith("Weights file resnet34.pth does not fit this architecture's backbone: 0 missing key(s)")
+    assert "layer1.2.conv1.weight" in error.details["unexpected_keys"]
+
+
+def test_googlenet_imagenet_weights_skip_the_auxiliary_heads(registry: ArchitectureRegistry, tmp_path: Path) -> None:
+    from modelyard.core.models import recording_weight_loads
+
+    imagenet = tvm.googlenet(weights=None, aux_logits=True, init_weights=True).state_dict()
+    path = tmp_path / "googlenet.pth"
+    torch.save(imagenet, path)
+    with recording_weight_loads() as reports:
+        model = registry.get("googlenet").build(4, weights_path=path)
+    assert torch.equal(model.conv1.conv.weight, imagenet["conv1.conv.weight"])
+    assert model.fc.out_features == 4
+    skipped = reports[0].skipped
+    assert {"fc.weight", "fc.bias"} <= set(skipped) and any(k.startswith("aux1.") for k in skipped)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "pretrained", "message"),
+    [
+        ("vit_b_16", (40, 40), False, "vit_b_16 needs an input size whose sides are multiples of 16, got 40x40 (e.g. 48x48)"),
+        ("vit_b_16", (8, 8), False, "vit_b_16 needs an input of at least 16x16 pixels, got 8x8"),
+        ("vit_b_16", (48, 32), False, "vit_b_16 needs a square input size, got 48x32"),
+        ("vit_b_16", (64, 64), True, "Pretrained vit_b_16 expects 224x224 input, got 64x64"),
+        ("maxvit_t", (256, 256), False, "maxvit_t needs an input size whose grid divides into its 7x7 attention "
+                                        "partitions in every block (e.g. 224x224), got 256x256"),
+        ("inception_v3", (64, 64), False, "inception_v3 needs an input of at least 75x75 pixels, got 64x64"),
+        ("alexnet", (32, 32), False, "alexnet needs an input of at least 63x63 pixels, got 32x32"),
+    ],
+)
+def test_input_sizes_a_family_cannot_take_are_refused_before_anything_is_built(
+    registry: ArchitectureRegistry, name: str, size: tuple[int, int], pretrained: bool, message: str
+) -> None:
+    from modelyard.core.plugin_checks import check_architecture_config
+
+    config = {"model": {"architecture": name, "pretrained": pretrained}, "data": {"image_size": list(size)}}
+    with pytest.raises(ValidationError) as caught:
+        check_architecture_config(registry.get(name), config)
+    assert caught.value.message == message
+    assert caught.value.field == "config.data.image_size"
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("vit_b_16", (48, 48)), ("maxvit_t", (224, 224)), ("maxvit_t", (448, 448)), ("swin_t", (64, 64)),
+     ("efficientnet_v2_s", (16, 16)), ("resnet18", (8, 8)), ("inception_v3", (75, 75)), ("densenet121", (32, 32))],
+)
+def test_input_sizes_a_family_takes_are_accepted(registry: ArchitectureRegistry, name: str, size: tuple[int, int]) -> None:
+    from modelyard.core.plugin_checks import check_architecture_config
+
+    check_architecture_config(registry.get(name), {"model": {"pretrained": False}, "data": {"image_size": list(size)}})
+
+
+def test_declared_minimum_sizes_are_hard_limits_of_the_network(registry: ArchitectureRegistry) -> None:
+    """One below the declared minimum fails to run, the minimum runs (what the declaration is worth)."""
+    with single_threaded(), torch.no_grad():
+        for name in ("alexnet", "squeezenet1_1", "densenet121"):
+            min_h, min_w = registry.get(name).min_input_size  # type: ignore[misc]
+            model = registry.get(name).build(2).eval()
+            assert model(torch.randn(1, 3, min_h, min_w)).shape == (1, 2)
+            with pytest.raises(RuntimeError):
+                model(torch.randn(1, 3, min_h - 1, min_w - 1))

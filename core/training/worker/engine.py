@@ -379,7 +379,7 @@ def _fit(
     import torch
     import torch.utils.deterministic as torch_deterministic
 
-    from ...models import build_model
+    from ...models import build_model, recording_weight_loads
     from .callbacks import AtomicCheckpointIO, RunCheckpoint, RunFilesCallback
     from ..task_runtime import runtime_of
     from .data import ImageDataModule
@@ -407,17 +407,18 @@ def _fit(
                                  world=plan.world_size, on_progress=heartbeat.beat if heartbeat is not None else None)
     datamodule.setup("fit")  # this rank's shard only
     model_cfg = config.model
-    net = build_model(
-        host.architectures,
-        model_cfg.architecture,
-        datamodule.num_classes,
-        in_channels=config.data.channels,
-        pretrained=model_cfg.pretrained,
-        dropout=model_cfg.dropout,
-        weights_path=model_cfg.weights_path,
-        freeze_backbone=model_cfg.freeze_backbone,
-        image_size=tuple(config.data.image_size),  # type: ignore[arg-type]
-    )
+    with recording_weight_loads() as weight_loads:  # what model.weights_path put in (and left out), for the record
+        net = build_model(
+            host.architectures,
+            model_cfg.architecture,
+            datamodule.num_classes,
+            in_channels=config.data.channels,
+            pretrained=model_cfg.pretrained,
+            dropout=model_cfg.dropout,
+            weights_path=model_cfg.weights_path,
+            freeze_backbone=model_cfg.freeze_backbone,
+            image_size=tuple(config.data.image_size),  # type: ignore[arg-type]
+        )
     module = runtime.build_module(
         net,
         classes=datamodule.class_names,
@@ -472,8 +473,14 @@ def _fit(
             if events is not None:
                 if not (run_dir / REPRODUCIBILITY_JSON).exists():
                     record_facts = {**reproducibility_record(config, dataset, plan, datamodule),
-                                    **runtime_record(config.hardware.cpu_threads)}
+                                    **runtime_record(config.hardware.cpu_threads),
+                                    "initial_weights": [report.as_record() for report in weight_loads]}
                     atomic_write_json(run_dir / REPRODUCIBILITY_JSON, record_facts)
+                for report in weight_loads:
+                    if report.skipped or report.reinitialised:
+                        events.append("log", {"level": "info", "message": (
+                            f"{report.source}: loaded {len(report.loaded)} tensors; the head starts freshly initialised "
+                            f"(skipped from the file: {', '.join(report.skipped) or 'none'})")})
                 events.append("log", {"level": "info", "message": (
                     f"training {model_cfg.architecture} on {', '.join(plan.device_ids)} ({plan.precision}, "
                     f"{plan.world_size} process(es), {torch.get_num_threads()} CPU thread(s)): "

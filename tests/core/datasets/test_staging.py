@@ -290,3 +290,51 @@ def test_import_clear_and_split_delete_are_refused_while_a_run_is_training(servi
     with pytest.raises(ConflictError, match="while a run is training"):
         services.splits.delete(project, 0)
     assert snapshot(services, project) == before
+
+
+class ManifestImporter:
+    """A third-party importer whose ``validate(root, task)`` refuses a folder without its manifest (0.3)."""
+
+    id = "manifest"
+    name = "Manifest"
+    description = "images listed in manifest.txt"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Path, str]] = []
+
+    def detect(self, root: Path) -> bool:
+        return False
+
+    def validate(self, root: Path, task: str) -> None:
+        self.calls.append((root, task))
+        if not (root / "manifest.txt").is_file():
+            raise ValidationError("manifest.txt is missing from the folder")
+
+    def read(self, root: Path) -> Iterator[ImageRecord]:
+        for line in (root / "manifest.txt").read_text().split():
+            yield ImageRecord(path=root / line, source_path=line, label="cat")
+
+
+def test_an_importers_validate_refuses_a_folder_before_anything_is_read(settings: Settings, import_root: Path) -> None:
+    importer = ManifestImporter()
+
+    class Plugin:
+        @hookimpl
+        def register_importers(self, registry) -> None:  # type: ignore[no-untyped-def]
+            registry.add(importer)
+
+    host = PluginHost(disabled=set()).load_all()
+    host.add_plugin(Plugin(), name="manifest")
+    services = build_services(settings, plugins=host)
+    project = services.projects.create("p").id
+    shapes_folder(import_root / "set", per_class=2, shapes=("circle",))
+
+    with pytest.raises(ValidationError, match="^manifest.txt is missing from the folder$") as caught:
+        services.datasets.import_local(project, str(import_root / "set"), format="manifest")
+    assert caught.value.field == "path"
+    assert importer.calls == [((import_root / "set").resolve(), "classification")]
+    assert not services.workspace.dataset_dir(project).exists() or dataset(services, project)["images"] == []
+
+    first = sorted(p.relative_to(import_root / "set").as_posix() for p in (import_root / "set").rglob("*.png"))[0]
+    (import_root / "set" / "manifest.txt").write_text(first)
+    assert services.datasets.import_local(project, str(import_root / "set"), format="manifest")["imported"] == 1

@@ -158,6 +158,70 @@ def test_freeze_backbone_needs_an_architecture_that_names_its_head(registry) -> 
     assert field_of(excinfo) == "config.model.freeze_backbone"
 
 
+# -- the architecture's input size constraints and validate(config) (0.3) ------------------------------------
+
+
+def test_declared_input_size_constraints_are_refused_naming_image_size(registry) -> None:
+    registry.add(Architecture(name="patchy", build=build_simple_cnn, min_input_size=(32, 24), input_size_multiple=8))
+    assert resolve({"model": {"architecture": "patchy"}, "data": {"image_size": [32, 24]}}, registry)
+    with pytest.raises(ValidationError, match="patchy needs an input of at least 32x24 pixels, got 16x64") as excinfo:
+        resolve({"model": {"architecture": "patchy"}, "data": {"image_size": [16, 64]}}, registry)
+    assert field_of(excinfo) == "config.data.image_size" and excinfo.value.details["min_input_size"] == [32, 24]
+    with pytest.raises(ValidationError, match=r"multiples of 8, got 36x40 \(e.g. 40x40\)") as excinfo:
+        resolve({"model": {"architecture": "patchy"}, "data": {"image_size": [36, 40]}}, registry)
+    assert field_of(excinfo) == "config.data.image_size"
+
+
+def test_the_architectures_validate_sees_the_resolved_config_and_its_error_names_the_config_field(registry) -> None:
+    seen: list[dict] = []
+
+    def validate(config: dict) -> None:
+        seen.append(config)
+        if config["data"]["image_size"][0] != 48:
+            raise ValidationError("picky takes 48x48 only", field="data.image_size")
+
+    registry.add(Architecture(name="picky", build=build_simple_cnn, validate=validate))
+    resolved = resolve({"model": {"architecture": "picky"}, "data": {"image_size": [48, 48]}}, registry)
+    assert seen[-1]["data"]["image_size"] == [48, 48] and seen[-1]["training"]["max_epochs"] == resolved.training.max_epochs
+    with pytest.raises(ValidationError, match="^picky takes 48x48 only$") as excinfo:
+        resolve({"model": {"architecture": "picky"}, "data": {"image_size": [32, 32]}}, registry)
+    assert field_of(excinfo) == "config.data.image_size"
+
+
+def test_validate_gets_the_task_when_it_names_it_and_a_field_less_error_names_the_architecture(registry) -> None:
+    tasks: list[str] = []
+
+    def validate(config: dict, task: str) -> None:
+        tasks.append(task)
+        if config["model"]["dropout"] > 0:
+            raise ValidationError("no dropout here")
+
+    registry.add(Architecture(name="tasked", build=build_simple_cnn, validate=validate))
+    resolve({"model": {"architecture": "tasked"}}, registry)
+    assert tasks == ["classification"]
+    with pytest.raises(ValidationError, match="no dropout here") as excinfo:
+        resolve({"model": {"architecture": "tasked", "dropout": 0.5}}, registry)
+    assert field_of(excinfo) == "config.model.architecture"
+
+
+def test_a_validate_that_crashes_is_a_validation_error_naming_the_architecture(registry) -> None:
+    def validate(config: dict) -> None:
+        raise KeyError("oops")
+
+    registry.add(Architecture(name="buggy", build=build_simple_cnn, validate=validate))
+    with pytest.raises(ValidationError, match="architecture 'buggy' could not check this request: KeyError") as excinfo:
+        resolve({"model": {"architecture": "buggy"}}, registry)
+    assert field_of(excinfo) == "config.model.architecture"
+
+
+def test_validate_cannot_change_the_config_it_is_shown(registry) -> None:
+    def validate(config: dict) -> None:
+        config["data"]["image_size"] = [8, 8]
+
+    registry.add(Architecture(name="meddler", build=build_simple_cnn, validate=validate))
+    assert resolve({"model": {"architecture": "meddler"}, "data": {"image_size": [32, 32]}}, registry).data.image_size == (32, 32)
+
+
 def test_split_index_must_exist_in_the_dataset(registry) -> None:
     assert resolve({"split_index": 1}, registry).split_index == 1
     with pytest.raises(ValidationError) as excinfo:

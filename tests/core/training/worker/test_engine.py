@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from modelyard.core import Architecture, hookimpl, load_backbone_weights
 from modelyard.core.jsonio import read_json
 from modelyard.core.records import Run, RunCheckpoints, RunEarlyStop
 from modelyard.core.training.worker.engine import train_run
@@ -308,3 +309,56 @@ def test_a_failure_records_its_type_and_message_and_ends_the_event_stream(servic
     events = EventLog(services.workspace, run_dir).read()
     assert [e["event"] for e in events][-3:] == ["log", "status", "end"]
     assert events[-3]["data"]["level"] == "error"
+
+
+# -- model.weights_path with another head (0.3) ----------------------------------------------------------
+
+
+class _OwnLoaderPlugin:
+    """A plugin architecture whose build receives ``weights_path`` and loads it with ``load_backbone_weights``."""
+
+    def __init__(self) -> None:
+        self.paths: list[object] = []
+
+    @hookimpl
+    def register_architectures(self, registry) -> None:  # type: ignore[no-untyped-def]
+        from modelyard.plugins.simple_cnn import build_simple_cnn
+
+        def build(num_classes, in_channels=3, pretrained=False, dropout=0.0, weights_path=None, **options):  # type: ignore[no-untyped-def]
+            self.paths.append(weights_path)
+            model = build_simple_cnn(num_classes, in_channels=in_channels, dropout=dropout)
+            if weights_path is not None:
+                load_backbone_weights(model, weights_path, head="1")
+            return model
+
+        registry.add(Architecture(name="own_loader_cnn", build=build, head_name="1"))
+
+
+def test_a_run_from_weights_with_another_head_records_the_skipped_keys(services) -> None:
+    from modelyard.plugins.simple_cnn import build_simple_cnn
+
+    plugin = _OwnLoaderPlugin()
+    services.plugins.add_plugin(plugin, name="own_loader")
+    try:
+        project_id = create_project_with_dataset(services, per_class=4, size=16)
+        weights = services.workspace.root / "uploads" / "ten-classes.pt"
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(build_simple_cnn(10).state_dict(), weights)
+        config = {**TINY_TRAINING_CONFIG, "model": {"architecture": "own_loader_cnn", "weights_path": str(weights)},
+                  "training": {"max_epochs": 1, "scheduler": {"name": "none"}}}
+        run_dir = new_run(services, project_id, config)
+
+        assert train_run(services.workspace, run_dir, plugins=services.plugins) == "completed"
+    finally:
+        services.plugins.remove_plugin("own_loader")
+
+    assert weights.resolve() in plugin.paths
+    [loaded] = read_json(run_dir / "reproducibility.json")["initial_weights"]
+    assert loaded["path"] == str(weights.resolve()) and loaded["loaded_keys"] > 0
+    assert loaded["skipped_keys"] == ["1.1.bias", "1.1.weight"] and loaded["head"] == ["1"]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert any("skipped from the file: 1.1.bias, 1.1.weight" in e["data"].get("message", "") for e in events if e["event"] == "log")
+
+
+def test_a_run_without_weights_records_no_initial_weights(trained_run: TrainedRun) -> None:
+    assert read_json(trained_run.run_dir / "reproducibility.json")["initial_weights"] == []
