@@ -38,6 +38,12 @@ Hooks (``modelyard.core.hookspecs``):
 - ``register_exporters(registry)`` adds ``Exporter`` objects: an options JSON
   schema with defaults, ``export(model, example_input, options, out_dir, metadata)``
   and ``load_runner(path, options)`` used to verify every export.
+- ``register_callbacks(registry)`` (0.3) adds ``CallbackPlugin`` (a Lightning
+  callback) and ``LoggerPlugin`` (an experiment logger) objects;
+  ``register_losses(registry)`` adds ``Loss`` and ``register_metrics(registry)``
+  adds ``Metric`` objects. Each has ``build(options, context)`` (a
+  ``TrainingContext``) and an options JSON schema; configs select them by name
+  (``logging``, ``callbacks``, ``training.loss``, ``training.metrics``).
 
 Helpers for importers: ``read_source_file(path, root, max_bytes)`` and
 ``source_image_size(path, root)`` read a label file or an image header only
@@ -90,6 +96,8 @@ from .jsonio import atomic_write_bytes
 from .models import LoadReport, load_backbone_weights
 from .plugin_types import Architecture, BoxLabel, DatasetImporter, Exporter, ExportMetadata, ImageRecord, Task
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
+from .plugin_types import CallbackPlugin, LoggerPlugin, Loss, Metric, TrainingContext
+from .registry import CallbackRegistry, LossRegistry, MetricRegistry
 from .training.augmentations import ALLOWED as AUGMENTATIONS
 from .training.task_runtime import EvaluationOutcome, Sample, TargetStore, TaskRuntime, TensorStore
 
@@ -105,6 +113,14 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "CallbackPlugin",
+    "CallbackRegistry",
+    "LoggerPlugin",
+    "Loss",
+    "LossRegistry",
+    "Metric",
+    "MetricRegistry",
+    "TrainingContext",
     "Task",
     "TaskRegistry",
     "TaskRuntime",

@@ -12,6 +12,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
+    from .registry import CallbackRegistry, LossRegistry, MetricRegistry
 
 PROJECT_NAME = "modelyard"
 
@@ -56,4 +57,40 @@ def register_exporters(registry: ExporterRegistry) -> None:
     :param registry: the exporter registry; refuses duplicate ids.
 
     Added in 0.1.
+    """
+
+
+@hookspec
+def register_callbacks(registry: CallbackRegistry) -> None:
+    """Add Lightning callbacks and experiment loggers a config selects by name.
+
+    ``registry.add(CallbackPlugin(name, build, options_schema=...))`` for a
+    callback (``callbacks: [{name, options}]`` in a config),
+    ``registry.add(LoggerPlugin(name, build, options_schema=...))`` for an
+    experiment logger (``logging: {name: options}``). ``build(options, context)``
+    returns the Lightning object; callbacks and loggers share one namespace.
+
+    :param registry: the callback and logger registry; refuses duplicate names.
+
+    Added in 0.3.
+    """
+
+
+@hookspec
+def register_losses(registry: LossRegistry) -> None:
+    """Add training losses with ``registry.add(Loss(name, build, tasks=...))``; ``training.loss.name`` names one.
+
+    :param registry: the loss registry; refuses duplicate names.
+
+    Added in 0.3.
+    """
+
+
+@hookspec
+def register_metrics(registry: MetricRegistry) -> None:
+    """Add validation metrics with ``registry.add(Metric(name, build, tasks=...))``; ``training.metrics`` names them.
+
+    :param registry: the metric registry; refuses duplicate names.
+
+    Added in 0.3.
     """

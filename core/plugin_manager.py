@@ -24,6 +24,7 @@ import pluggy
 
 from . import hookspecs
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, Registry, TaskRegistry
+from .registry import CallbackRegistry, LossRegistry, MetricRegistry
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "modelyard.plugins.voc_importer",
     "modelyard.plugins.onnx_exporter",
     "modelyard.plugins.torchscript_exporter",
+    "modelyard.plugins.tensorboard_logger",
+    "modelyard.plugins.mlflow_logger",
 )
 
 
@@ -85,6 +88,9 @@ class PluginHost:
         self.architectures = ArchitectureRegistry()
         self.importers = ImporterRegistry()
         self.exporters = ExporterRegistry()
+        self.callbacks = CallbackRegistry()
+        self.losses = LossRegistry()
+        self.metrics = MetricRegistry()
         self.plugins: dict[str, PluginInfo] = {}
         self._load_lock = threading.RLock()
         self._loaded = False
@@ -193,6 +199,10 @@ class PluginHost:
             "importers": self.importers.names_by_plugin(name),
             "exporters": self.exporters.names_by_plugin(name),
         }
+        # hooks of 0.3 and later: listed only when the plugin registered something there
+        for key, registry in (("callbacks", self.callbacks), ("losses", self.losses), ("metrics", self.metrics)):
+            if names := registry.names_by_plugin(name):
+                info.registered[key] = names
 
     def remove_plugin(self, name: str) -> None:
         """Unregister a plugin added with ``add_plugin`` and everything it registered (tests, embedding)."""
@@ -212,6 +222,9 @@ class PluginHost:
             ("register_architectures", self.architectures),
             ("register_importers", self.importers),
             ("register_exporters", self.exporters),
+            ("register_callbacks", self.callbacks),
+            ("register_losses", self.losses),
+            ("register_metrics", self.metrics),
         ]
 
     def describe(self) -> list[dict[str, Any]]:

@@ -412,3 +412,129 @@ class Exporter:
     #: honour; called with the request's resolved options when an export is requested (``config``, the run's
     #: experiment config, and ``task`` keywords too, if named). Added in 0.3.
     validate: Callable[..., None] | None = None
+
+
+# -- training extensions: callbacks, experiment loggers, losses, metrics (added in 0.3) ------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """What a callback, logger, loss or metric plugin's ``build(options, context)`` knows about the run it serves.
+
+    Added in 0.3.
+    """
+
+    #: the run folder (``config.yaml``, ``metrics.json``, ``checkpoints/``); write only inside it
+    run_dir: Path
+    run_id: str
+    project_id: str
+    project_name: str
+    experiment_id: str
+    #: the project's task id
+    task: str
+    #: the run's frozen experiment config as plain data (the document of ``config.yaml``)
+    config: dict[str, Any]
+    #: the model's classes, in class-id order
+    class_names: list[str]
+    #: the workspace folder (its ``mlruns`` is the MLflow logger's default store)
+    workspace: Path
+    #: this process's DDP rank and the number of processes (0 and 1 without DDP)
+    rank: int = 0
+    world_size: int = 1
+    #: per-class loss weights when ``training.loss.class_weights`` is ``balanced`` (else ``None``)
+    class_weights: list[float] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class CallbackPlugin:
+    """A Lightning callback a config selects by name: ``callbacks: [{name: ..., options: {...}}]``.
+
+    ``build(options, context)`` returns a ``lightning.pytorch.Callback``; it runs in
+    every training process (each DDP rank), beside modelyard's own callbacks.
+    ``options_schema`` is a JSON schema object whose properties carry defaults
+    (the subset ``resolve_options`` checks); a config's options are checked
+    against it when the experiment is saved, so ``build`` gets every option.
+    ``requires`` names modules that must be importable (else a 422 at save time
+    with ``install_hint``); ``validate(options)`` may refuse options the schema
+    cannot express (``ValidationError``, field relative to the options; a
+    ``roots`` keyword, the folders a path option may name or ``None`` for any,
+    and ``task`` too, if named). Added in 0.3.
+    """
+
+    name: str
+    build: Callable[[dict[str, Any], TrainingContext], Any]
+    options_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    install_hint: str = ""
+    validate: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
+class LoggerPlugin:
+    """An experiment logger a config selects by name: ``logging: {<name>: {options}}``.
+
+    ``build(options, context)`` returns a ``lightning.pytorch.loggers.Logger``,
+    built in the process that owns the run files only (rank 0 under DDP), so
+    it writes once. modelyard drives it: ``log_hyperparams`` with the flattened
+    experiment config when training starts, ``log_metrics(record, step=epoch)``
+    with each epoch's record of ``metrics.json``, then ``save()`` and
+    ``finalize(status)`` (``success``, ``failed`` or ``killed`` for a stopped run).
+    The other fields are as for ``CallbackPlugin``. Added in 0.3.
+    """
+
+    name: str
+    build: Callable[[dict[str, Any], TrainingContext], Any]
+    options_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    install_hint: str = ""
+    validate: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A training loss a config selects by name: ``training.loss: {name: ..., options: {...}}``.
+
+    ``build(options, context)`` returns a callable (usually an ``nn.Module``)
+    ``loss(outputs, targets) -> scalar tensor``: the batch's loss, what
+    backward runs on (classification: logits ``[N, C]`` and class ids ``[N]``).
+    A task takes registered losses when at least one serves it (``tasks``).
+    Options and ``requires`` as for ``CallbackPlugin``. Added in 0.3.
+    """
+
+    name: str
+    build: Callable[[dict[str, Any], TrainingContext], Any]
+    tasks: tuple[str, ...] = (CLASSIFICATION,)
+    options_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    install_hint: str = ""
+    validate: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A validation metric a config adds by name: ``training.metrics: [{name: ..., options: {...}}]``.
+
+    ``build(options, context)`` returns a ``torchmetrics.Metric``; the task's
+    module calls ``update(outputs, targets)`` on every validation batch
+    (classification: logits ``[N, C]`` and class ids ``[N]``, padding dropped)
+    and logs ``compute()`` as ``val/<name>`` each epoch: it is in
+    ``metrics.json``, the run's metrics and every experiment logger.
+    ``higher_is_better`` says which way is better. Added in 0.3.
+    """
+
+    name: str
+    build: Callable[[dict[str, Any], TrainingContext], Any]
+    tasks: tuple[str, ...] = (CLASSIFICATION,)
+    higher_is_better: bool = True
+    options_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    install_hint: str = ""
+    validate: Callable[..., None] | None = None

@@ -21,6 +21,7 @@ from .errors import (
     UnknownTaskError,
 )
 from .plugin_types import Architecture, DatasetImporter, Exporter, Task, tasks_of
+from .plugin_types import CallbackPlugin, LoggerPlugin, Loss, Metric
 
 T = TypeVar("T")
 
@@ -187,3 +188,80 @@ class ExporterRegistry(Registry[Exporter]):
 
     def _key(self, entry: Any) -> Any:
         return getattr(entry, "id", None)
+
+
+# -- training extensions (added in 0.3) ---------------------------------------------------------------------------
+
+
+class UnknownCallbackError(UnknownNameError):
+    kind = "callback"
+
+
+class UnknownLoggerError(UnknownNameError):
+    kind = "logger"
+
+
+class UnknownLossError(UnknownNameError):
+    kind = "loss"
+
+
+class UnknownMetricError(UnknownNameError):
+    kind = "metric"
+
+
+class CallbackRegistry(Registry[CallbackPlugin | LoggerPlugin]):
+    """Lightning callbacks and experiment loggers (``register_callbacks``): one namespace, looked up by kind."""
+
+    kind = "callback or logger"
+    unknown_error = UnknownCallbackError
+
+    def add(self, entry: CallbackPlugin | LoggerPlugin) -> CallbackPlugin | LoggerPlugin:
+        if not isinstance(entry, CallbackPlugin | LoggerPlugin):
+            raise PluginError(
+                f"register_callbacks must add CallbackPlugin or LoggerPlugin objects, got {type(entry).__name__}"
+            )
+        return super().add(entry)
+
+    def callback(self, name: str, field: str | None = None) -> CallbackPlugin:
+        """The callback ``name``; ``UnknownCallbackError`` listing the callbacks otherwise."""
+        entry = self._entries.get(name) if name in self else None
+        if not isinstance(entry, CallbackPlugin):
+            raise UnknownCallbackError(str(name), self.callback_names(), field=field)
+        return entry
+
+    def logger(self, name: str, field: str | None = None) -> LoggerPlugin:
+        """The logger ``name``; ``UnknownLoggerError`` listing the loggers otherwise."""
+        entry = self._entries.get(name) if name in self else None
+        if not isinstance(entry, LoggerPlugin):
+            raise UnknownLoggerError(str(name), self.logger_names(), field=field)
+        return entry
+
+    def callback_names(self) -> list[str]:
+        return [entry.name for entry in self if isinstance(entry, CallbackPlugin)]
+
+    def logger_names(self) -> list[str]:
+        return [entry.name for entry in self if isinstance(entry, LoggerPlugin)]
+
+    def __iter__(self) -> Iterator[CallbackPlugin | LoggerPlugin]:
+        self.before_read()
+        return iter([self._entries[name] for name in sorted(self._entries)])
+
+
+class LossRegistry(Registry[Loss]):
+    kind = "loss"
+    unknown_error = UnknownLossError
+
+    def add(self, entry: Loss) -> Loss:
+        if not isinstance(entry, Loss):
+            raise PluginError(f"register_losses must add Loss objects, got {type(entry).__name__}")
+        return super().add(entry)
+
+
+class MetricRegistry(Registry[Metric]):
+    kind = "metric"
+    unknown_error = UnknownMetricError
+
+    def add(self, entry: Metric) -> Metric:
+        if not isinstance(entry, Metric):
+            raise PluginError(f"register_metrics must add Metric objects, got {type(entry).__name__}")
+        return super().add(entry)

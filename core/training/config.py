@@ -92,8 +92,18 @@ class SchedulerConfig(msgspec.Struct, forbid_unknown_fields=True):
     milestones: list[PositiveInt] = msgspec.field(default_factory=list)
 
 
+class PluginChoice(msgspec.Struct, forbid_unknown_fields=True):
+    """A registered callback or metric chosen by name, with its options (checked against its options schema)."""
+
+    name: str
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class LossConfig(msgspec.Struct, forbid_unknown_fields=True):
-    name: Literal["cross_entropy"] = "cross_entropy"
+    #: a registered loss serving the project's task (``register_losses``); classification's own: ``cross_entropy``
+    name: str = "cross_entropy"
+    #: the loss's options, checked against its options schema (``cross_entropy`` takes none)
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
     label_smoothing: Unit = 0.0
     #: ``balanced`` weights each class by ``n_images / (n_classes * n_class_images)`` on the train subset.
     class_weights: Literal["none", "balanced"] = "none"
@@ -117,6 +127,8 @@ class TrainingConfig(msgspec.Struct, forbid_unknown_fields=True):
     early_stopping: EarlyStoppingConfig | None = msgspec.field(default_factory=EarlyStoppingConfig)
     precision: Literal["auto", "32", "16-mixed", "bf16-mixed", 32] = "auto"
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] = 42
+    #: registered validation metrics (``register_metrics``) logged as ``val/<name>`` besides the task's own
+    metrics: list[PluginChoice] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.precision == 32:  # YAML writes `precision: 32` as a number
@@ -140,6 +152,15 @@ class ExperimentConfig(msgspec.Struct, forbid_unknown_fields=True):
     data: DataConfig = msgspec.field(default_factory=DataConfig)
     training: TrainingConfig = msgspec.field(default_factory=TrainingConfig)
     hardware: HardwareConfig = msgspec.field(default_factory=HardwareConfig)
+    #: experiment loggers by registered name with their options (``tensorboard``, ``mlflow``); ``null`` switches one
+    #: off. metrics.json and events.jsonl are always written.
+    logging: dict[str, dict[str, Any] | None] = msgspec.field(default_factory=dict)
+    #: registered Lightning callbacks (``register_callbacks``), in order
+    callbacks: list[PluginChoice] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # a PATCH deep-merges mappings, so ``logging: {mlflow: null}`` is how one is removed: forget it here
+        self.logging = {name: options for name, options in self.logging.items() if options is not None}
 
 
 # -- helpers over a resolved config ------------------------------------------
@@ -246,13 +267,16 @@ def resolve_config(
     task: Task | None = None,
     devices: list[str] | None = None,
     weight_roots: list[Path] | None = None,
+    plugins: Any | None = None,
 ) -> ExperimentConfig:
     """Deep-merge ``partial`` onto ``base`` (default: the task defaults), convert and validate it.
 
     ``dataset`` is the project's ``dataset.json`` (``None`` before an import: the
     split index is then checked when a run starts). ``devices`` are the ids this
     machine offers (default: asked from ``core.devices``). ``weight_roots``, when
-    given, are the folders ``model.weights_path`` must lie in.
+    given, are the folders ``model.weights_path`` must lie in (and a logger's
+    ``file:`` store). ``plugins`` (the ``PluginHost``), when given, checks the
+    loggers, callbacks, loss and metrics the config names (``plugin_choices``).
     """
     if partial is None:
         partial = {}
@@ -265,7 +289,7 @@ def resolve_config(
         if devices is not None and not (isinstance(hardware, dict) and "devices" in hardware):
             base["hardware"]["devices"] = _default_devices(devices)
     config = parse_config(deep_merge(base, partial))
-    validate_config(config, registry, dataset, task=task, devices=devices, weight_roots=weight_roots)
+    validate_config(config, registry, dataset, task=task, devices=devices, weight_roots=weight_roots, plugins=plugins)
     return config
 
 
@@ -282,6 +306,7 @@ def validate_config(
     task: Task | None = None,
     devices: list[str] | None = None,
     weight_roots: list[Path] | None = None,
+    plugins: Any | None = None,
 ) -> None:
     """The checks a type cannot express; raises ``ValidationError`` naming the field.
 
@@ -297,6 +322,10 @@ def validate_config(
         _check_split(config, dataset)
     _check_schedule(config)
     _check_hardware(config, devices)
+    if plugins is not None:  # the loggers, callbacks, loss and metrics it names, with their options
+        from .plugin_choices import check_plugin_choices
+
+        check_plugin_choices(config, plugins, task, weight_roots)
     from .augmentations import validate_augmentations
 
     validate_augmentations(config.data.augmentations.train, config.data.image_size, config.data.channels, "config.data.augmentations.train")

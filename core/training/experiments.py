@@ -79,6 +79,7 @@ class ExperimentService:
             task=self.task_of(project_id),
             devices=sorted(known_device_ids()),
             weight_roots=self._weight_roots(),
+            plugins=self.plugins,
         )
 
     # -- CRUD ----------------------------------------------------------------------

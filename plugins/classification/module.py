@@ -4,6 +4,11 @@ Label smoothing and class weights come from the config; it logs
 ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc`` and ``val/f1`` (one
 torchmetrics object per validation metric, synced over the ranks by
 torchmetrics itself).
+
+The training engine hands it the registered loss the config names
+(``use_loss``; without one, cross-entropy) and the registered metrics it adds
+(``use_metrics``, logged as ``val/<name>``). Neither becomes a sub-module, so
+checkpoints hold the network only and load without them.
 """
 
 from __future__ import annotations
@@ -44,6 +49,28 @@ class ClassificationModule(TaskModule):
         self.val_f1 = MulticlassF1Score(num_classes, average="macro", validate_args=False)
         #: this validation's sums on this rank: [weighted loss, weight]
         self._val_sums: torch.Tensor | None = None
+        #: the registered loss and metrics the engine handed over (a plain dict: no sub-modules, no checkpoint keys)
+        self._registered: dict[str, Any] = {"loss": None, "metrics": {}}
+
+    # -- registered losses and metrics (hook API 0.3) ------------------------------------
+    def use_loss(self, criterion: Any) -> None:
+        """Train with ``criterion(logits, labels) -> scalar`` (a registered loss) instead of the built-in cross-entropy.
+
+        ``val/loss`` is the mean over every validation image: a torch
+        ``CrossEntropyLoss`` is evaluated per image with its weights (exactly as the
+        built-in one); any other loss counts each batch's value once per image.
+        """
+        self._registered["loss"] = criterion
+
+    def use_metrics(self, metrics: dict[str, Any]) -> None:
+        """Also update these torchmetrics objects on every validation batch and log each as ``val/<name>``."""
+        self._registered["metrics"] = dict(metrics)
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        for extra in (self._registered["loss"], *self._registered["metrics"].values()):
+            if isinstance(extra, nn.Module):
+                extra.to(self.device)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -56,7 +83,24 @@ class ClassificationModule(TaskModule):
         return [(row.numpy(), float(loss)) for row, loss in zip(probabilities, losses, strict=True)]
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        criterion = self._registered["loss"]
+        if criterion is not None:
+            return criterion(logits, labels)
         return F.cross_entropy(logits, labels, weight=self.class_weight, label_smoothing=self.label_smoothing)
+
+    def _val_loss_sums(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``[sum of per-image losses x weight, sum of weights]`` of one validation batch."""
+        criterion = self._registered["loss"]
+        weight, smoothing = self.class_weight, self.label_smoothing
+        if isinstance(criterion, nn.CrossEntropyLoss):
+            weight, smoothing = criterion.weight, criterion.label_smoothing
+        elif criterion is not None:  # any other loss: its batch value, once per image
+            count = float(labels.shape[0])
+            value = criterion(logits, labels).float() * count if count else torch.zeros((), device=logits.device)
+            return torch.stack([value, torch.tensor(count, device=logits.device)])
+        per_image = F.cross_entropy(logits, labels, weight=weight, label_smoothing=smoothing, reduction="none")
+        image_weight = weight[labels] if weight is not None else torch.ones_like(per_image)
+        return torch.stack([per_image.float().sum(), image_weight.float().sum()])
 
     # -- training ----------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -84,15 +128,14 @@ class ClassificationModule(TaskModule):
         logits = self.net(images)
         keep = labels >= 0  # padding items of a DDP shard count nowhere
         logits, labels = logits[keep], labels[keep]
-        per_image = F.cross_entropy(logits, labels, weight=self.class_weight, label_smoothing=self.label_smoothing,
-                                    reduction="none")
-        weight = self.class_weight[labels] if self.class_weight is not None else torch.ones_like(per_image)
-        step = torch.stack([per_image.float().sum(), weight.float().sum()])
+        step = self._val_loss_sums(logits, labels)
         self._val_sums = step if self._val_sums is None else self._val_sums.add_(step)
         if labels.numel():  # torchmetrics cannot take an empty batch (a shard's padding only)
             preds = logits.argmax(dim=1)
             self.val_acc.update(preds, labels)
             self.val_f1.update(preds, labels)
+            for metric in self._registered["metrics"].values():
+                metric.update(logits, labels)
 
     def on_validation_epoch_end(self) -> None:
         """``val/loss`` (weighted mean over every image of every rank), ``val/acc`` and ``val/f1``."""
@@ -103,3 +146,6 @@ class ClassificationModule(TaskModule):
         self.log("val/f1", self.val_f1.compute())
         self.val_acc.reset()
         self.val_f1.reset()
+        for name, metric in self._registered["metrics"].items():
+            self.log(f"val/{name}", metric.compute())
+            metric.reset()

@@ -252,7 +252,8 @@ def _hookspec_names() -> list[str]:
 def test_every_hookspec_is_documented_in_the_plugin_guide() -> None:
     guide = (REPO / "docs" / "plugins.md").read_text()
     names = _hookspec_names()
-    assert names == ["register_tasks", "register_architectures", "register_importers", "register_exporters"]
+    assert names == ["register_tasks", "register_architectures", "register_importers", "register_exporters",
+                     "register_callbacks", "register_losses", "register_metrics"]
     assert [name for name in names if f"`{name}" not in guide] == []
 
 

@@ -35,7 +35,7 @@ from ...errors import CheckpointError, ValidationError
 from ...jobs.process import is_extra_rank, start_ticks
 from ...jsonio import atomic_write_json, read_json
 from ...plugin_manager import PluginHost, default_plugin_host
-from ...plugin_types import Task
+from ...plugin_types import Task, TrainingContext
 from ...projects import read_project
 from ...records import JobError, Run, RunEarlyStop, RunPrecision
 from ...timeutil import parse_iso, utc_now_iso
@@ -357,6 +357,9 @@ def train_run(
             status, error = "failed", JobError.of(exc)
             log.exception("run %s failed", run_dir.name)
     finally:
+        loggers = state.get("loggers")
+        if loggers is not None:  # before the final status: config.yaml, metrics.json and best.ckpt are all there
+            loggers.finish(status)
         if rank0:
             _finish(workspace, run_dir, events, status, error, time.monotonic() - session_start,
                     state.get("stopped_early"))
@@ -381,6 +384,7 @@ def _fit(
 
     from ...models import build_model, recording_weight_loads
     from .callbacks import AtomicCheckpointIO, RunCheckpoint, RunFilesCallback
+    from .training_plugins import ExperimentLoggers, build_training_plugins, hand_to_module
     from ..task_runtime import runtime_of
     from .data import ImageDataModule
     from .rng_state import RngStateCallback
@@ -419,15 +423,21 @@ def _fit(
             freeze_backbone=model_cfg.freeze_backbone,
             image_size=tuple(config.data.image_size),  # type: ignore[arg-type]
         )
+    module_options = runtime.module_options(config, datamodule.class_names, datamodule.train_targets())
     module = runtime.build_module(
         net,
         classes=datamodule.class_names,
         config=config_to_dict(config),
         mean=datamodule.mean,
         std=datamodule.std,
-        options=runtime.module_options(config, datamodule.class_names, datamodule.train_targets()),
+        options=module_options,
     )
     module.batches_per_epoch = math.ceil(len(datamodule.train_set) / config.data.batch_size)
+    # the config's registered callbacks, loss and metrics (every rank) and experiment loggers (rank 0 only)
+    context = _training_context(workspace, run_dir, record, task.id, config, datamodule.class_names,
+                                module_options.get("class_weights"), plan)
+    chosen = build_training_plugins(host, config, context, with_loggers=events is not None)
+    hand_to_module(module, chosen, task.id)
     ckpt_path, epochs_done = _resume_point(run_dir, events) if resume else (None, 0)
     if ckpt_path is not None and epochs_done >= config.training.max_epochs:
         raise CheckpointError(
@@ -438,8 +448,15 @@ def _fit(
     checkpoint = RunCheckpoint(run_dir / CHECKPOINTS, monitor, task.monitor_mode(monitor))
     callback = RunFilesCallback(workspace, run_dir, events or EventLog(workspace, run_dir), checkpoint,
                                 start_epoch=epochs_done, clock=clock, heartbeat=heartbeat,
-                                metric_keys=tuple(task.metrics))
+                                metric_keys=(*task.metrics, *(f"val/{name}" for name in chosen.metrics)))
     state["callback"] = callback
+    loggers = ExperimentLoggers(chosen.loggers, events)
+    if chosen.loggers:
+        state["loggers"] = loggers
+        # after the run files' own listener (registered by RunFilesCallback above): the epoch's record is written
+        checkpoint.epoch_listeners.append(
+            lambda trainer: loggers.log_epoch(callback.records[-1]) if trainer.is_global_zero and callback.records
+            else None)
     flags_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
                     torch_deterministic.fill_uninitialized_memory, torch.backends.cudnn.deterministic,
                     torch.backends.cudnn.benchmark)
@@ -453,7 +470,8 @@ def _fit(
                 precision=plan.precision,  # type: ignore[arg-type]
                 max_epochs=config.training.max_epochs,
                 accumulate_grad_batches=config.training.batch_multiplier,
-                callbacks=[RngStateCallback(), callback, checkpoint, *_lightning_callbacks(config, task)],
+                callbacks=[RngStateCallback(), callback, checkpoint, *_lightning_callbacks(config, task),
+                           *chosen.callbacks],
                 plugins=[AtomicCheckpointIO()],
                 logger=False,
                 enable_checkpointing=True,
@@ -486,6 +504,7 @@ def _fit(
                     f"{plan.world_size} process(es), {torch.get_num_threads()} CPU thread(s)): "
                     f"{len(datamodule.train_items)} train / {len(datamodule.val_items)} val images, "
                     f"{config.training.max_epochs} epoch(s)")})
+            loggers.start(config)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         finally:  # Lightning sets process-wide determinism flags, we set threads; leave the process as it was
             torch.use_deterministic_algorithms(flags_before[0], warn_only=flags_before[1])
@@ -498,6 +517,18 @@ def _fit(
         return "stopped"
     state["stopped_early"] = _early_stop_of(trainer, config)
     return "completed"
+
+
+def _training_context(workspace: Workspace, run_dir: Path, record: Run, task: str, config: ExperimentConfig,
+                      classes: list[str], class_weights: list[float] | None, plan: HardwarePlan) -> TrainingContext:
+    """What the config's callbacks, loggers, loss and metrics are built with."""
+    return TrainingContext(
+        run_dir=run_dir, run_id=run_dir.name, project_id=record.project_id,
+        project_name=str(read_project(workspace, record.project_id).name), experiment_id=record.experiment_id,
+        task=task, config=config_to_dict(config), class_names=list(classes), workspace=workspace.root,
+        rank=global_rank() if plan.ddp else 0, world_size=plan.world_size,
+        class_weights=list(class_weights) if class_weights else None,
+    )
 
 
 def _early_stop_of(trainer: Any, config: ExperimentConfig) -> RunEarlyStop | None:
