@@ -16,7 +16,8 @@ from litestar.params import Parameter, QueryParameter
 
 from modelyard.core.errors import ArchitectureNotFoundError, UnknownArchitectureError
 from modelyard.core.models import parameter_count
-from modelyard.core.plugin_types import Architecture, tasks_of
+from modelyard.core.plugin_types import Architecture, Exporter, tasks_of
+from modelyard.core.records import AppliedPolicy
 
 from .deps import ServicesDep
 from .envelope import Ok, ok
@@ -51,6 +52,10 @@ class ExportFormat(msgspec.Struct):
     """JSON schema of the options; every property carries its default."""
     description: str
     plugin: str
+    base_format: str | None = None
+    """The format whose file this one transforms: exported and verified first (``Exporter.base_format``)."""
+    verification: AppliedPolicy | None = None
+    """The verification policy of an export with the default options (``Exporter.verification``)."""
 
 
 class DatasetFormat(msgspec.Struct):
@@ -132,10 +137,24 @@ class ExportFormatController(Controller):
                     options=exporter.options_schema,
                     description=exporter.description,
                     plugin=registry.owner(exporter.id),
+                    base_format=exporter.base_format,
+                    verification=_default_policy(exporter),
                 )
                 for exporter in registry.for_task(task)
             ]
         )
+
+
+def _default_policy(exporter: Exporter) -> AppliedPolicy | None:
+    """The policy an export with the format's default options is verified under (``None`` if it cannot say)."""
+    from modelyard.core.export.verify import effective_policy
+    from modelyard.core.export_options import option_defaults
+
+    try:
+        policy, source = effective_policy(exporter, option_defaults(exporter.options_schema))
+    except Exception:  # a plugin's policy function that fails: the listing still lists the format
+        return None
+    return AppliedPolicy(source=source, **policy.as_dict())
 
 
 class DatasetFormatController(Controller):

@@ -37,7 +37,13 @@ Hooks (``modelyard.core.hookspecs``):
   ``read(root)`` yielding ``ImageRecord``.
 - ``register_exporters(registry)`` adds ``Exporter`` objects: an options JSON
   schema with defaults, ``export(model, example_input, options, out_dir, metadata)``
-  and ``load_runner(path, options)`` used to verify every export.
+  and ``load_runner(path, options)`` used to verify every export. Added in
+  0.3: ``verification`` (a ``VerificationPolicy``: tolerances, agreement
+  minimums, ``lossy``), ``base_format`` (transform another format's verified
+  file, received as ``export(..., base_file=path)``), ``usage_snippet`` (the
+  bundle README's lines) and the metadata keys every file stores
+  (``METADATA_PREFIX``, ``METADATA_KEYS``, ``ExportMetadata.key_values()``).
+  ``extension`` is kept exactly as declared and checked when registering.
 - ``register_callbacks(registry)`` (0.3) adds ``CallbackPlugin`` (a Lightning
   callback) and ``LoggerPlugin`` (an experiment logger) objects;
   ``register_losses(registry)`` adds ``Loss`` and ``register_metrics(registry)``
@@ -95,6 +101,7 @@ from .hub_weights import ensure_weights_cached, loading_cached_weights, weights_
 from .jsonio import atomic_write_bytes
 from .models import LoadReport, load_backbone_weights
 from .plugin_types import Architecture, BoxLabel, DatasetImporter, Exporter, ExportMetadata, ImageRecord, Task
+from .plugin_types import METADATA_JSON_FIELDS, METADATA_KEYS, METADATA_PREFIX, VerificationPolicy
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
 from .plugin_types import CallbackPlugin, LoggerPlugin, Loss, Metric, TrainingContext
 from .registry import CallbackRegistry, LossRegistry, MetricRegistry
@@ -137,6 +144,10 @@ __all__ = [
     "DatasetImporter",
     "ExportMetadata",
     "Exporter",
+    "METADATA_JSON_FIELDS",
+    "METADATA_KEYS",
+    "METADATA_PREFIX",
+    "VerificationPolicy",
     "ExporterRegistry",
     "BoxLabel",
     "ImageRecord",

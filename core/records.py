@@ -364,13 +364,30 @@ def _described(kind: Any, description: str) -> Any:
     return Annotated[kind, msgspec.Meta(description=description)]
 
 
+class AppliedPolicy(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """The ``VerificationPolicy`` a verification ran under (``modelyard.core.VerificationPolicy``)."""
+
+    source: _described(str, "`exporter`: declared by the exporter; `default`: modelyard's default (the exporter "
+                            "declares none); `task`: the task's comparison takes no policy and used its own rules.")
+    atol: _described(float | msgspec.UnsetType, "Allowed max abs output difference is max(atol, rtol x the largest "
+                                                "absolute reference output).") = msgspec.UNSET
+    rtol: _described(float | msgspec.UnsetType, "The part of the tolerance relative to the output scale.") = msgspec.UNSET
+    min_top1_agreement: _described(float | msgspec.UnsetType, "Classification: the least share of images with "
+                                                              "PyTorch's top-1 class.") = msgspec.UNSET
+    min_box_agreement: _described(float | msgspec.UnsetType, "Detection: the least share of agreeing boxes "
+                                                             "(see box_agreement).") = msgspec.UNSET
+    lossy: _described(bool | msgspec.UnsetType, "Agreement only: the tolerances are reported, not applied.") = msgspec.UNSET
+
+
 class Verification(msgspec.Struct, omit_defaults=True, kw_only=True):
     """Exported model vs PyTorch on real images, compared the way the project's task says.
 
     Classification fills ``max_abs_diff`` and ``top1_agreement`` (tolerance
     relative to the logit scale); object detection fills the box fields
     (``score_threshold`` ... ``max_score_diff``) and leaves those two out.
-    A field a task does not use is absent, never ``null``.
+    A field a task does not use is absent, never ``null``. ``policy`` is the
+    exporter's verification policy it ran under; an export built on a
+    ``base_format`` also holds ``base``, the base file's own verification.
     """
 
     max_abs_diff: float | None | msgspec.UnsetType = msgspec.UNSET
@@ -396,6 +413,14 @@ class Verification(msgspec.Struct, omit_defaults=True, kw_only=True):
     label_mismatches: _described(int | msgspec.UnsetType, "Detection: matched pairs whose labels differ.") = msgspec.UNSET
     max_score_diff: _described(float | None | msgspec.UnsetType, "Detection: the largest score difference of "
                                "a matched pair.") = msgspec.UNSET
+    box_agreement: _described(float | msgspec.UnsetType, "Detection: agreeing boxes (paired at IoU >= match_iou "
+                              "with the same label) over pairs plus unpaired boxes that are not excused; 1.0 without "
+                              "boxes.") = msgspec.UNSET
+    match_iou: _described(float | msgspec.UnsetType, "Detection: the least IoU of a pair.") = msgspec.UNSET
+    policy: _described(AppliedPolicy | msgspec.UnsetType, "The verification policy applied.") = msgspec.UNSET
+    format: _described(str | msgspec.UnsetType, "In `base`: the base format whose file was verified.") = msgspec.UNSET
+    base: _described(Verification | msgspec.UnsetType, "An export built on a base_format: the base file's own "
+                     "verification against PyTorch, under the base exporter's policy.") = msgspec.UNSET
 
 
 class DeploymentMetadata(msgspec.Struct, omit_defaults=True):

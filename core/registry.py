@@ -20,7 +20,7 @@ from .errors import (
     UnknownNameError,
     UnknownTaskError,
 )
-from .plugin_types import Architecture, DatasetImporter, Exporter, Task, tasks_of
+from .plugin_types import Architecture, DatasetImporter, Exporter, Task, exporter_problems, tasks_of
 from .plugin_types import CallbackPlugin, LoggerPlugin, Loss, Metric
 
 T = TypeVar("T")
@@ -182,12 +182,37 @@ class ExporterRegistry(Registry[Exporter]):
     unknown_error = UnknownExportFormatError
 
     def add(self, entry: Exporter) -> Exporter:
+        """Register an exporter whose declaration holds up (``exporter_problems``, and its ``base_format``).
+
+        A ``base_format`` registered already must be an exporter without a
+        base of its own that serves every task this one does; one registered
+        later (or never) is checked when an export is requested.
+        """
         if not isinstance(entry, Exporter):
             raise PluginError(f"register_exporters must add Exporter objects, got {type(entry).__name__}")
+        problems = exporter_problems(entry)
+        base = entry.base_format
+        if not problems and base is not None and base in self._entries:
+            problems.extend(base_format_problems(entry, self._entries[base]))
+        if problems:
+            raise PluginError(f"export format '{entry.id}': {'; '.join(problems)}",
+                              {"name": entry.id, "problems": problems})
         return super().add(entry)
 
     def _key(self, entry: Any) -> Any:
         return getattr(entry, "id", None)
+
+
+def base_format_problems(exporter: Exporter, base: Exporter) -> list[str]:
+    """Why ``base`` cannot be ``exporter``'s ``base_format`` (a base with a base of its own, or other tasks)."""
+    problems = []
+    if base.base_format is not None:
+        problems.append(f"its base_format '{base.id}' is itself built on '{base.base_format}' (one level only)")
+    missing = [task for task in tasks_of(exporter) if task not in tasks_of(base)]
+    if missing:
+        problems.append(f"its base_format '{base.id}' does not export {', '.join(missing)} models "
+                        f"(it serves {', '.join(tasks_of(base))})")
+    return problems
 
 
 # -- training extensions (added in 0.3) ---------------------------------------------------------------------------

@@ -187,6 +187,7 @@ def load(path: str | os.PathLike[str], device: str = "cpu", *, plugins: PluginHo
     """
     from modelyard.core.evaluation.worker import torch_device
     from modelyard.core.plugin_manager import default_plugin_host
+    from modelyard.core.plugin_types import METADATA_PREFIX
     from modelyard.core.prediction.predictors import ExportPredictor, load_export_runner
     from modelyard.core.settings import Settings
     from modelyard.core.training.task_runtime import runtime_of
@@ -198,7 +199,7 @@ def load(path: str | os.PathLike[str], device: str = "cpu", *, plugins: PluginHo
     source = Path(path)
     if source.is_dir():
         parts = _folder_parts(source, extensions)
-    elif source.is_file() and source.suffix.lower() in extensions:
+    elif source.is_file() and _exporter_for(source.name, extensions) is not None:
         parts = _Parts(source, source.name, model_path=source)
     elif source.is_file() and zipfile.is_zipfile(source):
         parts = _zip_parts(source, extensions)
@@ -206,9 +207,9 @@ def load(path: str | os.PathLike[str], device: str = "cpu", *, plugins: PluginHo
         raise BundleError(f"{source} is neither a bundle ZIP nor a model file ({', '.join(sorted(extensions))})")
     else:
         raise BundleError(f"{source} does not exist")
-    exporter = extensions[Path(parts.model_name).suffix.lower()]
+    exporter = _exporter_for(parts.model_name, extensions)
     props, static_batch = _embedded_facts(parts)
-    if parts.preprocessing is None and not any(key.startswith("modelyard.") for key in props):
+    if parts.preprocessing is None and not any(key.startswith(METADATA_PREFIX) for key in props):
         raise BundleError(f"{source}: a bare model file must carry modelyard's metadata (an ONNX export does); "
                           "load the export's bundle ZIP or its unzipped folder instead")
     metadata = _metadata(parts, props)
@@ -244,8 +245,15 @@ def _model_extensions(host: PluginHost) -> dict[str, Any]:
     return found
 
 
+def _exporter_for(name: str, extensions: dict[str, Any]) -> Any:
+    """The exporter of the longest registered extension ``name`` ends with (``.int8.onnx`` before ``.onnx``), or None."""
+    lowered = name.lower()
+    matching = [extension for extension in extensions if lowered.endswith(extension) and len(lowered) > len(extension)]
+    return extensions[max(matching, key=len)] if matching else None
+
+
 def _model_name(names: list[str], source: Path, extensions: dict[str, Any]) -> str:
-    models = sorted(name for name in names if "/" not in name and Path(name).suffix.lower() in extensions)
+    models = sorted(name for name in names if "/" not in name and _exporter_for(name, extensions) is not None)
     if len(models) != 1:
         what = "no model file" if not models else f"{len(models)} model files ({', '.join(models)})"
         raise BundleError(f"{source}: a bundle holds one model file ({', '.join(sorted(extensions))}); it has {what}")
@@ -361,6 +369,7 @@ def _embedded_facts(parts: _Parts) -> tuple[dict[str, str], int | None]:
 
 def _metadata(parts: _Parts, props: dict[str, str]) -> DeploymentMetadata:
     """Classes and preprocessing from labels.json/preprocessing.json, else from the ONNX file's metadata."""
+    from modelyard.core.plugin_types import METADATA_KEYS, METADATA_PREFIX
     from modelyard.core.records import DeploymentMetadata
 
     where = parts.source
@@ -371,9 +380,9 @@ def _metadata(parts: _Parts, props: dict[str, str]) -> DeploymentMetadata:
     def fact(key: str) -> Any:
         if prep is not None and key in prep:
             return prep[key]
-        raw = props.get(f"modelyard.{key}")
+        raw = props.get(METADATA_PREFIX + key)
         if raw is None:
-            origin = PREPROCESSING_FILE if prep is not None else f"the file's metadata (modelyard.{key})"
+            origin = PREPROCESSING_FILE if prep is not None else f"the file's metadata ({METADATA_PREFIX}{key})"
             raise BundleError(f"{where}: {origin} does not give {key}; is it a modelyard export?")
         try:
             return json.loads(raw)
@@ -397,14 +406,15 @@ def _metadata(parts: _Parts, props: dict[str, str]) -> DeploymentMetadata:
             raise BundleError(f"{where}: {name} must be {channels} number(s), not {values!r}")
     if any(v == 0 for v in std):
         raise BundleError(f"{where}: std must not hold 0")
-    task = (prep or {}).get("task") or props.get("modelyard.task") or "classification"  # absent: as records before tasks
+    task = (prep or {}).get("task") or props.get(METADATA_KEYS["task"]) or "classification"  # absent: as records before tasks
     if not isinstance(task, str):
         raise BundleError(f"{where}: task must be a task id, not {task!r}")
     return DeploymentMetadata(
         classes=list(classes), input_size=list(input_size), channels=int(channels),
         mean=[float(v) for v in mean], std=[float(v) for v in std],
-        architecture=props.get("modelyard.architecture", ""), run_id=props.get("modelyard.run_id", ""),
-        experiment_id="", checkpoint=props.get("modelyard.checkpoint", ""), task=task, export=_task_facts(prep, props),
+        architecture=props.get(METADATA_KEYS["architecture"], ""), run_id=props.get(METADATA_KEYS["run_id"], ""),
+        experiment_id="", checkpoint=props.get(METADATA_PREFIX + "checkpoint", ""), task=task,
+        export=_task_facts(prep, props),
     )
 
 
@@ -415,12 +425,14 @@ _KNOWN_KEYS = {"task", "input_size", "channels", "color_mode", "resize", "pillow
 
 def _task_facts(prep: dict[str, Any] | None, props: dict[str, str]) -> dict[str, Any]:
     """The task's facts (detection's ``score_threshold``) from preprocessing.json, else the ONNX metadata."""
+    from modelyard.core.plugin_types import METADATA_PREFIX
+
     if prep is not None:
         return {key: value for key, value in prep.items() if key not in _KNOWN_KEYS}
     facts: dict[str, Any] = {}
     for key, raw in props.items():
-        name = key.removeprefix("modelyard.")
-        if key.startswith("modelyard.") and name not in _KNOWN_KEYS:
+        name = key.removeprefix(METADATA_PREFIX)
+        if key.startswith(METADATA_PREFIX) and name not in _KNOWN_KEYS:
             try:
                 facts[name] = json.loads(raw)
             except ValueError:

@@ -16,7 +16,6 @@ model is: pick a small ``input_size``.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -155,19 +154,41 @@ def check_exporter(
     options: Mapping[str, Any] | None = None,
     model: Any = None,
     input_size: tuple[int, int] = (16, 16),
-    atol: float = 1e-4,
+    atol: float | None = None,
     batch: int = 2,
+    base: Exporter | None = None,
 ) -> Path:
-    """Export a model (a tiny CNN by default) and run it back through ``load_runner``.
+    """Export a model (a tiny CNN by default) and run it back through ``load_runner``, as the server would.
 
-    Checks: the options schema gives every property a default and accepts them,
-    the file has the declared extension, and the runner's logits match eager
-    PyTorch within ``atol`` for a batch of ``batch`` (the export itself traces
-    one image; use ``batch=1`` for formats with a static batch size).
-    Returns the exported file.
+    Checks: the declaration the registry checks (``extension``,
+    ``verification``, ``base_format``, ``usage_snippet``), the options schema
+    gives every property a default and accepts them, the file has the declared
+    extension and the server saves it under exactly that extension, and the
+    runner's logits for a batch of ``batch`` (the export itself traces one
+    image; use ``batch=1`` for formats with a static batch size) pass the
+    exporter's own ``VerificationPolicy``, through the comparison the server
+    uses for classification (``Exporter.verification``; without one,
+    modelyard's default: 1e-4 x the logit scale, 1e-2 with an ``fp16: true``
+    option, every top-1 class the same).
+
+    An exporter with a ``base_format`` is checked the way the server runs it:
+    the base exporter exports and passes its own policy first, then this one
+    transforms its file (``export(..., base_file=path)``). ``base`` is that
+    exporter; without it, the installed one of that id (the built-in ``onnx``,
+    or a plugin's, loaded as the server loads them).
+
+    ``atol`` is deprecated and ignored (a ``DeprecationWarning``): the server
+    applies the exporter's policy, so the check does too; declare
+    ``Exporter.verification`` instead. Returns the exported file.
     """
+    if atol is not None:
+        import warnings
+
+        warnings.warn("check_exporter(atol=...) is ignored: exports are verified under the exporter's "
+                      "VerificationPolicy (Exporter.verification), here as on the server", DeprecationWarning,
+                      stacklevel=2)
     with single_threaded():
-        return _check_exporter(exporter, Path(tmp_dir), options, model, input_size, atol, batch)
+        return _check_exporter(exporter, Path(tmp_dir), options, model, input_size, batch, base)
 
 
 def _check_exporter(
@@ -176,19 +197,43 @@ def _check_exporter(
     options: Mapping[str, Any] | None,
     model: Any,
     input_size: tuple[int, int],
-    atol: float,
     batch: int,
+    base: Exporter | None,
 ) -> Path:
     import numpy as np
     import torch
 
+    from modelyard.core.errors import ModelyardError
+    from modelyard.core.export.produce import export_with_base, with_base
+    from modelyard.core.export.service import base_options, model_file_name
+    from modelyard.core.export.verify import compare_outputs, effective_policy
+    from modelyard.core.plugin_types import exporter_problems
+    from modelyard.core.registry import base_format_problems
+
     _require(isinstance(exporter, Exporter), f"{exporter!r} is not an Exporter")
-    _require(exporter.extension.startswith("."), f"{exporter.id}: extension {exporter.extension!r} must start with '.'")
+    problems = exporter_problems(exporter)
+    _require(not problems, f"{exporter.id}: {'; '.join(problems)}")
+    saved_as = model_file_name("check_exporter", "run-00000000", exporter.extension)
+    _require(saved_as.endswith(exporter.extension), f"{exporter.id}: the server would save {saved_as}, "
+                                                    f"not a name ending in {exporter.extension}")
     properties = exporter.options_schema.get("properties", {})
     no_default = [name for name, prop in properties.items() if "default" not in prop]
     _require(not no_default, f"{exporter.id}: options without a default: {no_default}")
     resolved = resolve_options(exporter, option_defaults(exporter.options_schema))
     resolved = resolve_options(exporter, {**resolved, **dict(options or {})})
+    if exporter.base_format is not None:
+        if base is None:
+            installed = PluginHost(disabled=set()).load_all().exporters
+            _require(exporter.base_format in installed,
+                     f"{exporter.id}: its base_format {exporter.base_format!r} is not installed (pass base=...)")
+            base = installed.get(exporter.base_format)
+        _require(base.id == exporter.base_format, f"{exporter.id}: base {base.id!r} is not its base_format "
+                                                  f"{exporter.base_format!r}")
+        wrong_base = base_format_problems(exporter, base)
+        _require(not wrong_base, f"{exporter.id}: {'; '.join(wrong_base)}")
+    else:
+        base = None
+    base_own = base_options(base, resolved) if base is not None else {}
     torch.manual_seed(0)
     classes = ["a", "b", "c"]
     model = model if model is not None else _tiny_model(3, len(classes))
@@ -200,14 +245,28 @@ def _check_exporter(
         classes=classes, input_size=input_size, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25],
         architecture="check_exporter", run_id="run-00000000",
     )
+
+    def verify(fmt: Exporter, path: Path, fmt_options: dict[str, Any]) -> dict[str, Any]:
+        predict = fmt.load_runner(path, fmt_options)
+        got = np.asarray(predict(x.numpy()))
+        _require(got.shape == expected.shape, f"{fmt.id}: runner output shape {got.shape}, expected {expected.shape}")
+        policy, source = effective_policy(fmt, fmt_options)
+        return {**compare_outputs(expected, got, policy=policy), "policy": {"source": source, **policy.as_dict()}}
+
     out_dir = Path(tmp_dir) / f"export-{exporter.id}"
-    path = Path(exporter.export(model, x[:1], resolved, out_dir, metadata))
-    _require(path.is_file(), f"{exporter.id}: export returned {path}, which is not a file")
+    try:
+        path, base_verification = export_with_base(exporter, base, model, x[:1], resolved, base_own, out_dir, metadata,
+                                                   verify)
+    except ModelyardError as exc:
+        raise AssertionError(f"{exporter.id}: {exc}") from exc
     _require(path.name.endswith(exporter.extension), f"{exporter.id}: {path.name} lacks extension {exporter.extension}")
-    _require(path.resolve().is_relative_to(out_dir.resolve()), f"{exporter.id}: wrote {path} outside {out_dir}")
-    predict = exporter.load_runner(path, resolved)
-    got = np.asarray(predict(x.numpy()))
-    _require(got.shape == expected.shape, f"{exporter.id}: runner output shape {got.shape}, expected {expected.shape}")
-    diff = float(np.abs(got.astype(np.float32) - expected).max())
-    _require(math.isfinite(diff) and diff <= atol, f"{exporter.id}: runner differs from PyTorch by {diff} (> {atol})")
+    verification = with_base(verify(exporter, path, resolved), base_verification)
+    _require(bool(verification["passed"]),
+             f"{exporter.id}: the exported file does not pass its verification policy "
+             f"{verification['policy']}: {verification.get('problem') or _numbers(verification)}")
     return path
+
+
+def _numbers(verification: Mapping[str, Any]) -> str:
+    return (f"runner differs from PyTorch by {verification.get('max_abs_diff')} (tolerance "
+            f"{verification.get('tolerance')}), top-1 agreement {verification.get('top1_agreement')}")

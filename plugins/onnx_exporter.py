@@ -12,17 +12,18 @@ The ``dynamic_axes`` option is classification's (tensors ``input`` and
 (detection: one image in, the box count dynamic); the option must then keep
 its default (which is not applied), and anything else is refused.
 
-The file carries what a deployment needs in ``metadata_props``:
+The file carries what a deployment needs in ``metadata_props``, under the
+keys of ``modelyard.core.METADATA_KEYS`` (``ExportMetadata.key_values()``):
 ``modelyard.classes``, ``modelyard.input_size``, ``modelyard.mean``,
 ``modelyard.std`` (JSON), ``modelyard.architecture``, ``modelyard.run_id``,
-``modelyard.channels``, ``modelyard.task``, and the task's own facts
-(``modelyard.score_threshold`` for detection).
+``modelyard.channels``, ``modelyard.task``, and ``ExportMetadata.extra``: the
+checkpoint and the task's own facts (``modelyard.score_threshold`` for
+detection).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -69,20 +70,8 @@ OPTIONS_SCHEMA: dict[str, Any] = {
 
 
 def metadata_props(metadata: ExportMetadata) -> dict[str, str]:
-    """The ``modelyard.*`` key/value strings stored in an exported file."""
-    props = {
-        "modelyard.classes": json.dumps(list(metadata.classes)),
-        "modelyard.input_size": json.dumps(list(metadata.input_size)),
-        "modelyard.mean": json.dumps(list(metadata.mean)),
-        "modelyard.std": json.dumps(list(metadata.std)),
-        "modelyard.architecture": metadata.architecture,
-        "modelyard.run_id": metadata.run_id,
-        "modelyard.channels": json.dumps(metadata.channels),
-        "modelyard.task": metadata.task,
-    }
-    for key, value in metadata.extra.items():
-        props.setdefault(f"modelyard.{key}", str(value))
-    return props
+    """The ``modelyard.*`` key/value strings stored in an exported file (``METADATA_KEYS``, then ``extra``)."""
+    return metadata.key_values()
 
 
 def _dynamic_axes(option: dict[str, dict[str, str]], rank: dict[str, int]) -> dict[str, dict[int, str]]:

@@ -2,13 +2,18 @@
 
 ``labels.json`` (class names in output order), ``preprocessing.json`` (input
 size, channels, mean, std and the exact resize/scale steps) and a short
-``README.txt`` with a minimal onnxruntime (or TorchScript) snippet. Built once
-per export, atomically, next to the model file.
+``README.txt`` with a minimal script. Built once per export, atomically, next
+to the model file.
 
 The snippet is the shared preprocessing, then the format's lines that run the
 file (``outputs``: its answers for the image), then the task's lines that read
-them. A classifier's README is the logits snippet it always was; a task with
-other outputs wrote its lines at export time (``usage.json``, from
+them. The format's lines are the exporter's own (``Exporter.usage_snippet``)
+when it declares them; otherwise a default per runtime: onnxruntime for
+``onnx`` and any ``.onnx`` file, ``torch.jit.load`` for ``torchscript``, and
+for any other format a neutral note saying how to build the input and read
+the outputs (never another runtime's code). A classifier's README of the
+built-in formats is the logits snippet it always was; a task with other
+outputs wrote its lines at export time (``usage.json``, from
 ``TaskRuntime.export_usage``; detection draws the boxes with Pillow).
 """
 
@@ -16,12 +21,20 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..jsonio import atomic_write_bytes
-from ..records import DeploymentMetadata, Export
+from ..records import DeploymentMetadata, Export, Verification
+
+if TYPE_CHECKING:
+    from ..plugin_types import Exporter
+
+log = logging.getLogger(__name__)
 
 BUNDLE_SUFFIX = "-bundle.zip"
 #: The task's usage lines for the README (``TaskRuntime.export_usage``), written by the worker beside the model.
@@ -42,7 +55,8 @@ x = (x - np.array(prep["mean"], np.float32)[:, None, None]) / np.array(prep["std
 
 def _snippet(runtime_import: str, inference: str, extra_imports: str = "") -> str:
     """A runnable script (``{model}`` still to fill in) around the shared preprocessing."""
-    imports = f"import json\nimport numpy as np\n{runtime_import}\nfrom PIL import Image, ImageOps\n"
+    runtime_line = f"{runtime_import}\n" if runtime_import else ""
+    imports = f"import json\nimport numpy as np\n{runtime_line}from PIL import Image, ImageOps\n"
     if extra_imports:
         imports += extra_imports.rstrip("\n") + "\n"
     return f"{imports}\n{_SNIPPET_PREPROCESSING}{inference}"
@@ -81,6 +95,20 @@ outputs = [t.numpy() for t in (result if isinstance(result, tuple) else (result,
 }
 _RUNTIME_IMPORTS = {"onnx": "import onnxruntime as ort", "torchscript": "import torch"}
 
+#: Classification's lines after the format's: the top class of the logits.
+_CLASSIFICATION_CODE = """\
+logits = outputs[0][0]
+print(labels[int(np.argmax(logits))])
+"""
+
+#: For a format without a snippet of its own and no default runtime: what to do instead of running it.
+_NEUTRAL_RUN = """\
+# No runnable example for the '{format}' format: its exporter declares no usage snippet.
+# Load {model} with the runtime that reads this format and run it on x[None]
+# (float32, [1, C, H, W], the preprocessing above, from preprocessing.json). Its outputs, in graph order,
+# are described by preprocessing.json's "output"; class ids index labels.json.
+"""
+
 
 def task_usage(folder: Path) -> dict[str, str] | None:
     """The task's usage lines written at export time (``usage.json``), or ``None`` (a classifier's export)."""
@@ -91,13 +119,44 @@ def task_usage(folder: Path) -> dict[str, str] | None:
     return {key: str(value) for key, value in data.items()} if isinstance(data, dict) else None
 
 
-def usage_snippet(record_format: str, model_name: str, usage: dict[str, str] | None) -> str:
-    """The README's runnable script for this format and task (``image.jpg`` in, printed answer out)."""
-    fmt = "torchscript" if record_format == "torchscript" else "onnx"
-    if usage is None:
-        return (_TORCHSCRIPT_SNIPPET if fmt == "torchscript" else _ONNX_SNIPPET).format(model=model_name)
-    script = _snippet(_RUNTIME_IMPORTS[fmt], _RUN_OUTPUTS[fmt].format(model=model_name), usage.get("imports", ""))
-    return script + usage["code"]
+def default_runtime(record_format: str, model_name: str) -> str | None:
+    """The runtime whose snippet a format without its own shows: ``onnx``, ``torchscript`` or ``None`` (neutral)."""
+    if record_format == "torchscript":
+        return "torchscript"
+    if record_format == "onnx" or model_name.lower().endswith(".onnx"):
+        return "onnx"
+    return None
+
+
+def usage_snippet(record_format: str, model_name: str, usage: dict[str, str] | None,
+                  exporter: Exporter | None = None) -> str:
+    """The README's script for this format and task (``image.jpg`` in, printed answer out).
+
+    ``exporter`` is the format's exporter when it is installed: its
+    ``usage_snippet(model_name)`` gives the lines that run the file.
+    """
+    own = None
+    if exporter is not None and exporter.usage_snippet is not None:
+        try:
+            own = exporter.usage_snippet(model_name)
+        except Exception:  # the plugin's bug must not break the download: the default instead, logged
+            log.exception("the %s exporter's usage_snippet failed; the README shows the default", exporter.id)
+        if own is not None and not isinstance(own, str):
+            log.error("the %s exporter's usage_snippet returned %s, not str; ignored", exporter.id, type(own).__name__)
+            own = None
+    runtime = default_runtime(record_format, model_name)
+    if own is None and runtime is not None and usage is None:
+        return (_TORCHSCRIPT_SNIPPET if runtime == "torchscript" else _ONNX_SNIPPET).format(model=model_name)
+    if own is not None:
+        imports, run = "", str(own).rstrip("\n") + "\n"
+    elif runtime is not None:
+        imports, run = _RUNTIME_IMPORTS[runtime], _RUN_OUTPUTS[runtime].format(model=model_name)
+    else:
+        # a note, not code: nothing below it could run (there is no ``outputs``)
+        return _snippet("", "", (usage or {}).get("imports", "")) + _NEUTRAL_RUN.format(format=record_format,
+                                                                                        model=model_name)
+    code = usage["code"] if usage is not None else _CLASSIFICATION_CODE
+    return _snippet(imports, run, (usage or {}).get("imports", "")) + code
 
 
 def preprocessing_document(metadata: DeploymentMetadata, usage: dict[str, str] | None = None) -> dict[str, Any]:
@@ -131,8 +190,9 @@ def preprocessing_document(metadata: DeploymentMetadata, usage: dict[str, str] |
     return document
 
 
-def readme_text(record: Export, metadata: DeploymentMetadata, model_name: str, usage: dict[str, str] | None = None) -> str:
-    snippet = usage_snippet(record.format, model_name, usage)
+def readme_text(record: Export, metadata: DeploymentMetadata, model_name: str, usage: dict[str, str] | None = None,
+                exporter: Exporter | None = None) -> str:
+    snippet = usage_snippet(record.format, model_name, usage, exporter)
     verification = record.verification
     if verification is None:
         checked = "Not verified against PyTorch."
@@ -143,6 +203,8 @@ def readme_text(record: Export, metadata: DeploymentMetadata, model_name: str, u
         checked = (f"Verification against PyTorch on {verification.images} images: "
                    f"top-1 agreement {verification.top1_agreement}, max abs logit difference {verification.max_abs_diff}, "
                    f"passed: {verification.passed}.")
+    if verification is not None:
+        checked += _policy_note(verification)
     lines = [
         f"{model_name}: {metadata.architecture} exported by modelyard as {record.format}",
         f"run {metadata.run_id} ({metadata.checkpoint} checkpoint), {len(metadata.classes)} classes.",
@@ -157,8 +219,24 @@ def readme_text(record: Export, metadata: DeploymentMetadata, model_name: str, u
     return "\n".join(lines)
 
 
-def build_bundle(model_path: Path, record: Export, target: Path) -> Path:
-    """Write the ZIP bundle of a finished export to ``target`` (atomically) and return it."""
+def _policy_note(verification: Verification) -> str:
+    """The README's words on a lossy policy and on the base export a derived file was made from."""
+    note = ""
+    policy = verification.policy
+    if policy is not msgspec.UNSET and policy.lossy is True:
+        note += " The format is lossy: compared by agreement only (the difference is reported, not bounded)."
+    base = verification.base
+    if base is not msgspec.UNSET:
+        note += (f" Made from the {base.format} export, itself verified against PyTorch on {base.images} images: "
+                 f"passed: {base.passed}.")
+    return note
+
+
+def build_bundle(model_path: Path, record: Export, target: Path, exporter: Exporter | None = None) -> Path:
+    """Write the ZIP bundle of a finished export to ``target`` (atomically) and return it.
+
+    ``exporter`` is the record's format when it is installed (its README snippet); without it, the default.
+    """
     metadata = record.metadata
     if metadata is None:
         raise ValueError(f"export {record.id} has no deployment metadata (it did not finish)")
@@ -168,6 +246,6 @@ def build_bundle(model_path: Path, record: Export, target: Path) -> Path:
         archive.write(model_path, arcname=model_path.name)
         archive.writestr("labels.json", json.dumps(list(metadata.classes), indent=2, ensure_ascii=False) + "\n")
         archive.writestr("preprocessing.json", json.dumps(preprocessing_document(metadata, usage), indent=2) + "\n")
-        archive.writestr("README.txt", readme_text(record, metadata, model_path.name, usage))
+        archive.writestr("README.txt", readme_text(record, metadata, model_path.name, usage, exporter))
     atomic_write_bytes(target, buffer.getvalue())
     return target

@@ -1,9 +1,10 @@
 """Exports on the server side: create (validate and queue), list, read, delete, download.
 
 ``create`` resolves the format in the exporter registry (it must serve the
-project's task: a 422 names the formats that do) and its options against the
-exporter's schema plus the task's own export options (a 422 names
-``options.<name>``), checks the run and checkpoint, writes
+project's task: a 422 names the formats that do; a format with a
+``base_format`` needs that base installed and serving the task too) and its
+options against the exporter's schema plus the task's own export options (a
+422 names ``options.<name>``), checks the run and checkpoint, writes
 ``exports/<export-id>/export.json`` as ``pending`` and starts the worker
 (``core/export/worker.py``). A download is possible once
 the export completed, or when it failed verification (the file is kept for
@@ -17,7 +18,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConflictError, ExportNotFoundError, ValidationError
 from ..export_options import resolve_options
@@ -25,12 +26,16 @@ from ..jobs.kinds import EXPORT
 from ..jobs.queue import JobQueue
 from ..jobs.store import JobStore
 from ..plugin_manager import PluginHost
-from ..plugin_types import Exporter, tasks_of
+from ..plugin_types import Exporter, extension_problem, tasks_of
 from ..projects import read_project
 from ..records import Export
+from ..registry import ExporterRegistry, base_format_problems
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
 from ..workspace import Workspace
 from .bundle import BUNDLE_SUFFIX, build_bundle
+
+if TYPE_CHECKING:
+    from ..training.task_runtime import TaskRuntime
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,18 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def model_file_name(architecture: str, run_id: str, extension: str) -> str:
-    """``<architecture>-<run_id><ext>``, reduced to ``[A-Za-z0-9._-]`` (plugin names are not trusted)."""
+    """``<architecture>-<run_id><extension>``, the architecture reduced to ``[A-Za-z0-9._-]`` (names are not trusted).
+
+    The extension is kept exactly as the exporter declares it (``.int8.onnx``
+    stays ``.int8.onnx``): the registry refuses one that ``extension_problem``
+    finds wrong, so only an exporter that never registered can bring one, and
+    that is reduced to its letters and digits (``.bin`` when none are left).
+    """
     arch = _UNSAFE.sub("_", architecture).strip("._") or "model"
-    ext = "." + (re.sub(r"[^A-Za-z0-9]", "", extension)[:16] or "bin")
+    if extension_problem(extension) is None:
+        ext = extension
+    else:
+        ext = "." + (re.sub(r"[^A-Za-z0-9]", "", str(extension))[:16] or "bin")
     return f"{arch[:100]}-{run_id}{ext}"
 
 
@@ -62,6 +76,47 @@ def format_options(exporter: Exporter, options: dict[str, Any]) -> dict[str, Any
     """The options of the exporter's own schema (what its ``export`` and ``load_runner`` receive)."""
     known = exporter.options_schema.get("properties", {})
     return {name: value for name, value in options.items() if name in known}
+
+
+def base_exporter(exporters: ExporterRegistry, exporter: Exporter, task: str) -> Exporter | None:
+    """The exporter whose verified file ``exporter`` transforms (its ``base_format``), or ``None`` without one.
+
+    Looked up in the registry the request is served from; a base that is not
+    registered, does not serve ``task``, or has a base of its own is a
+    ``ValidationError`` on ``format`` (a 422 when an export is requested).
+    """
+    name = exporter.base_format
+    if name is None:
+        return None
+    if name not in exporters:
+        raise ValidationError(
+            f"The '{exporter.id}' format is built on the '{name}' format, which is not installed",
+            field="format", details={"base_format": name, "available": exporters.names()},
+        )
+    base = exporters.get(name, field="format")
+    problems = base_format_problems(exporter, base)
+    if task not in tasks_of(base):
+        problems.append(f"its base_format '{base.id}' does not export {task} models")
+    if problems:
+        raise ValidationError(f"The '{exporter.id}' format cannot export: {'; '.join(dict.fromkeys(problems))}",
+                              field="format", details={"base_format": name, "task": task})
+    return base
+
+
+def base_options(base: Exporter, options: dict[str, Any]) -> dict[str, Any]:
+    """The base exporter's own options: the request's options its schema names (a derived format that wants one of
+    the base's options settable declares it in its own schema under the same name), its defaults for the rest."""
+    return resolve_options(base, format_options(base, options))
+
+
+def check_base_options(base: Exporter, options: dict[str, Any], runtime: TaskRuntime, channels: int,
+                       image_size: tuple[int, int]) -> None:
+    """The base export's own options (``base_options``) hold for the run and the task, as a direct export's must."""
+    from ..export_options import option_defaults
+
+    base_own = base_options(base, options)
+    check_input_shape(base_own, channels, image_size)
+    runtime.check_export_options(base_own, option_defaults(base.options_schema))
 
 
 def resolve_export_options(exporter: Exporter, task_schema: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
@@ -118,12 +173,15 @@ class ExportService:
                 f"The '{exporter.id}' format does not export {task} models; use one of: {', '.join(serving) or 'none installed'}",
                 field="format", details={"available": serving, "task": task},
             )
+        base = base_exporter(self.plugins.exporters, exporter, task)
         runtime = runtime_of(self.plugins.tasks.get(task, field="task"))
         resolved = resolve_export_options(exporter, runtime.export_options_schema(), options)
         existing_checkpoint(ref, checkpoint)
         config = frozen_config(ref)
         check_input_shape(resolved, int(config.data.channels), config.data.image_size)  # type: ignore[arg-type]
         runtime.check_export_options(resolved, option_defaults(exporter.options_schema))
+        if base is not None:  # the base export runs first, with its own options: they must hold too
+            check_base_options(base, resolved, runtime, int(config.data.channels), config.data.image_size)  # type: ignore[arg-type]
         from ..plugin_checks import check_exporter_options
         from ..training.config import config_to_dict
 
@@ -163,9 +221,10 @@ class ExportService:
             return Download(model_path, name, failed)
         target = folder / (Path(name).stem + BUNDLE_SUFFIX)
         job = self.jobs.job(folder)
+        exporter = self.plugins.exporters.get(record.format) if record.format in self.plugins.exporters else None
         with job.locked():
             if not target.is_file():
-                build_bundle(model_path, record, target)
+                build_bundle(model_path, record, target, exporter)
         return Download(target, target.name, failed, media_type="application/zip")
 
     # -- delete ------------------------------------------------------------------

@@ -3,10 +3,17 @@
 Steps (``progress`` counts them): rebuild the checkpoint's network and
 preprocess up to 64 real images of the run's validation subset (train when it
 has none); export with the format's plugin into a private folder and move the
-file to ``<architecture>-<run_id><ext>``; run the exported file and the
-PyTorch model on those images and compare; write the record.
+file to ``<architecture>-<run_id><extension>`` (the extension exactly as the
+exporter declares it); run the exported file and the PyTorch model on those
+images and compare under the exporter's ``VerificationPolicy``
+(``verification.policy`` in the record); write the record.
 A verification that fails marks the export ``failed`` with the numbers and
 ``verification_failed: true``; the file stays for inspection.
+
+A format with a ``base_format`` runs its base exporter first (its own options,
+its file verified under its own policy: ``verification.base``), then
+transforms that file (``produce.py``); only the derived file is kept. A base
+that fails its verification fails the export.
 
 Everything that depends on what the model computes comes from the task's
 runtime (``TaskRuntime``'s export section): the module the exporter traces,
@@ -33,12 +40,13 @@ from ..jobs.folder import JobFolder
 from ..jobs.kinds import EXPORT
 from ..jsonio import atomic_write_json, read_json
 from ..plugin_manager import PluginHost, default_plugin_host
-from ..plugin_types import Exporter, ExportMetadata, tasks_of
+from ..plugin_types import Exporter, ExportMetadata, VerificationPolicy, accepts_keyword, tasks_of
 from ..records import Export, JobError
 from ..workspace import Workspace
 from .bundle import USAGE_FILE
-from .service import format_options, model_file_name
-from .verify import MAX_VERIFY_IMAGES
+from .produce import export_with_base, with_base
+from .service import base_exporter, base_options, format_options, model_file_name
+from .verify import MAX_VERIFY_IMAGES, effective_policy
 
 if TYPE_CHECKING:
     from ..training.task_runtime import TaskRuntime
@@ -116,6 +124,7 @@ def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugin
     if task not in tasks_of(exporter):
         raise ValidationError(f"the {exporter.id} format does not export {task} models", field="format")
     runtime = runtime_of(plugins.tasks.get(task, field="task"))
+    base = base_exporter(plugins.exporters, exporter, task)
     own = format_options(exporter, options)  # what the exporter plugin sees: its own options only
     runtime.check_export_options(options, _format_defaults(exporter))
     dataset = read_json(workspace.dataset_json(project_id))
@@ -141,21 +150,28 @@ def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugin
         outputs=runtime.export_outputs(), input_axes=runtime.export_input_axes(),
     )
     module = runtime.export_module(trained.net, options)
-    produced = exporter.export(module, example, own, staging, export_metadata)
-    produced = Path(produced)
-    if not produced.is_file() or not produced.resolve().is_relative_to(staging.resolve()):
-        raise ModelyardError(f"the {exporter.id} exporter did not write its file into the export folder")
+
+    def verify(fmt: Exporter, path: Path, fmt_options: dict[str, Any]) -> dict[str, Any]:
+        """The file against PyTorch's reference, under ``fmt``'s policy (the task's comparison)."""
+        predict = fmt.load_runner(path, fmt_options)
+        shape = fmt_options.get("input_shape") if fmt is base else options.get("input_shape")
+        chunk = int(shape[0]) if isinstance(shape, list) and shape else int(example.shape[0])
+        exported = runtime.exported_outputs(predict, batch.numpy(), chunk)
+        policy, source = effective_policy(fmt, fmt_options)
+        return compare_exported(runtime, reference, exported, options, policy, source)
+
+    base_own = base_options(base, options) if base is not None else {}
+    produced, base_verification = export_with_base(exporter, base, module, example, own, base_own, staging,
+                                                   export_metadata, verify)
     final = job.folder / model_file_name(trained.architecture, trained.ref.run_id, exporter.extension)
     os.replace(produced, final)
     file_info = {"name": final.name, "size": final.stat().st_size, "sha256": _sha256(final)}
     _step(job, 2)
 
-    predict = exporter.load_runner(final, own)
-    shape = options.get("input_shape")
-    chunk = int(shape[0]) if isinstance(shape, list) and shape else int(example.shape[0])
-    exported = runtime.exported_outputs(predict, batch.numpy(), chunk)
-    verification = runtime.compare_exported(reference, exported, options)
+    verification = verify(exporter, final, own)
     summary = runtime.verification_summary(verification)
+    base_summary = runtime.verification_summary(base_verification) if base_verification is not None else None
+    verification = with_base(verification, base_verification, base_summary)
     usage = runtime.export_usage()
     if usage is not None:
         atomic_write_json(job.folder / USAGE_FILE, {**usage, "verification": summary})
@@ -167,6 +183,22 @@ def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugin
         "progress": {"done": TOTAL_STEPS, "total": TOTAL_STEPS},
         "summary": summary,
     }
+
+
+def compare_exported(runtime: TaskRuntime, reference: Any, exported: Any, options: dict[str, Any],
+                     policy: VerificationPolicy, source: str) -> dict[str, Any]:
+    """The task's comparison under ``policy``, with the policy in the result (``verification.policy``).
+
+    A task runtime whose ``compare_exported`` takes no ``policy`` (written
+    before 0.3) compares by its own rules: the record says ``source: task``.
+    """
+    if accepts_keyword(runtime.compare_exported, "policy"):
+        verification = dict(runtime.compare_exported(reference, exported, options, policy=policy))
+        verification["policy"] = {"source": source, **policy.as_dict()}
+    else:
+        verification = dict(runtime.compare_exported(reference, exported, options))
+        verification["policy"] = {"source": "task"}
+    return verification
 
 
 def _format_defaults(exporter: Exporter) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import msgspec
 
 from ..datasets.splits import check_ratios
 from ..errors import ConflictError, ModelyardError, ValidationError
-from ..export.service import check_input_shape, resolve_export_options
+from ..export.service import base_exporter, check_base_options, check_input_shape, resolve_export_options
 from ..plugin_types import tasks_of
 from ..training.task_runtime import runtime_of
 from ..export_options import option_defaults
@@ -112,9 +112,12 @@ def check_pipeline(services: Services, pipeline: Pipeline) -> None:
                                       f"use one of: {', '.join(serving) or 'none installed'}", field="format",
                                       details={"available": serving})
             assert runtime is not None
+            base = base_exporter(services.plugins.exporters, exporter, pipeline.project.task)
             options = resolve_export_options(exporter, runtime.export_options_schema(), dict(export.options))
             check_input_shape(options, int(config.data.channels), config.data.image_size)  # type: ignore[arg-type]
             runtime.check_export_options(options, option_defaults(exporter.options_schema))
+            if base is not None:  # its base export runs first, with its own options
+                check_base_options(base, options, runtime, int(config.data.channels), config.data.image_size)  # type: ignore[arg-type]
         except ValidationError as exc:
             raise ValidationError(exc.message, field=f"exports[{position}].{exc.field or 'options'}",
                                   details={k: v for k, v in exc.details.items() if k != "field"}) from None

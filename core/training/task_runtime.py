@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ..plugin_types import Task
+    from ..plugin_types import Task, VerificationPolicy
     from .worker.module import TaskModule
 
 #: One labelled image of a subset: its file name in ``images/`` and its target.
@@ -246,11 +246,20 @@ class TaskRuntime(ABC):
 
         return predict_in_chunks(predict, batch, chunk)
 
-    def compare_exported(self, reference: Any, exported: Any, options: dict[str, Any]) -> dict[str, Any]:
-        """The export record's ``verification`` (``core.records.Verification`` fields; ``passed`` decides)."""
+    def compare_exported(self, reference: Any, exported: Any, options: dict[str, Any],
+                         policy: VerificationPolicy | None = None) -> dict[str, Any]:
+        """The export record's ``verification`` (``core.records.Verification`` fields; ``passed`` decides).
+
+        ``policy`` is the exporter's ``VerificationPolicy`` (or modelyard's
+        default for it), which the comparison applies: its tolerances relative
+        to the output scale, the task's agreement minimum, ``lossy``. Core
+        passes it only to an override whose signature names ``policy`` (added
+        in 0.3); one without it compares by its own rules, and the record says
+        so (``verification.policy.source: task``).
+        """
         from ..export.verify import compare_outputs
 
-        return compare_outputs(reference, exported, half=options.get("fp16") is True)
+        return compare_outputs(reference, exported, half=options.get("fp16") is True, policy=policy)
 
     def verification_summary(self, verification: dict[str, Any]) -> str:
         """What the comparison found, in words: a failed export's error message and the bundle README's line."""

@@ -32,7 +32,17 @@ as the local maximum; seen on briefly trained models at low thresholds).
 The record's ``verification`` says ``images``, ``boxes``, ``matched``,
 ``excused``, ``min_iou``, ``iou_required``, ``count_mismatches``,
 ``label_mismatches``, ``max_score_diff``, ``score_threshold``, ``tolerance``,
-``passed`` and, when it fails, a ``problem`` sentence.
+``box_agreement``, ``match_iou``, ``passed`` and, when it fails, a ``problem``
+sentence.
+
+**The exporter's policy** (``VerificationPolicy``): the score tolerance is
+``max(atol, rtol)`` (scores are probabilities: their scale is 1; the default
+policy's is ``SCORE_TOLERANCE``), and ``box_agreement`` (pairs with the same
+label over pairs plus unpaired boxes that are not excused; 1.0 without boxes)
+must reach ``min_box_agreement``. With the default minimum of 1.0 that adds
+nothing to the rules above. A ``lossy`` policy compares agreement only: the
+count, label, IoU and score-difference findings are reported, and only
+``box_agreement`` (and finite outputs) decide.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelyard.core import ValidationError
+from modelyard.core import ValidationError, VerificationPolicy
 
 #: Default of the ``score_threshold`` export option (evaluation's default confidence threshold too).
 SCORE_THRESHOLD = 0.5
@@ -57,6 +67,9 @@ MATCH_IOU = 0.5
 SCORE_TOLERANCE = 1e-4
 #: The same for float16 files (not exported today: ``fp16`` is refused for detection).
 FP16_SCORE_TOLERANCE = 1e-2
+#: The policies of an exporter that declares none (modelyard's defaults; a box agreement of 1.0).
+DEFAULT_POLICY = VerificationPolicy(atol=SCORE_TOLERANCE, rtol=SCORE_TOLERANCE)
+FP16_POLICY = VerificationPolicy(atol=FP16_SCORE_TOLERANCE, rtol=FP16_SCORE_TOLERANCE)
 
 #: Output names in graph order, each with its dynamic axis: the box count.
 OUTPUTS: dict[str, dict[int, str]] = {"boxes": {0: "num_boxes"}, "scores": {0: "num_boxes"}, "labels": {0: "num_boxes"}}
@@ -207,16 +220,21 @@ def _near_ties(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, other_
     return near
 
 
-def compare(reference: Sequence[Detections], exported: Sequence[Detections], threshold: float, half: bool) -> dict[str, Any]:
-    """The record's ``verification`` for two lists of per-image detections (see the module docstring)."""
-    tolerance = FP16_SCORE_TOLERANCE if half else SCORE_TOLERANCE
+def compare(reference: Sequence[Detections], exported: Sequence[Detections], threshold: float, half: bool,
+            policy: VerificationPolicy | None = None) -> dict[str, Any]:
+    """The record's ``verification`` for two lists of per-image detections (see the module docstring).
+
+    ``policy`` is the exporter's (default: ``DEFAULT_POLICY``, ``FP16_POLICY`` for ``half``).
+    """
+    policy = policy or (FP16_POLICY if half else DEFAULT_POLICY)
+    tolerance = policy.tolerance(1.0)
     result: dict[str, Any] = {"images": len(reference), "passed": False, "tolerance": tolerance,
-                              "score_threshold": threshold, "iou_required": IOU_REQUIRED}
+                              "score_threshold": threshold, "iou_required": IOU_REQUIRED, "match_iou": MATCH_IOU}
     if len(reference) != len(exported):
         return {**result, "boxes": 0, "matched": 0, "excused": 0, "min_iou": None, "count_mismatches": len(reference),
-                "label_mismatches": 0, "max_score_diff": None,
+                "label_mismatches": 0, "max_score_diff": None, "box_agreement": 0.0,
                 "problem": f"the exported model answered for {len(exported)} of {len(reference)} images"}
-    boxes = matched = count_mismatches = label_mismatches = excused = 0
+    boxes = matched = count_mismatches = label_mismatches = excused = unexcused = 0
     ious: list[float] = []
     score_diffs: list[float] = []
     finite = True
@@ -241,29 +259,36 @@ def compare(reference: Sequence[Detections], exported: Sequence[Detections], thr
         near_e = _near_ties(eb[lone_e], es[lone_e], el[lone_e], rb, rs, rl, threshold, tolerance)
         excused += int(near_r.sum() + near_e.sum())
         unpaired = int((~near_r).sum() + (~near_e).sum())
+        unexcused += unpaired
         if unpaired:
             count_mismatches += 1
             if first_count is None:
                 first_count = f"image {index + 1}: PyTorch {len(rs)} boxes, exported {len(es)}"
     min_iou = min(ious) if ious else None
     max_score_diff = max(score_diffs) if score_diffs else None
+    compared = matched + unexcused
+    box_agreement = (matched - label_mismatches) / compared if compared else 1.0
     problems = []
     if not finite:
         problems.append("the exported model produced NaN or infinite outputs")
-    if count_mismatches:
-        problems.append(f"{count_mismatches} of {len(reference)} images have another number of boxes above the score "
-                        f"threshold {threshold:g} ({first_count})")
-    if label_mismatches:
-        problems.append(f"{label_mismatches} matched boxes have another label")
-    if min_iou is not None and min_iou < IOU_REQUIRED:
-        problems.append(f"a matched box has IoU {min_iou:.4f} with PyTorch's (needs {IOU_REQUIRED})")
-    if max_score_diff is not None and max_score_diff > tolerance:
-        problems.append(f"a matched box's score differs by {max_score_diff:.3g} (tolerance {tolerance:.3g})")
+    if not policy.lossy:  # a lossy policy reports these and lets the box agreement decide
+        if count_mismatches:
+            problems.append(f"{count_mismatches} of {len(reference)} images have another number of boxes above the "
+                            f"score threshold {threshold:g} ({first_count})")
+        if label_mismatches:
+            problems.append(f"{label_mismatches} matched boxes have another label")
+        if min_iou is not None and min_iou < IOU_REQUIRED:
+            problems.append(f"a matched box has IoU {min_iou:.4f} with PyTorch's (needs {IOU_REQUIRED})")
+        if max_score_diff is not None and max_score_diff > tolerance:
+            problems.append(f"a matched box's score differs by {max_score_diff:.3g} (tolerance {tolerance:.3g})")
+    if box_agreement < policy.min_box_agreement - 1e-12:
+        problems.append(f"box agreement {box_agreement:.4f} is below the policy's {policy.min_box_agreement:g}")
     if not reference:
         problems.append("no image to verify with")
     result.update({"boxes": boxes, "matched": matched, "excused": excused, "min_iou": min_iou,
                    "count_mismatches": count_mismatches,
-                   "label_mismatches": label_mismatches, "max_score_diff": max_score_diff, "passed": not problems})
+                   "label_mismatches": label_mismatches, "max_score_diff": max_score_diff,
+                   "box_agreement": box_agreement, "passed": not problems})
     if problems:
         result["problem"] = "; ".join(problems)
     return result
@@ -275,7 +300,7 @@ def summary(verification: dict[str, Any]) -> str:
             f"{verification.get('matched')} matched, {verification.get('excused')} near-ties excused (minimum IoU {'n/a' if min_iou is None else f'{min_iou:.4f}'}, "
             f"needs {verification.get('iou_required')}), {verification.get('count_mismatches')} images with another "
             f"box count, {verification.get('label_mismatches')} label mismatches, max score difference "
-            f"{verification.get('max_score_diff')}")
+            f"{verification.get('max_score_diff')}, box agreement {verification.get('box_agreement')}")
 
 
 #: The bundle README's lines after the format's (``outputs`` = [boxes, scores, labels] for ``x``): draw and print.

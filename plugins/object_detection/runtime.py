@@ -243,10 +243,11 @@ class DetectionRuntime(TaskRuntime):
 
         return exported_outputs(predict, batch, chunk)
 
-    def compare_exported(self, reference: Any, exported: Any, options: dict[str, Any]) -> dict[str, Any]:
+    def compare_exported(self, reference: Any, exported: Any, options: dict[str, Any],
+                         policy: Any = None) -> dict[str, Any]:
         from .export import compare, score_threshold
 
-        return compare(reference, exported, score_threshold(options), half=options.get("fp16") is True)
+        return compare(reference, exported, score_threshold(options), half=options.get("fp16") is True, policy=policy)
 
     def verification_summary(self, verification: dict[str, Any]) -> str:
         from .export import summary
