@@ -87,6 +87,12 @@ name is the plugin's name::
     [project.entry-points.modelyard]
     tiny = "my_package.plugin"
 
+``HOOK_API_VERSION`` is the hook API this modelyard provides; each hook's
+docstring says the version it was added in. A plugin that needs a newer one
+declares it in the module its entry point names, ``MODELYARD_HOOK_API = "0.3"``,
+and is listed as failed (registering nothing) by an older modelyard.
+``modelyard plugin new NAME`` writes a ready package to start from.
+
 Test it with ``modelyard.testing`` (``check_architecture``, ``check_importer``,
 ``check_exporter``, ``registered``). ``MODELYARD_DISABLE_PLUGINS=tiny`` disables
 it; ``MODELYARD_TRACE_PLUGINS=1`` logs every hook call. docs/plugins.md is the
@@ -100,6 +106,7 @@ from .hookspecs import hookimpl, hookspec
 from .hub_weights import ensure_weights_cached, loading_cached_weights, weights_cache_file
 from .jsonio import atomic_write_bytes
 from .models import LoadReport, load_backbone_weights
+from .plugin_manager import HOOK_API_VERSION
 from .plugin_types import Architecture, BoxLabel, DatasetImporter, Exporter, ExportMetadata, ImageRecord, Task
 from .plugin_types import METADATA_JSON_FIELDS, METADATA_KEYS, METADATA_PREFIX, VerificationPolicy
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, TaskRegistry
@@ -120,6 +127,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "HOOK_API_VERSION",
     "CallbackPlugin",
     "CallbackRegistry",
     "LoggerPlugin",

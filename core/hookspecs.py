@@ -2,6 +2,9 @@
 
 Every hook receives a registry and adds to it. An implementation may accept
 only some of a spec's arguments, so new arguments never break old plugins.
+Each hook's docstring ends with the hook API version it was added in
+(``Added in X.Y.``), never newer than ``modelyard.core.HOOK_API_VERSION``;
+tests/core/test_hook_api.py checks that and that docs/plugins.md lists it.
 """
 
 from __future__ import annotations

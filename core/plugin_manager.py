@@ -1,11 +1,19 @@
 """Loads plugins once per process and fills the registries.
 
-Built-in plugins (``DEFAULT_PLUGINS``) load first, then every entry point of
-the group ``modelyard``, each exactly once. ``MODELYARD_DISABLE_PLUGINS``
+Built-in plugins (``DEFAULT_PLUGINS``, in that order) load first, then every
+entry point of the group ``modelyard``, each exactly once, sorted by entry-point
+name (ties by distribution name), so which plugin claims a contested name first
+never depends on the file system. ``MODELYARD_DISABLE_PLUGINS``
 (comma-separated names) blocks plugins by name. A plugin that fails to import
 or raises while registering is logged, listed with its error, and its partial
 registrations are rolled back: it never takes the server down.
 Set ``MODELYARD_TRACE_PLUGINS=1`` to log every hook call.
+
+A plugin may require a hook API: ``MODELYARD_HOOK_API = "0.3"`` on the object
+it registers (the module its entry point names). One that needs a newer API
+than ``HOOK_API_VERSION``, or declares it malformed, is listed as failed and
+registers nothing. Two distributions with the same entry-point name are both
+listed; the later one is failed, naming both.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -23,6 +32,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .errors import PluginError
 from .registry import ArchitectureRegistry, ExporterRegistry, ImporterRegistry, Registry, TaskRegistry
 from .registry import CallbackRegistry, LossRegistry, MetricRegistry
 
@@ -31,6 +41,15 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "modelyard"
 DISABLE_ENV = "MODELYARD_DISABLE_PLUGINS"
 TRACE_ENV = "MODELYARD_TRACE_PLUGINS"
+
+#: The hook API this modelyard provides, ``MAJOR.MINOR``. Each hook's docstring says the
+#: version it was added in; the API only grows (new hooks, new optional arguments), so a
+#: plugin written for an older version keeps working. docs/plugins.md lists what each
+#: version added.
+HOOK_API_VERSION = "0.3"
+#: The attribute a plugin sets to the hook API it needs, e.g. ``MODELYARD_HOOK_API = "0.3"``.
+HOOK_API_ATTRIBUTE = "MODELYARD_HOOK_API"
+_VERSION_PATTERN = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 
 #: Built-in plugins: ordinary ``@hookimpl`` modules, loaded exactly like third-party ones.
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -92,6 +111,8 @@ class PluginHost:
         self.losses = LossRegistry()
         self.metrics = MetricRegistry()
         self.plugins: dict[str, PluginInfo] = {}
+        #: Entry points whose name another plugin already holds (a clash): listed as failed, never imported.
+        self.rejected: list[PluginInfo] = []
         self._load_lock = threading.RLock()
         self._loaded = False
         self._deferred = False
@@ -128,9 +149,8 @@ class PluginHost:
             short = module_name.rsplit(".", 1)[-1]
             self._load(short, source="builtin", version=_own_version(), loader=lambda m=module_name: importlib.import_module(m))
         for ep in _entry_points():
-            dist = ep.dist.name if ep.dist is not None else "unknown"
             version = ep.dist.version if ep.dist is not None else None
-            self._load(ep.name, source=dist, version=version, loader=ep.load)
+            self._load(ep.name, source=_dist_name(ep), version=version, loader=ep.load)
         self._register_all()
 
     def add_plugin(self, module: ModuleType | object, name: str, source: str = "direct", version: str | None = None) -> None:
@@ -141,10 +161,10 @@ class PluginHost:
     def _load(self, name: str, source: str, version: str | None, loader: Any) -> None:
         if name in self.plugins:
             known = self.plugins[name]
-            if known.source != source:
-                log.warning("plugin name %s from %s is already taken by %s; ignoring it", name, source, known.source)
-            else:
+            if _normalise(known.source) == _normalise(source):
                 log.info("plugin %s already loaded; skipping duplicate from %s", name, source)
+            else:
+                self._reject_clash(name, source, version, known)
             return
         info = PluginInfo(name=name, source=source, version=version)
         self.plugins[name] = info
@@ -154,12 +174,25 @@ class PluginHost:
             return
         try:
             plugin = loader()
+            check_hook_api(plugin)
             self.pm.register(plugin, name=name)
         except Exception as exc:
             info.error = f"{type(exc).__name__}: {exc}"
             log.error("plugin %s failed to load: %s\n%s", name, exc, traceback.format_exc())
             return
         self._warn_unknown_hooks(name, plugin)
+
+    def _reject_clash(self, name: str, source: str, version: str | None, known: PluginInfo) -> None:
+        """List a second plugin of an already taken name as failed (disabled if the name is), naming both sources."""
+        holder = "modelyard's built-in plugin" if known.source == "builtin" else f"distribution {known.source!r}"
+        error = (
+            f"PluginError: plugin name {name!r} is provided by {holder} and by distribution {source!r}; "
+            f"{known.source!r} came first in the load order, so {source!r} is not loaded "
+            f"(uninstall one of them, or ask its author to rename the entry point)"
+        )
+        info = PluginInfo(name=name, source=source, version=version, error=error, disabled=name in self.disabled)
+        self.rejected.append(info)
+        log.error("plugin %s from %s not loaded: the name is already taken by %s", name, source, known.source)
 
     def _warn_unknown_hooks(self, name: str, plugin: object) -> None:
         """A ``@hookimpl`` whose name is no spec is probably a typo; say so instead of ignoring it silently."""
@@ -208,6 +241,7 @@ class PluginHost:
         """Unregister a plugin added with ``add_plugin`` and everything it registered (tests, embedding)."""
         self._forget(name)
         self.plugins.pop(name, None)
+        self.rejected = [info for info in self.rejected if info.name != name]
 
     def _forget(self, name: str) -> None:
         for _hook, registry in self._hooks():
@@ -228,7 +262,12 @@ class PluginHost:
         ]
 
     def describe(self) -> list[dict[str, Any]]:
+        """Every plugin in load order, each clash right after the plugin that holds its name."""
         self.ensure_loaded()
+        listing = []
+        for info in self.plugins.values():
+            listing.append(info)
+            listing.extend(clash for clash in self.rejected if clash.name == info.name)
         return [
             {
                 "name": info.name,
@@ -239,7 +278,7 @@ class PluginHost:
                 "registered": info.registered,
                 "error": info.error,
             }
-            for info in self.plugins.values()
+            for info in listing
         ]
 
 
@@ -248,15 +287,57 @@ def disabled_from_env() -> set[str]:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
+def parse_hook_api(declared: object) -> tuple[int, int]:
+    """``"0.3"`` -> ``(0, 3)``; ``PluginError`` for anything that is not a ``"MAJOR.MINOR"`` string."""
+    match = _VERSION_PATTERN.fullmatch(declared) if isinstance(declared, str) else None
+    if match is None:
+        raise PluginError(
+            f"{HOOK_API_ATTRIBUTE} must be a string \"MAJOR.MINOR\" such as \"{HOOK_API_VERSION}\", "
+            f"got {declared!r} ({type(declared).__name__})"
+        )
+    return int(match[1]), int(match[2])
+
+
+def required_hook_api(plugin: object) -> tuple[int, int] | None:
+    """The hook API ``plugin`` declares it needs (its ``MODELYARD_HOOK_API``), ``None`` when it declares none."""
+    declared = getattr(plugin, HOOK_API_ATTRIBUTE, None)
+    return None if declared is None else parse_hook_api(declared)
+
+
+def check_hook_api(plugin: object) -> None:
+    """Raise ``PluginError`` when ``plugin`` needs a newer hook API than ``HOOK_API_VERSION`` or declares it malformed."""
+    needed = required_hook_api(plugin)
+    if needed is not None and needed > parse_hook_api(HOOK_API_VERSION):
+        raise PluginError(
+            f"needs modelyard hook API {getattr(plugin, HOOK_API_ATTRIBUTE)} ({HOOK_API_ATTRIBUTE}), but modelyard "
+            f"{_own_version()} provides hook API {HOOK_API_VERSION}: upgrade modelyard or use an older release of the plugin"
+        )
+
+
 def _entry_points() -> list[metadata.EntryPoint]:
+    """Entry points of the group sorted by name (ties by distribution name), each distribution's once.
+
+    A distribution visible twice on ``sys.path`` is loaded from the first copy
+    ``importlib.metadata`` finds; two distributions with one name are both kept
+    (the later one is reported as a clash).
+    """
     seen: set[tuple[str, str]] = set()
     unique = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        key = (ep.name, ep.value)
+        key = (ep.name, _normalise(_dist_name(ep)))
         if key not in seen:
             seen.add(key)
             unique.append(ep)
-    return unique
+    return sorted(unique, key=lambda ep: (ep.name, _normalise(_dist_name(ep))))
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "unknown"
+
+
+def _normalise(dist: str) -> str:
+    """A distribution name as PEP 503 compares them (``Modelyard_Acme`` is ``modelyard-acme``)."""
+    return re.sub(r"[-_.]+", "-", dist).lower()
 
 
 def _own_version() -> str:

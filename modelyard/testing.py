@@ -10,7 +10,8 @@ raises ``AssertionError`` with a message saying what broke::
         check_architecture(registered(plugin).architectures.get("my_net"), input_size=(32, 32))
 
 The checks use real tensors and real files, so they are slow only if the
-model is: pick a small ``input_size``.
+model is: pick a small ``input_size``. ``check_installed(name)`` checks the
+installed package: its entry point loads the way the server loads it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,22 @@ def registered(plugin: ModuleType | object, name: str = "plugin-under-test") -> 
     info = host.plugins[name]
     _require(info.error is None, f"plugin {name} failed: {info.error}")
     return host
+
+
+def check_installed(name: str) -> dict[str, Any]:
+    """The plugin ``name`` is installed and loads the way the server loads it; returns its plugins-listing row.
+
+    A fresh host loads the built-ins and every entry point of the group
+    ``modelyard`` (``MODELYARD_DISABLE_PLUGINS`` is not honoured here); the
+    plugin must be listed once, with status ``loaded``. The row is what
+    ``GET /api/system/plugins`` shows: ``registered`` says what it added.
+    """
+    rows = [row for row in PluginHost(disabled=set()).load_all().describe() if row["name"] == name]
+    _require(bool(rows), f"no plugin {name!r} is installed: no entry point of that name in the group 'modelyard' "
+                         f"(install the package first, e.g. pip install -e .)")
+    for row in rows:  # a second distribution providing the name is listed too, as failed
+        _require(row["status"] == "loaded", f"plugin {name} from {row['source']} is {row['status']}: {row['error']}")
+    return rows[0]
 
 
 def check_architecture(

@@ -46,7 +46,7 @@ class HalfwayFailingPlugin:
 
 def _install(site: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``dist`` visible to importlib.metadata with ``modelyard`` entry points and module sources."""
-    dist_info = site / f"{dist}-1.2.3.dist-info"
+    dist_info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # as pip names it: the name part has no '-'
     dist_info.mkdir(parents=True)
     (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
     lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
@@ -265,3 +265,158 @@ def test_every_hookspec_has_a_test_named_after_it() -> None:
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
     ]
     assert [hook for hook in _hookspec_names() if not any(hook in name for name in test_names)] == []
+
+
+# -- the hook API version a plugin may require (MODELYARD_HOOK_API) ------------------------
+
+
+class VersionedPlugin(ArchitecturePlugin):
+    def __init__(self, hook_api: object, *names: str) -> None:
+        super().__init__(*names)
+        self.MODELYARD_HOOK_API = hook_api
+
+
+def test_hook_api_version_is_major_minor_and_public() -> None:
+    import modelyard.core
+    from modelyard.core import plugin_manager
+
+    assert modelyard.core.HOOK_API_VERSION == plugin_manager.HOOK_API_VERSION
+    assert "HOOK_API_VERSION" in modelyard.core.__all__
+    major, minor = plugin_manager.parse_hook_api(modelyard.core.HOOK_API_VERSION)
+    assert (major, minor) >= (0, 2)  # register_tasks was added in 0.2
+
+
+@pytest.mark.parametrize("needs", ["0.1", "0.2", "__current__"])
+def test_plugin_needing_this_or_an_older_hook_api_loads(needs: str) -> None:
+    from modelyard.core import HOOK_API_VERSION
+
+    host = PluginHost(disabled=set())
+    host.add_plugin(VersionedPlugin(HOOK_API_VERSION if needs == "__current__" else needs, "versioned_net"), name="versioned")
+    assert host.plugins["versioned"].status == "loaded"
+    assert host.architectures.owner("versioned_net") == "versioned"
+
+
+@pytest.mark.parametrize("needs", ["99.0", "0.99", "1.0", "0.10"])  # compared as numbers: 0.10 is newer than 0.3
+def test_plugin_needing_a_newer_hook_api_fails_clearly_and_registers_nothing(needs: str) -> None:
+    import modelyard
+    from modelyard.core import HOOK_API_VERSION
+
+    host = PluginHost(disabled=set())
+    host.add_plugin(VersionedPlugin(needs, "future_net"), name="future")
+    info = host.plugins["future"]
+    assert info.status == "failed" and info.registered == {}
+    assert info.error == (
+        f"PluginError: needs modelyard hook API {needs} (MODELYARD_HOOK_API), but modelyard {modelyard.__version__} "
+        f"provides hook API {HOOK_API_VERSION}: upgrade modelyard or use an older release of the plugin"
+    )
+    assert "future_net" not in host.architectures
+    assert host.pm.get_plugin("future") is None  # never answers a hook
+
+
+@pytest.mark.parametrize(
+    ("declared", "shown"),
+    [(0.3, "0.3 (float)"), (1, "1 (int)"), ("0.3.1", "'0.3.1' (str)"), ("v0.3", "'v0.3' (str)"), ("", "'' (str)"),
+     (">=0.3", "'>=0.3' (str)"), (" 0.3", "' 0.3' (str)"), ("0.03", "'0.03' (str)"), (("0", "3"), "('0', '3') (tuple)")],
+)
+def test_malformed_hook_api_declaration_fails_saying_what_is_expected(declared: object, shown: str) -> None:
+    from modelyard.core import HOOK_API_VERSION
+
+    host = PluginHost(disabled=set())
+    host.add_plugin(VersionedPlugin(declared, "malformed_net"), name="malformed")
+    info = host.plugins["malformed"]
+    assert info.status == "failed"
+    assert info.error == f'PluginError: MODELYARD_HOOK_API must be a string "MAJOR.MINOR" such as "{HOOK_API_VERSION}", got {shown}'
+    assert "malformed_net" not in host.architectures
+
+
+def test_entry_point_module_declaring_a_newer_hook_api_is_listed_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(
+        tmp_path,
+        "from-the-future",
+        {"future": "future_plugin"},
+        {
+            "future_plugin": """
+                from modelyard.core import Architecture, hookimpl
+
+                MODELYARD_HOOK_API = "42.0"
+
+                @hookimpl
+                def register_architectures(registry):
+                    registry.add(Architecture(name="future_net", build=lambda num_classes, **kw: None))
+            """
+        },
+        monkeypatch,
+    )
+    host = PluginHost(disabled=set()).load_all()
+    row = next(row for row in host.describe() if row["name"] == "future")
+    assert (row["status"], row["source"], row["version"], row["registered"]) == ("failed", "from-the-future", "1.2.3", {})
+    assert row["error"].startswith("PluginError: needs modelyard hook API 42.0 (MODELYARD_HOOK_API), but modelyard ")
+    assert "future_net" not in host.architectures and host.plugins["simple_cnn"].status == "loaded"
+
+
+# -- entry-point name clashes and load order ---------------------------------------------
+
+
+def _arch_module(arch: str) -> str:
+    return (
+        "from modelyard.core import Architecture, hookimpl\n\n"
+        "@hookimpl\ndef register_architectures(registry):\n"
+        f"    registry.add(Architecture(name={arch!r}, build=lambda num_classes, **kw: None))\n"
+    )
+
+
+def test_two_distributions_with_one_entry_point_name_are_both_listed_and_the_later_fails_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # acme-two is first on sys.path, but distributions of one name load in name order: acme-one holds the name
+    _install(tmp_path / "one", "acme-one", {"acme": "acme_one"}, {"acme_one": _arch_module("acme_one_net")}, monkeypatch)
+    _install(tmp_path / "two", "acme-two", {"acme": "acme_two"}, {"acme_two": _arch_module("acme_two_net")}, monkeypatch)
+    host = PluginHost(disabled=set()).load_all()
+    rows = [row for row in host.describe() if row["name"] == "acme"]
+    assert [(row["source"], row["status"]) for row in rows] == [("acme-one", "loaded"), ("acme-two", "failed")]
+    assert rows[0]["registered"]["architectures"] == ["acme_one_net"] and rows[1]["registered"] == {}
+    assert rows[1]["error"] == (
+        "PluginError: plugin name 'acme' is provided by distribution 'acme-one' and by distribution 'acme-two'; "
+        "'acme-one' came first in the load order, so 'acme-two' is not loaded "
+        "(uninstall one of them, or ask its author to rename the entry point)"
+    )
+    assert "acme_two_net" not in host.architectures
+    assert "acme_two" not in __import__("sys").modules  # the loser is never imported
+    assert host.plugins["acme"].source == "acme-one"
+
+
+def test_entry_point_named_like_a_builtin_fails_naming_the_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(tmp_path, "impostor", {"simple_cnn": "impostor_plugin"}, {"impostor_plugin": _arch_module("impostor_net")}, monkeypatch)
+    host = PluginHost(disabled=set()).load_all()
+    rows = [row for row in host.describe() if row["name"] == "simple_cnn"]
+    assert [(row["source"], row["status"]) for row in rows] == [("builtin", "loaded"), ("impostor", "failed")]
+    assert rows[1]["error"].startswith(
+        "PluginError: plugin name 'simple_cnn' is provided by modelyard's built-in plugin and by distribution 'impostor'; "
+    )
+    assert "impostor_net" not in host.architectures and host.architectures.owner("simple_cnn") == "simple_cnn"
+
+
+def test_a_disabled_name_disables_every_distribution_providing_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(tmp_path / "one", "acme-one", {"acme": "acme_one"}, {"acme_one": _arch_module("acme_one_net")}, monkeypatch)
+    _install(tmp_path / "two", "acme-two", {"acme": "acme_two"}, {"acme_two": _arch_module("acme_two_net")}, monkeypatch)
+    host = PluginHost(disabled={"acme"}).load_all()
+    rows = [row for row in host.describe() if row["name"] == "acme"]
+    assert [(row["source"], row["status"]) for row in rows] == [("acme-one", "disabled"), ("acme-two", "disabled")]
+    assert "acme_one_net" not in host.architectures and "acme_two_net" not in host.architectures
+
+
+def test_builtins_load_first_then_entry_points_sorted_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # sys.path order (z-dist before a-dist) and each distribution's own order disagree with name order on purpose
+    _install(tmp_path / "a", "a-dist", {"mid": "mid_plugin"}, {"mid_plugin": _arch_module("mid_net")}, monkeypatch)
+    _install(tmp_path / "z", "z-dist", {"zeta": "zeta_plugin", "alpha": "alpha_plugin"},
+             {"zeta_plugin": _arch_module("contested_net"), "alpha_plugin": _arch_module("contested_net")}, monkeypatch)
+    host = PluginHost(disabled=set()).load_all()
+    builtins = [name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS]
+    order = [row["name"] for row in host.describe()]
+    assert order[: len(builtins)] == builtins
+    assert [name for name in order[len(builtins):] if name in {"alpha", "mid", "zeta"}] == ["alpha", "mid", "zeta"]
+    # the order decides who keeps a contested name: alpha registered first, zeta fails naming it
+    assert host.architectures.owner("contested_net") == "alpha"
+    assert host.plugins["zeta"].error == (
+        "PluginError: Duplicate architecture 'contested_net': registered by plugin 'alpha' and again by plugin 'zeta'"
+    )
