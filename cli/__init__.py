@@ -230,9 +230,10 @@ from .jobs import evaluate, export  # noqa: E402
 from .pipeline import run  # noqa: E402
 from .predict import predict  # noqa: E402
 from .projects import projects  # noqa: E402
+from .plugin import plugin  # noqa: E402
 from .system import devices, plugins  # noqa: E402
 
-for _command in (projects, dataset, split, evaluate, export, predict, plugins, devices, sample_data, run):
+for _command in (projects, dataset, split, evaluate, export, predict, plugins, plugin, devices, sample_data, run):
     main.add_command(_command)
 
 
