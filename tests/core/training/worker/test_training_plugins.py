@@ -1,8 +1,9 @@
 """A real tiny run with everything hook API 0.3 lets a config choose (issue 16 item 3).
 
 One run trains with MLflow (a local ``file:`` store) and TensorBoard logging,
-a callback plugin registered by the test, a registered loss (``focal``) and a
-registered metric (``precision``); the tests read what each of them left:
+a callback plugin registered by the test, a registered loss (``focal``) and
+registered metrics (``precision``, and ``micro_accuracy`` from the test's own
+plugin); the tests read what each of them left:
 MLflow's own client, TensorBoard's own event reader, the callback's counts,
 ``metrics.json``.
 """
@@ -16,7 +17,16 @@ import lightning as L
 import pytest
 import yaml
 
-from modelyard.core import CallbackPlugin, CallbackRegistry, TrainingContext, hookimpl
+from modelyard.core import (
+    CallbackPlugin,
+    CallbackRegistry,
+    Loss,
+    LossRegistry,
+    Metric,
+    MetricRegistry,
+    TrainingContext,
+    hookimpl,
+)
 from modelyard.core.jsonio import read_json
 from modelyard.core.plugin_manager import PluginHost
 from modelyard.core.services import build_services
@@ -58,6 +68,30 @@ class CountingPlugin:
         ))
 
 
+def build_micro_accuracy(options: dict[str, Any], context: TrainingContext) -> Any:
+    from torchmetrics.classification import MulticlassAccuracy
+
+    return MulticlassAccuracy(context.num_classes, average="micro", validate_args=False)
+
+
+def build_half_cross_entropy(options: dict[str, Any], context: TrainingContext) -> Any:
+    import torch.nn.functional as F
+
+    return lambda logits, labels: 0.5 * F.cross_entropy(logits, labels)
+
+
+class MeasuringPlugin:
+    """A third-party-style plugin with a metric and a loss of its own."""
+
+    @hookimpl
+    def register_metrics(self, registry: MetricRegistry) -> None:
+        registry.add(Metric(name="micro_accuracy", build=build_micro_accuracy))
+
+    @hookimpl
+    def register_losses(self, registry: LossRegistry) -> None:
+        registry.add(Loss(name="half_cross_entropy", build=build_half_cross_entropy))
+
+
 class Trained:
     def __init__(self, run_dir: Path, mlruns: Path, project_id: str) -> None:
         self.run_dir, self.mlruns, self.project_id = run_dir, mlruns, project_id
@@ -71,13 +105,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     root = tmp_path_factory.mktemp("plugins") / "workspace"
     host = PluginHost().load_all()
     host.add_plugin(CountingPlugin(), name="counting")
+    host.add_plugin(MeasuringPlugin(), name="measuring")
     services = build_services(Settings(workspace=root), plugins=host)
     project = create_project_with_dataset(services, name="Logged shapes", per_class=8, size=20, num_classes=3)
     mlruns = root / "mlruns"
     config = {
         **TINY_TRAINING_CONFIG,
         "training": {"max_epochs": EPOCHS, "scheduler": {"name": "none"}, "loss": {"name": "focal", "options": {"gamma": 1.5}},
-                     "metrics": [{"name": "precision"}]},
+                     "metrics": [{"name": "precision"}, {"name": "micro_accuracy"}]},
         "logging": {"mlflow": {"tracking_uri": mlruns.as_uri(), "experiment_name": "x", "tags": {"team": "vision"}},
                     "tensorboard": {}},
         "callbacks": [{"name": "epoch_counter", "options": {"every": 2}}],
@@ -247,3 +282,24 @@ def test_register_callbacks_loggers_write_once_under_cpu_ddp(services: Any) -> N
     assert len(files) == 1
     events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
     assert [e.step for e in events.Scalars("val/loss")] == [1, 2]
+
+
+def test_a_third_party_metric_is_computed_like_the_built_in_one_it_copies(trained: Trained) -> None:
+    records = read_json(trained.run_dir / "metrics.json")
+    assert [r["val/micro_accuracy"] for r in records] == [pytest.approx(r["val/acc"], abs=1e-6) for r in records]
+
+
+def test_a_third_party_loss_is_accepted_by_name_and_builds_what_the_plugin_returns(tmp_path: Path) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    host = PluginHost().load_all()
+    host.add_plugin(MeasuringPlugin(), name="measuring")
+    services = build_services(Settings(workspace=tmp_path / "workspace"), plugins=host)
+    project = create_project_with_dataset(services, name="Loss", per_class=2, size=16, num_classes=2)
+    config = {**TINY_TRAINING_CONFIG, "training": {"loss": {"name": "half_cross_entropy"}}}
+    experiment = services.experiments.create(project, "half", config=config)
+    assert services.experiments.run_config(project, experiment["id"]).training.loss.name == "half_cross_entropy"
+    loss = host.losses.get("half_cross_entropy").build({}, None)  # type: ignore[arg-type]
+    logits, labels = torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+    assert torch.allclose(loss(logits, labels), 0.5 * F.cross_entropy(logits, labels))
