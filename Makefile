@@ -12,8 +12,12 @@ IMPORT_ROOT ?=
 PYTEST_ARGS ?=
 #: parallel test processes (pytest-xdist): one per core, at most 4 (each imports torch); 0 runs in this process
 TEST_WORKERS ?= auto
+#: first-party plugins packaged on their own: installed into the venv by `make test`, their tests run after the suite
+CONTRIB_TIMM := contrib/modelyard-timm
+CONTRIB_STAMP := $(VENV)/.installed-modelyard-timm
+CONTRIB_TEST_WORKERS ?= 2
 
-.PHONY: serve test install demo demo-detection bench bench-quick fuzz fuzz-live load clean
+.PHONY: serve test test-contrib install demo demo-detection bench bench-quick fuzz fuzz-live load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +30,18 @@ install: $(STAMP)
 serve: $(STAMP)  # IMPORT_ROOT=DIR allows local imports from DIR (the curl tour in README.md)
 	$(BIN)/modelyard serve --host $(HOST) --port $(PORT) --workspace $(WORKSPACE) $(if $(IMPORT_ROOT),--import-root $(IMPORT_ROOT))
 
-test: $(STAMP)
+# contrib/modelyard-timm (timm architectures, the onnx_int8 format): its own package, installed editable with its
+# dependencies (timm), so the server, its export workers and the suite's plugin contract tests see it
+$(CONTRIB_STAMP): $(STAMP) $(CONTRIB_TIMM)/pyproject.toml
+	$(BIN)/python -m pip install -e "$(CONTRIB_TIMM)"
+	touch $(CONTRIB_STAMP)
+
+test: $(STAMP) $(CONTRIB_STAMP)
 	$(BIN)/pytest -n $(TEST_WORKERS) --maxprocesses 4 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(CONTRIB_TEST_WORKERS) --dist loadfile $(CONTRIB_TIMM)/tests
+
+test-contrib: $(CONTRIB_STAMP)  # the contrib package's tests alone (about a minute on 2 cores); its own pyproject configures pytest
+	$(BIN)/pytest -n $(CONTRIB_TEST_WORKERS) --dist loadfile $(CONTRIB_TIMM)/tests
 
 bench: $(STAMP)  # the benchmark table, side by side (benchmarks/results/latest.json); BENCH_ARGS="--threads 1" on a shared machine
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
