@@ -147,7 +147,12 @@ def test_the_experiment_config_is_described_in_full_and_refuses_unknown_fields(d
         body = _resolve(document, document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"])
         config = _resolve(document, body["properties"]["config"])
         assert config["additionalProperties"] is False and not config.get("required")
-        assert set(config["properties"]) == {"split_index", "model", "data", "training", "hardware"}
+        assert set(config["properties"]) == {"split_index", "model", "data", "training", "hardware",
+                                             "logging", "callbacks"}  # the last two: hook API 0.3 plugins
+        logging = _resolve(document, config["properties"]["logging"])
+        assert logging.get("type") == "object"  # {logger name: options or null}
+        callbacks = _resolve(document, config["properties"]["callbacks"])
+        assert callbacks.get("type") == "array"
         training = _resolve(document, config["properties"]["training"])
         assert training["additionalProperties"] is False
         optimizer = _resolve(document, training["properties"]["optimizer"])
