@@ -450,7 +450,20 @@ class TrainingContext:
 
 
 @dataclass(frozen=True)
-class CallbackPlugin:
+class SelectablePlugin:
+    """What every plugin a config selects by name has (callbacks, loggers, losses, metrics). Added in 0.3."""
+
+    name: str
+    build: Callable[[dict[str, Any], TrainingContext], Any]
+    options_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    install_hint: str = ""
+    validate: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
+class CallbackPlugin(SelectablePlugin):
     """A Lightning callback a config selects by name: ``callbacks: [{name: ..., options: {...}}]``.
 
     ``build(options, context)`` returns a ``lightning.pytorch.Callback``; it runs in
@@ -465,17 +478,9 @@ class CallbackPlugin:
     and ``task`` too, if named). Added in 0.3.
     """
 
-    name: str
-    build: Callable[[dict[str, Any], TrainingContext], Any]
-    options_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
-    description: str = ""
-    requires: tuple[str, ...] = ()
-    install_hint: str = ""
-    validate: Callable[..., None] | None = None
-
 
 @dataclass(frozen=True)
-class LoggerPlugin:
+class LoggerPlugin(SelectablePlugin):
     """An experiment logger a config selects by name: ``logging: {<name>: {options}}``.
 
     ``build(options, context)`` returns a ``lightning.pytorch.loggers.Logger``,
@@ -487,17 +492,9 @@ class LoggerPlugin:
     The other fields are as for ``CallbackPlugin``. Added in 0.3.
     """
 
-    name: str
-    build: Callable[[dict[str, Any], TrainingContext], Any]
-    options_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
-    description: str = ""
-    requires: tuple[str, ...] = ()
-    install_hint: str = ""
-    validate: Callable[..., None] | None = None
-
 
 @dataclass(frozen=True)
-class Loss:
+class Loss(SelectablePlugin):
     """A training loss a config selects by name: ``training.loss: {name: ..., options: {...}}``.
 
     ``build(options, context)`` returns a callable (usually an ``nn.Module``)
@@ -507,18 +504,11 @@ class Loss:
     Options and ``requires`` as for ``CallbackPlugin``. Added in 0.3.
     """
 
-    name: str
-    build: Callable[[dict[str, Any], TrainingContext], Any]
     tasks: tuple[str, ...] = (CLASSIFICATION,)
-    options_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
-    description: str = ""
-    requires: tuple[str, ...] = ()
-    install_hint: str = ""
-    validate: Callable[..., None] | None = None
 
 
 @dataclass(frozen=True)
-class Metric:
+class Metric(SelectablePlugin):
     """A validation metric a config adds by name: ``training.metrics: [{name: ..., options: {...}}]``.
 
     ``build(options, context)`` returns a ``torchmetrics.Metric``; the task's
@@ -529,12 +519,5 @@ class Metric:
     ``higher_is_better`` says which way is better. Added in 0.3.
     """
 
-    name: str
-    build: Callable[[dict[str, Any], TrainingContext], Any]
     tasks: tuple[str, ...] = (CLASSIFICATION,)
     higher_is_better: bool = True
-    options_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
-    description: str = ""
-    requires: tuple[str, ...] = ()
-    install_hint: str = ""
-    validate: Callable[..., None] | None = None
