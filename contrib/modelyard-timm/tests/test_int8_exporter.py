@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +56,14 @@ def test_its_usage_snippet_runs_the_file_as_the_bundle_readme_says(host, tmp_pat
     base = onnx_exporter.export(net, torch.zeros(1, 3, 16, 16), {}, base_dir, metadata)
     path = EXPORTER.export(net, torch.zeros(1, 3, 16, 16), {}, tmp_path / "int8", metadata, base_file=base)
     x = np.random.default_rng(0).normal(size=(3, 16, 16)).astype(np.float32)
-    scope: dict[str, object] = {"np": np, "x": x}
-    exec(usage_snippet(str(path)), scope)  # noqa: S102 - our own snippet
-    (logits,) = scope["outputs"]  # type: ignore[misc]
+    np.save(tmp_path / "x.npy", x)
+    # the snippet runs as a user runs it: a script of its own in a fresh interpreter
+    script = "import numpy as np\nx = np.load('x.npy')\n" + usage_snippet(str(path)) + \
+        "\n(logits,) = outputs\nnp.save('logits.npy', logits)\n"
+    (tmp_path / "run.py").write_text(script, encoding="utf-8")
+    done = subprocess.run([sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    logits = np.load(tmp_path / "logits.npy")
     np.testing.assert_allclose(logits, EXPORTER.load_runner(path, {})(x[None]), rtol=0, atol=0)
 
 
