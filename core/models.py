@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import inspect
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -89,11 +88,9 @@ def architecture_loads_weights(arch: Architecture) -> bool:
     names: a ``build`` with just ``**options`` never receives ``weights_path``
     and core loads the file after it, as before 0.3.
     """
-    try:
-        parameter = inspect.signature(arch.build).parameters.get("weights_path")
-    except (TypeError, ValueError):
-        return False
-    return parameter is not None and parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    from .plugin_checks import names_parameter
+
+    return names_parameter(arch.build, "weights_path")
 
 
 def _check_build_args(num_classes: int, in_channels: int, dropout: float) -> None:

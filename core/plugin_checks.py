@@ -110,6 +110,21 @@ def named_keywords(function: Callable[..., Any], available: dict[str, Any]) -> d
     return {name: value for name, value in available.items() if name in keyword}
 
 
+def names_parameter(function: Callable[..., Any], name: str) -> bool:
+    """Whether ``function`` names a parameter ``name`` it takes by keyword (``**kwargs`` alone does not count).
+
+    For an opt-in that changes what a plugin must do with the value (load the
+    weights itself, run on a device): a catch-all ``**kwargs`` would take it and
+    silently ignore it.
+    """
+    try:
+        parameter = inspect.signature(function).parameters.get(name)
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                        inspect.Parameter.KEYWORD_ONLY)
+
+
 def _call(validate: Callable[..., Any], argument: Any, extras: dict[str, Any], *, what: str, root: str | None,
           default_field: str) -> None:
     try:

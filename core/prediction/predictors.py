@@ -134,15 +134,11 @@ class ExportPredictor(Predictor):
 
 def load_export_runner(exporter: Any, path: Path, options: dict[str, Any], device: str) -> Callable[[Any], Any]:
     """The exporter's runner for ``path`` on ``device``; a runner without a ``device`` parameter runs on the CPU only."""
-    import inspect
+    from ..plugin_checks import names_parameter
 
     if device == "cpu":
         return exporter.load_runner(path, options)
-    try:
-        accepts_device = "device" in inspect.signature(exporter.load_runner).parameters
-    except (TypeError, ValueError):
-        accepts_device = False
-    if not accepts_device:
+    if not names_parameter(exporter.load_runner, "device"):
         raise ValidationError(f"the '{exporter.id}' format runs on the CPU only; load it with device 'cpu'",
                               field="device")
     return exporter.load_runner(path, options, device=device)

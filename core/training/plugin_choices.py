@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
 from ..export_options import check_value, option_defaults
+from ..plugin_checks import named_keywords
 from ..plugin_types import CallbackPlugin, LoggerPlugin, Loss, Metric, Task, tasks_of
 
 if TYPE_CHECKING:
@@ -100,12 +100,7 @@ def _call_validate(entry: PluginEntry, options: dict[str, Any], field: str, extr
     """``entry.validate(options, **the keywords it names)``; its error's field is made relative to ``field``."""
     validate = entry.validate
     assert validate is not None
-    try:
-        parameters = inspect.signature(validate).parameters
-        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    except (TypeError, ValueError):
-        parameters, accepts_any = {}, False  # type: ignore[assignment]
-    kwargs = {key: value for key, value in extra.items() if accepts_any or key in parameters}
+    kwargs = named_keywords(validate, extra)
     try:
         validate(copy.deepcopy(options), **kwargs)
     except ValidationError as exc:
