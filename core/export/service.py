@@ -58,6 +58,12 @@ def model_file_name(architecture: str, run_id: str, extension: str) -> str:
     return f"{arch[:100]}-{run_id}{ext}"
 
 
+def static_batch(options: dict[str, Any]) -> int | None:
+    """The batch size a file was exported with when its options fix one (``input_shape``), else ``None`` (dynamic)."""
+    shape = options.get("input_shape")
+    return int(shape[0]) if isinstance(shape, list) and shape else None
+
+
 def check_input_shape(options: dict[str, Any], channels: int, image_size: tuple[int, int]) -> None:
     """An ``input_shape`` option must match what the run trained on (channels, height, width)."""
     shape = options.get("input_shape")

@@ -45,7 +45,7 @@ from ..records import Export, JobError
 from ..workspace import Workspace
 from .bundle import USAGE_FILE
 from .produce import export_with_base, with_base
-from .service import base_exporter, base_options, format_options, model_file_name
+from .service import base_exporter, base_options, format_options, model_file_name, static_batch
 from .verify import MAX_VERIFY_IMAGES, effective_policy
 
 if TYPE_CHECKING:
@@ -154,8 +154,7 @@ def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugin
     def verify(fmt: Exporter, path: Path, fmt_options: dict[str, Any]) -> dict[str, Any]:
         """The file against PyTorch's reference, under ``fmt``'s policy (the task's comparison)."""
         predict = fmt.load_runner(path, fmt_options)
-        shape = fmt_options.get("input_shape") if fmt is base else options.get("input_shape")
-        chunk = int(shape[0]) if isinstance(shape, list) and shape else int(example.shape[0])
+        chunk = static_batch(fmt_options if fmt is base else options) or int(example.shape[0])
         exported = runtime.exported_outputs(predict, batch.numpy(), chunk)
         policy, source = effective_policy(fmt, fmt_options)
         return compare_exported(runtime, reference, exported, options, policy, source)

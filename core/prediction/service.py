@@ -253,11 +253,12 @@ class PredictionService:
         exporter = self.plugins.exporters.get(record.format, field="format")
         runtime = runtime_of(self.plugins.tasks.get(record.metadata.task, field="task"))
         run = load_export_runner(exporter, path, dict(record.options), torch_device([device]))
-        shape = record.options.get("input_shape")
-        static_batch = int(shape[0]) if isinstance(shape, list) and shape else None
-        if static_batch is None and runtime.export_input_axes() == {}:
-            static_batch = 1  # the task's graph takes one image (detection)
+        from ..export.service import static_batch
+
+        batch = static_batch(record.options)
+        if batch is None and runtime.export_input_axes() == {}:
+            batch = 1  # the task's graph takes one image (detection)
         runtime_name = "onnxruntime" if record.format == "onnx" else record.format
         source = {"kind": "export", "export_id": export_id, "format": record.format, "run_id": record.run_id,
                   "experiment_id": record.experiment_id, "checkpoint": record.checkpoint}
-        return ExportPredictor(path, record.metadata, runtime, run, runtime_name, device, static_batch), source
+        return ExportPredictor(path, record.metadata, runtime, run, runtime_name, device, batch), source
