@@ -26,6 +26,8 @@ class Device(msgspec.Struct, omit_defaults=True):
     index: int | None = None
     memory_total_mb: int | None = None
     memory_free_mb: int | None = None
+    #: GPUs: percent of NVML's last sample period a kernel ran (absent where the GPU does not report it)
+    utilization_percent: int | None = None
 
 
 class Devices(msgspec.Struct):

@@ -30,16 +30,18 @@ def _nvml_gpus() -> list[dict[str, Any]]:
             if isinstance(name, bytes):
                 name = name.decode("utf-8", "replace")
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append(
-                {
-                    "id": f"gpu:{index}",
-                    "name": name,
-                    "type": "gpu",
-                    "index": index,
-                    "memory_total_mb": int(memory.total // (1024 * 1024)),
-                    "memory_free_mb": int(memory.free // (1024 * 1024)),
-                }
-            )
+            gpu = {
+                "id": f"gpu:{index}",
+                "name": name,
+                "type": "gpu",
+                "index": index,
+                "memory_total_mb": int(memory.total // (1024 * 1024)),
+                "memory_free_mb": int(memory.free // (1024 * 1024)),
+            }
+            utilization = _utilization_percent(pynvml, handle)
+            if utilization is not None:
+                gpu["utilization_percent"] = utilization
+            gpus.append(gpu)
     except Exception as exc:
         log.warning("NVML query failed: %s", exc)
     finally:
@@ -48,6 +50,15 @@ def _nvml_gpus() -> list[dict[str, Any]]:
         except Exception as exc:
             log.debug("nvmlShutdown failed: %s", exc)
     return gpus
+
+
+def _utilization_percent(pynvml: Any, handle: Any) -> int | None:
+    """The GPU's busy percentage over NVML's last sample period; ``None`` where the GPU does not report it."""
+    try:
+        return int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+    except Exception as exc:  # e.g. NVML_ERROR_NOT_SUPPORTED on some boards, or in a MIG slice
+        log.debug("NVML utilisation unavailable: %s", exc)
+        return None
 
 
 def _torch_cuda() -> tuple[bool, str | None]:

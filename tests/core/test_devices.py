@@ -25,6 +25,16 @@ def test_every_nvml_gpu_is_listed_after_the_cpu_and_gpu0_is_the_default(monkeypa
     assert known_device_ids() == {"cpu", "gpu:0", "gpu:1"}
 
 
+def test_gpu_utilisation_is_listed_where_nvml_reports_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeNvml([("NVIDIA A100", 80 * 1024 * MIB, 60 * 1024 * MIB), ("NVIDIA A100", 80 * 1024 * MIB, 80 * 1024 * MIB)],
+                    utilization=[87, None])
+    install_fake_nvml(monkeypatch, fake)
+    gpus = list_devices()["devices"][1:]
+    assert gpus[0]["utilization_percent"] == 87
+    assert "utilization_percent" not in gpus[1]  # not supported there: absent, and the GPU is still listed
+    assert gpus[1]["memory_free_mb"] == 80 * 1024
+
+
 def test_cuda_fields_come_from_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     install_fake_nvml(monkeypatch, FakeNvml([]))
     info = list_devices()

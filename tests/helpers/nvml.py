@@ -18,12 +18,23 @@ class FakeMemory:
     used: int = 0
 
 
-class FakeNvml(types.ModuleType):
-    """The few ``pynvml`` calls we use, answering for a list of (name, total, free) GPUs."""
+@dataclass
+class FakeUtilization:
+    gpu: int
+    memory: int = 0
 
-    def __init__(self, gpus: list[tuple[object, int, int]], fail_on: str | None = None) -> None:
+
+class FakeNvml(types.ModuleType):
+    """The few ``pynvml`` calls we use, answering for a list of (name, total, free) GPUs.
+
+    ``utilization`` gives each GPU's busy percentage; a GPU without one raises NVML's not-supported error.
+    """
+
+    def __init__(self, gpus: list[tuple[object, int, int]], fail_on: str | None = None,
+                 utilization: list[int | None] | None = None) -> None:
         super().__init__("pynvml")
         self.gpus = gpus
+        self.utilization = utilization or [None] * len(gpus)
         self.fail_on = fail_on
         self.shutdowns = 0
 
@@ -52,7 +63,14 @@ class FakeNvml(types.ModuleType):
         _, total, free = self.gpus[handle]
         return FakeMemory(total=total, free=free)
 
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> FakeUtilization:  # noqa: N802
+        percent = self.utilization[handle]
+        if percent is None:
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+        return FakeUtilization(gpu=percent)
+
 
 def install_fake_nvml(monkeypatch: pytest.MonkeyPatch, fake: object) -> None:
     """Make ``import pynvml`` return ``fake`` (``None`` makes it raise ImportError) for one test."""
     monkeypatch.setitem(sys.modules, "pynvml", fake)
+
