@@ -30,6 +30,7 @@ from .projects import ProjectController
 from .runs import RunController, job_queue_lifespan
 from .splits import SplitController
 from .system import SystemController
+from .web_ui import ui_security_headers, web_ui_router
 
 log = logging.getLogger("modelyard.api")
 
@@ -42,7 +43,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     services.plugins.ensure_loaded()  # a broken plugin is reported at start, and the first request is not slow
     policy = HostPolicy(settings.host, settings.allowed_hosts)
     app = Litestar(
-        route_handlers=[*CONTROLLERS, docs_assets_handler()],
+        route_handlers=[*CONTROLLERS, docs_assets_handler(), web_ui_router()],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # recover jobs at start, run the job queue while serving; the loaded models' threads stop with the server
@@ -51,7 +52,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         request_max_body_size=settings.max_request_bytes,
         # additionalProperties: false where unknown fields are refused; every field required in a record
         plugins=[StrictStructSchemaPlugin(task_ids=services.plugins.tasks.names), RecordSchemaPlugin()],
-        before_send=[complete_allow_header, docs_security_headers],  # full Allow on OPTIONS; CSP on the docs pages
+        before_send=[complete_allow_header, docs_security_headers, ui_security_headers],  # full Allow on OPTIONS; CSP on docs and UI
         openapi_config=OpenAPIConfig(
             title="modelyard",
             version=modelyard.__version__,

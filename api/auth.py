@@ -6,8 +6,10 @@ Off by default: modelyard is a single-user service bound to 127.0.0.1. When
 ``Authorization: Bearer <token>``; anything else gets a 401 envelope with
 ``WWW-Authenticate: Bearer``. Deny by default: every path needs the token
 except ``/api/system/health`` (so a reverse proxy or supervisor can probe
-liveness; it reveals only status, version and uptime) and the OpenAPI
-document under ``/schema`` (it describes the API, not anyone's data). Paths
+liveness; it reveals only status, version and uptime), the OpenAPI
+document under ``/schema`` (it describes the API, not anyone's data) and the
+web UI's page shell and assets (``/``, ``/ui/...``: static files with no data;
+the page asks for the token and sends it with its API requests). Paths
 are compared with repeated slashes collapsed, because the router treats
 ``//api/projects`` as ``/api/projects``. (Litestar runs middleware only for
 paths that match a route; any other path is a 404 with nothing behind it.)
@@ -26,6 +28,7 @@ from typing import Any
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 
 from .hostcheck import ASGIApp, Receive, Scope, Send
+from .web_ui import is_ui_path
 
 #: Paths answered without a token (after normalisation), and the prefix of the OpenAPI document.
 OPEN_PATHS = frozenset({"/api/system/health"})
@@ -45,9 +48,9 @@ def token_matches(expected: str, authorization: str | None) -> bool:
 
 
 def needs_token(path: str) -> bool:
-    """Every path except the health check and the OpenAPI document (``//api//x/`` counts as ``/api/x``)."""
+    """Every path except the health check, the OpenAPI document and the UI's static files (``//api//x/`` counts as ``/api/x``)."""
     normalized = "/" + "/".join(segment for segment in path.split("/") if segment)
-    if normalized in OPEN_PATHS:
+    if normalized in OPEN_PATHS or is_ui_path(normalized):
         return False
     return not (normalized == OPEN_PREFIX or normalized.startswith(OPEN_PREFIX + "/"))
 

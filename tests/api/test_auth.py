@@ -140,7 +140,12 @@ def test_token_comes_from_the_environment(monkeypatch) -> None:
         ("/schema", False),
         ("/schema/openapi.json", False),
         ("/schemax", True),
-        ("/", True),
+        ("/", False),  # the web UI's page shell: static, no data; the page asks for the token
+        ("/ui/js/app.js", False),
+        ("//ui//app.css", False),
+        ("/uix", True),
+        ("/api/ui", True),
+        ("/favicon.ico", True),
     ],
 )
 def test_needs_token_normalises_slashes_and_denies_by_default(path: str, expected: bool) -> None:

@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from modelyard.api.app import create_app
-from tests.e2e.test_serve import free_port
+from tests.helpers.live_server import serve_in_thread
 
 CLIENTS = 20
 #: long enough that requests sent together land in one window of the batcher, whatever the machine's load
 BATCH_WAIT_MS = 150.0
-STARTUP_TIMEOUT_S = 30.0
 
 
 @pytest.fixture
 def server_url(settings, services, trained_run) -> Iterator[str]:
     """The app ``create_app`` builds, served by uvicorn in a thread on a free port (the CLI's server, in-process)."""
     settings.predict_batch_wait_ms = BATCH_WAIT_MS
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, services), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve_in_thread(create_app(settings, services)) as url:
+        yield url
 
 
 def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(server_url, services, trained_run) -> None:
