@@ -206,3 +206,10 @@ export function poll(load, onResult, { intervalMs = 1000, done = () => false } =
   tick();
   return () => { stopped = true; clearTimeout(timer); };
 }
+
+/** Load a page's own stylesheet (`/ui/css/<name>.css`) once; pages own their CSS file, app.css is shared. */
+export function useStylesheet(name) {
+  const href = `/ui/css/${name}.css`;
+  if (document.querySelector(`link[rel="stylesheet"][href="${href}"]`)) return;
+  document.head.append(h("link", { rel: "stylesheet", href }));
+}
