@@ -157,6 +157,47 @@ def _import_10k(ctx: Context) -> list[Result]:
     )]
 
 
+SCALE_ROWS = ("index_build", "index_build_warm", "split_create", "rss", "list_page")
+
+
+def _scale(label: str, full_images: int, quick_images: int | None) -> Callable[[Context], list[Result]]:
+    """The ``scale_<label>_*`` rows (issue 19); ``quick_images`` ``None``: skipped in ``--quick`` (minutes of work)."""
+
+    def run(ctx: Context) -> list[Result]:
+        from benchmarks.scale_bench import bench_scale
+
+        if ctx.quick and quick_images is None:
+            raise Skip(f"{label} images take minutes; run without --quick (e.g. --only scale_{label}_split_create)")
+        count = ctx.pick(quick_images, full_images)
+        r = bench_scale(ctx.scratch(f"scale-{label}"), count, repeats=ctx.pick(1, 3), split_repeats=ctx.pick(1, 2),
+                        page_repeats=ctx.pick(10, 50))
+        size = f"{count} synthetic images ({r['dataset_json_bytes'] / 1e6:.0f} MB dataset.json)"
+        extra = {k: v for k, v in r.items() if not isinstance(v, list)}
+
+        def row(name: str, compares: str, side: Side, target: float, unit_text: str) -> Result:
+            return Result(id=f"scale_{label}_{name}", compares=f"{compares}; {size}", ours=side, against=None,
+                          ratio_kind="absolute", target=f"<= {target:g} {unit_text}", target_value=target,
+                          higher_is_better=False, extra=extra)
+
+        return [
+            row("index_build", "store.index of a fresh store, no cache beside dataset.json (cold)",
+                Side("cold index build", "s", r["index_build_cold_s"]), 2.0, "s"),
+            row("index_build_warm", "store.index of a fresh store, from the on-disk index cache (warm)",
+                Side("warm index load", "s", r["index_build_warm_s"]), 0.3, "s"),
+            row("split_create", "services.splits.create 0.8/0.1/0.1 stratified, index loaded, dataset.json rewritten",
+                Side("split create", "s", r["split_create_s"]), 3.0, "s"),
+            row("rss", "peak RSS of a fresh server process (cold index) after listing, previewing and creating a split "
+                       "over HTTP", Side("peak RSS", "GB", [r["rss_peak_bytes"] / 1e9]), 1.2, "GB"),
+            row("list_page", f"GET page of {PAGE_SIZE_NOTE} through uvicorn, slowest repeated sort/filter "
+                             f"({r['list_page_combination']})", Side("list page", "ms", r["list_page_ms"]), 5.0, "ms"),
+        ]
+
+    return run
+
+
+PAGE_SIZE_NOTE = 50
+
+
 # -- inference and export -------------------------------------------------------------------------
 
 
@@ -257,6 +298,8 @@ MEASUREMENTS: list[Measurement] = [
     Measurement(("train_real_vs_synthetic",), _real_vs_synthetic),
     Measurement(("list_images_100k", "list_last_vs_first_page"), _list_http),
     Measurement(("import_10k",), _import_10k),
+    Measurement(tuple(f"scale_100k_{row}" for row in SCALE_ROWS), _scale("100k", 100_000, 10_000)),
+    Measurement(tuple(f"scale_1m_{row}" for row in SCALE_ROWS), _scale("1m", 1_000_000, None)),
     Measurement(("ort_vs_eager_b1",), _ort_vs_eager),
     Measurement(("export_time_resnet18",), _export_time),
     Measurement(("predict_http_vs_inprocess_b1",), _predict_http_vs_inprocess),
