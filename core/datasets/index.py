@@ -1,38 +1,44 @@
-"""An in-memory index of one ``dataset.json`` so listing a page costs O(page), not O(dataset).
+"""A columnar in-memory index of one ``dataset.json`` so listing a page costs O(page), not O(dataset).
 
-Built once per version of the file (its inode, mtime and size; atomic writes
-always change the inode) and cached per path: every sort order is a
-precomputed permutation, class and split memberships are integer arrays
-(for detection, each class lists the images with any box of it, and each
-image has a box count), so
-a filtered page is a few vectorised numpy operations plus the page itself.
-Recent filtered orderings are kept in a small LRU, so paging through one
-result set does not redo the filtering.
+Built once per version of the file and kept as numpy columns (names and paths
+as UTF-8 blobs with offsets, hashes as bytes, split values and annotations as
+small-integer codes), never as one Python object per image: a million images
+take ~150 MB and load from the on-disk cache (``index_cache.py``) in a fraction
+of a second. Every sort order is a precomputed permutation, class and split
+memberships are integer arrays (for detection, each class lists the images
+with any box of it, and each image has a box count), so a filtered page is a
+few vectorised numpy operations plus the page itself. Recent filtered
+orderings are kept in a small LRU, so paging through one result set does not
+redo the filtering. ``images[i]`` materialises one image when a page needs it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
-import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 import numpy as np
 
-from ..errors import CorruptDataError
 from .document import NONE, SPLIT_VALUES, image_stats
-from .naming import all_safe_names, is_safe_name
+from .index_build import NO_CLASS_ID, RawColumns, read_columns, servable, strings
+from . import index_cache
+
+log = logging.getLogger(__name__)
 
 SORT_KEYS: tuple[str, ...] = ("filename", "class", "size", "num_boxes")
 _SPLIT_CODE = {value: code for code, value in enumerate(SPLIT_VALUES)}
 _NONE_CODE = _SPLIT_CODE[NONE]
 _LRU_SIZE = 32
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_SHA256_LINES = re.compile(r"(?:[0-9a-f]{64}\n)*")
+#: Per-image columns (first axis = image), filtered together when unservable images are dropped.
+_PER_IMAGE = ("sha", "width", "height", "size", "format", "subset", "split_len", "split_mat")
+_PER_ANNOTATION = ("ann_type", "ann_cid", "ann_cname", "ann_bbox", "ann_hasbox")
 
 
 class IndexedAnnotation(msgspec.Struct, gc=False):
@@ -72,100 +78,136 @@ class IndexedImage(msgspec.Struct, gc=False):
         return sum(1 for annotation in self.annotations if annotation.type == "bbox")
 
 
-class _Document(msgspec.Struct):
-    version: int = 1
-    task: str = "classification"
-    source: dict[str, Any] | None = None
-    classes: list[str] = msgspec.field(default_factory=list)
-    split_names: list[str] = msgspec.field(default_factory=list)
-    image_stats: dict[str, Any] = msgspec.field(default_factory=dict)
-    images: list[IndexedImage] = msgspec.field(default_factory=list)
-
-
 class DatasetIndex:
-    """Read-only view of one dataset version with fast sorted, filtered pages."""
+    """Read-only view of one dataset version with fast sorted, filtered pages (``arrays`` + ``meta`` are its cache)."""
 
-    def __init__(self, doc: _Document) -> None:
-        images = _servable(doc.images)
-        self.images = images
-        self.by_name = {image.filename: i for i, image in enumerate(images)}
-        self.task = doc.task
-        self.source = doc.source
-        self.classes = list(doc.classes)
-        self.split_names = list(doc.split_names)
-        stored = doc.image_stats
-        self.image_stats = stored if stored.get("num_images") == len(images) else _stats_of(images)
-        columns = _class_columns(images, self.classes)
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.arrays = arrays
+        self.meta = meta
+        self.task: str = meta["task"]
+        self.source: dict[str, Any] | None = meta["source"]
+        self.classes: list[str] = list(meta["classes"])
+        self.split_names: list[str] = list(meta["split_names"])
+        self.image_stats: dict[str, Any] = meta["image_stats"]
+        self._tables: dict[str, list[str]] = meta["tables"]
+        self._count = len(arrays["name_off"]) - 1
         #: the class of each image's label (``-1``: none), as classification reads it
-        self.class_codes = columns.label_codes
+        self.class_codes: np.ndarray = arrays["label_codes"]
         #: how many boxes each image has (``0`` for classification)
-        self.box_counts = columns.box_counts
-        self._sort_class = columns.sort_class
-        self._annotations_per_class = columns.annotations_per_class
-        #: per class, the positions of the images that have it (as a label or in any box), ascending
-        self._class_members = columns.members
-        self._split_codes = [self._codes_of_split(k) for k in range(len(self.split_names))]
-        self._folded_names = np.array([image.filename.casefold() for image in images], dtype=np.str_)
-        self._orders = self._build_orders()
+        self.box_counts: np.ndarray = arrays["box_counts"]
+        self.images = _Images(self)
+        self.by_name = _Names(self)
+        self._folded: np.ndarray | None = None
         self._lru: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._lru_lock = threading.Lock()
 
     @classmethod
     def empty(cls, task: str) -> DatasetIndex:
         """The index of a project that has imported nothing yet."""
-        return cls(_Document(task=task, image_stats=image_stats([])))
+        return cls.from_json(msgspec.json.encode({"task": task, "image_stats": image_stats([]), "images": []}))
 
     @classmethod
     def from_json(cls, data: bytes, name: str = "dataset.json") -> DatasetIndex:
-        try:
-            return cls(msgspec.json.decode(data, type=_Document))
-        except msgspec.DecodeError as exc:
-            raise CorruptDataError(f"{name} is corrupt and cannot be read ({exc})", {"file": name}) from exc
+        return cls.from_columns(read_columns(io.BytesIO(data), name))
+
+    @classmethod
+    def from_columns(cls, raw: RawColumns) -> DatasetIndex:
+        """The index of freshly read columns: unservable images dropped, derived columns and orders computed."""
+        arrays, tables = _servable_only(raw.arrays), raw.tables
+        header = raw.header
+        count = len(arrays["name_off"]) - 1
+        stored = header.image_stats
+        stats = stored if stored.get("num_images") == count else _stats_of(arrays, tables["format"])
+        meta = {"task": header.task, "source": header.source, "classes": list(header.classes),
+                "split_names": list(header.split_names), "image_stats": stats, "tables": tables}
+        arrays.update(_class_columns(arrays, tables, meta["classes"]))
+        arrays["split_codes"] = _split_codes(arrays, tables["split"], len(meta["split_names"]))
+        arrays.update(_orders(arrays))
+        return cls(arrays, meta)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return self._count
 
-    def _build_orders(self) -> dict[str, np.ndarray]:
-        names = [image.filename for image in self.images]
-        by_name = np.array(sorted(range(len(names)), key=names.__getitem__), dtype=np.int64)
-        rank = np.empty(len(names), dtype=np.int64)
-        rank[by_name] = np.arange(len(names))
-        sizes = np.fromiter((image.size for image in self.images), dtype=np.int64, count=len(self.images))
-        return {
-            "filename": by_name,
-            "class": np.lexsort((rank, self._sort_class)),
-            "size": np.lexsort((rank, sizes)),
-            "num_boxes": np.lexsort((rank, self.box_counts)),
-        }
+    # -- one image ---------------------------------------------------------------------
+    def filename(self, position: int) -> str:
+        start, end = self.arrays["name_off"][position : position + 2].tolist()
+        return self.arrays["name_blob"][start:end].tobytes().decode("utf-8", "surrogatepass")
 
-    def _codes_of_split(self, split_index: int) -> np.ndarray:
-        return np.fromiter(
-            (
-                _SPLIT_CODE.get(image.split[split_index], _NONE_CODE) if split_index < len(image.split) else _NONE_CODE
-                for image in self.images
-            ),
-            dtype=np.int8,
-            count=len(self.images),
+    def position(self, filename: str) -> int | None:
+        """Where ``filename`` is, by binary search over the name order (UTF-8 byte order is code point order)."""
+        order = self.arrays["order_filename"]
+        low, high = 0, len(order)
+        while low < high:
+            middle = (low + high) // 2
+            if self.filename(int(order[middle])) < filename:
+                low = middle + 1
+            else:
+                high = middle
+        if low < len(order) and self.filename(int(order[low])) == filename:
+            return int(order[low])
+        return None
+
+    def image(self, position: int) -> IndexedImage:
+        """Image ``position`` as the record a page or an info answer shows."""
+        a, tables = self.arrays, self._tables
+        start, end = a["path_off"][position : position + 2].tolist()
+        split_len = int(a["split_len"][position])
+        subset = int(a["subset"][position])
+        return IndexedImage(
+            filename=self.filename(position), width=int(a["width"][position]), height=int(a["height"][position]),
+            size=int(a["size"][position]), format=tables["format"][int(a["format"][position])],
+            sha256=a["sha"][position].tobytes().hex(),
+            source_path=a["path_blob"][start:end].tobytes().decode("utf-8", "surrogatepass"),
+            split=tuple(tables["split"][code] for code in a["split_mat"][position, :split_len].tolist()),
+            annotations=self._annotations(position), source_subset=None if subset < 0 else tables["subset"][subset],
         )
 
+    def _annotations(self, position: int) -> tuple[IndexedAnnotation, ...]:
+        a, tables = self.arrays, self._tables
+        start, end = a["ann_off"][position : position + 2].tolist()
+        found = []
+        for k in range(start, end):
+            class_id, name = int(a["ann_cid"][k]), int(a["ann_cname"][k])
+            found.append(IndexedAnnotation(
+                type=tables["ann_type"][int(a["ann_type"][k])], class_id=None if class_id == NO_CLASS_ID else class_id,
+                class_name=None if name < 0 else tables["ann_name"][name],
+                bbox=tuple(a["ann_bbox"][k].tolist()) if a["ann_hasbox"][k] else None,  # type: ignore[arg-type]
+            ))
+        return tuple(found)
+
+    # -- whole-dataset facts ------------------------------------------------------------
     def split_codes(self, split_index: int) -> np.ndarray:
         """``SPLIT_VALUES`` codes of every image in split ``split_index`` (missing or odd values count as none)."""
-        return self._split_codes[split_index]
+        return self.arrays["split_codes"][:, split_index]
+
+    def filename_rank(self) -> np.ndarray:
+        """Each image's position in filename order (what split assignment sorts by)."""
+        rank = np.empty(self._count, dtype=np.int64)
+        rank[self.arrays["order_filename"]] = np.arange(self._count)
+        return rank
+
+    def labels_are_classes(self) -> bool:
+        """Whether every image's label names a class of ``classes`` (a hand-edited file may name another)."""
+        return int(self.arrays["has_label"].sum()) == int((self.class_codes >= 0).sum())
+
+    def _members(self, code: int) -> np.ndarray:
+        offsets = self.arrays["member_off"]
+        return self.arrays["member_img"][offsets[code] : offsets[code + 1]]
 
     def class_counts(self) -> dict[str, int]:
         """Annotations per class: images for classification (one label each), boxes for detection."""
-        return {name: int(self._annotations_per_class[i]) for i, name in enumerate(self.classes)}
+        return {name: int(self.arrays["per_class"][i]) for i, name in enumerate(self.classes)}
 
     def class_image_counts(self) -> dict[str, int]:
         """Images per class (an image with three boxes of one class counts once)."""
-        return {name: len(self._class_members[i]) for i, name in enumerate(self.classes)}
+        counts = np.diff(self.arrays["member_off"])
+        return {name: int(counts[i]) for i, name in enumerate(self.classes)}
 
     def class_sets(self) -> list[frozenset[str]]:
         """The classes of each image (its label, or the classes of its boxes), in image order."""
-        sets: list[set[str]] = [set() for _ in self.images]
-        for code, members in enumerate(self._class_members):
-            name = self.classes[code]
-            for position in members.tolist():
+        sets: list[set[str]] = [set() for _ in range(self._count)]
+        for code, name in enumerate(self.classes):
+            for position in self._members(code).tolist():
                 sets[position].add(name)
         return [frozenset(found) for found in sets]
 
@@ -173,10 +215,10 @@ class DatasetIndex:
         """Images per subset, and per class per subset (an image counts once for each class it has), of split ``split_index``."""
         codes = self.split_codes(split_index).astype(np.int64)
         totals = np.bincount(codes, minlength=len(SPLIT_VALUES))
-        pair_class = np.repeat(np.arange(len(self.classes), dtype=np.int64), [len(m) for m in self._class_members])
-        pair_image = np.concatenate(self._class_members) if self._class_members else np.zeros(0, dtype=np.int64)
+        offsets = self.arrays["member_off"]
+        pair_class = np.repeat(np.arange(len(self.classes), dtype=np.int64), np.diff(offsets))
         joint = np.bincount(
-            pair_class * len(SPLIT_VALUES) + codes[pair_image],
+            pair_class * len(SPLIT_VALUES) + codes[self.arrays["member_img"]],
             minlength=len(self.classes) * len(SPLIT_VALUES),
         ).reshape(len(self.classes), len(SPLIT_VALUES))
         stats = {value: int(totals[code]) for code, value in enumerate(SPLIT_VALUES)}
@@ -185,6 +227,7 @@ class DatasetIndex:
         }
         return stats, per_class
 
+    # -- pages ------------------------------------------------------------------------------
     def select(
         self,
         sort_by: str = "filename",
@@ -209,133 +252,205 @@ class DatasetIndex:
     def _compute(
         self, sort_by: str, descending: bool, filter_class: str | None, filter_split: tuple[int, str] | None, search: str | None
     ) -> np.ndarray:
-        order = self._orders[sort_by]
+        order = self.arrays[_ORDER_KEYS[sort_by]]
         mask: np.ndarray | None = None
         if filter_class is not None:
-            mask = np.zeros(len(self.images), dtype=bool)
+            mask = np.zeros(self._count, dtype=bool)
             if filter_class in self.classes:
-                mask[self._class_members[self.classes.index(filter_class)]] = True
+                mask[self._members(self.classes.index(filter_class))] = True
         if filter_split is not None:
             split_index, subset = filter_split
             matches = self.split_codes(split_index) == _SPLIT_CODE[subset]
             mask = matches if mask is None else mask & matches
         if search:
             if "\x00" in search:  # numpy strings drop NULs; no file name has one
-                found = np.zeros(len(self.images), dtype=bool)
+                found = np.zeros(self._count, dtype=bool)
             else:
-                found = np.strings.find(self._folded_names, search.casefold()) >= 0
+                found = np.strings.find(self._folded_names(), search.casefold().encode("utf-8", "surrogatepass")) >= 0
             mask = found if mask is None else mask & found
         selected = order if mask is None else order[mask[order]]
         return selected[::-1] if descending else selected
 
-
-class _ClassColumns(NamedTuple):
-    label_codes: np.ndarray
-    box_counts: np.ndarray
-    sort_class: np.ndarray
-    annotations_per_class: np.ndarray
-    members: list[np.ndarray]
-
-
-def _class_columns(images: list[IndexedImage], classes: list[str]) -> _ClassColumns:
-    """One pass over the annotations: label codes, box counts, the class a ``class`` sort uses, class memberships.
-
-    An image sorts by its label's class, else by the first (lowest id) class of
-    its boxes, else after every class. Annotations naming a class that is not
-    in ``classes`` (a hand-edited file) are ignored.
-    """
-    position = {name: i for i, name in enumerate(classes)}
-    no_class = len(classes)
-    label_codes = [-1] * len(images)
-    box_counts = [0] * len(images)
-    sort_class = [no_class] * len(images)
-    per_class = [0] * no_class
-    pair_image: list[int] = []
-    pair_class: list[int] = []
-    for i, image in enumerate(images):
-        annotations = image.annotations
-        if not annotations:
-            continue
-        if len(annotations) == 1 and annotations[0].type == "label":  # classification: the common case, kept fast
-            label = position.get(annotations[0].class_name, -1)  # type: ignore[arg-type]
-            if label >= 0:
-                label_codes[i] = sort_class[i] = label
-                per_class[label] += 1
-                pair_image.append(i)
-                pair_class.append(label)
-            continue
-        label, found_label, boxes = -1, False, 0
-        codes: set[int] = set()
-        for annotation in annotations:
-            if annotation.type == "label":
-                if not found_label:  # the first label is the image's class (as ``IndexedImage.class_name``)
-                    found_label = True
-                    label = position.get(annotation.class_name, -1)  # type: ignore[arg-type]
-            elif annotation.type == "bbox":
-                boxes += 1
-                code = position.get(annotation.class_name)  # type: ignore[arg-type]
-                if code is not None:
-                    per_class[code] += 1
-                    codes.add(code)
-        box_counts[i] = boxes
-        if label >= 0:
-            label_codes[i] = sort_class[i] = label
-            per_class[label] += 1
-            codes.add(label)
-        elif codes:
-            sort_class[i] = min(codes)
-        for code in sorted(codes):
-            pair_image.append(i)
-            pair_class.append(code)
-    images_of = np.array(pair_image, dtype=np.int64)
-    classes_of = np.array(pair_class, dtype=np.int64)
-    order = np.lexsort((images_of, classes_of))
-    bounds = np.cumsum(np.bincount(classes_of, minlength=no_class))[:-1] if no_class else np.zeros(0, dtype=np.int64)
-    members = np.split(images_of[order], bounds) if no_class else []
-    return _ClassColumns(
-        np.array(label_codes, dtype=np.int32), np.array(box_counts, dtype=np.int32), np.array(sort_class, dtype=np.int64),
-        np.array(per_class, dtype=np.int64), members,
-    )
+    def _folded_names(self) -> np.ndarray:
+        """Case-folded names as fixed-width UTF-8 (a substring of UTF-8 is a substring of the text), made on first search."""
+        if self._folded is None:
+            blob, offsets = self.arrays["name_blob"], self.arrays["name_off"]
+            if blob.size and int(blob.max()) >= 0x80:
+                folded = [name.casefold().encode("utf-8", "surrogatepass") for name in strings(blob, offsets)]
+                lengths = np.array([len(f) for f in folded], dtype=np.int64)
+                offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+                blob = np.frombuffer(b"".join(folded), dtype=np.uint8)
+            else:
+                upper = (blob >= ord("A")) & (blob <= ord("Z"))
+                blob = np.where(upper, blob + 32, blob).astype(np.uint8)
+            self._folded = fixed_width(blob, offsets)
+        return self._folded
 
 
-def _stats_of(images: list[IndexedImage]) -> dict[str, Any]:
-    """``image_stats`` recomputed, for a file whose stored statistics are missing or stale (hand-edited)."""
-    return image_stats([{"width": i.width, "height": i.height, "format": i.format} for i in images])
+_ORDER_KEYS = {"filename": "order_filename", "class": "order_class", "size": "order_size", "num_boxes": "order_boxes"}
 
 
-def _servable(images: list[IndexedImage]) -> list[IndexedImage]:
-    """Images whose name and hash are safe to use as file names (both become paths), first of each name.
+class _Images(Sequence[IndexedImage]):
+    """``index.images[i]``: one image materialised from the columns when asked for."""
+
+    def __init__(self, index: DatasetIndex) -> None:
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, position: Any) -> Any:
+        if isinstance(position, slice):
+            return [self._index.image(i) for i in range(len(self))[position]]
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        return self._index.image(int(position))
+
+
+class _Names(Mapping[str, int]):
+    """``index.by_name``: file name to position, found by binary search (no dict of a million names)."""
+
+    def __init__(self, index: DatasetIndex) -> None:
+        self._index = index
+
+    def __getitem__(self, name: str) -> int:
+        found = self._index.position(name) if isinstance(name, str) else None
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        index = self._index
+        return iter(strings(index.arrays["name_blob"], index.arrays["name_off"]))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+def fixed_width(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Blob strings as a fixed-width bytes array (``S<longest>``), for numpy sorting and substring search."""
+    lengths = np.diff(offsets)
+    width = max(1, int(lengths.max(initial=0)))
+    matrix = np.zeros((len(lengths), width), dtype=np.uint8)
+    matrix[np.arange(width) < lengths[:, None]] = blob[: int(offsets[-1])] if len(offsets) else blob
+    return matrix.view(f"S{width}").ravel()
+
+
+def _servable_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` without the images that must not be served (unsafe name or hash, repeated name), with ``order_filename``.
 
     A hand-edited ``dataset.json`` could name ``../../x``; such entries are never indexed, so never served.
     """
-    names = [image.filename for image in images]
-    hashes = "".join(image.sha256 + "\n" for image in images)
-    hashes_ok = hashes.count("\n") == len(images) and _SHA256_LINES.fullmatch(hashes)  # a hash holding "\n" is unsafe
-    if len(set(names)) == len(names) and all_safe_names(names) and hashes_ok:
-        return images  # the common case, checked in a few passes over joined strings
-    seen: set[str] = set()
-    kept = []
-    for image in images:
-        if is_safe_name(image.filename) and _SHA256.fullmatch(image.sha256) and image.filename not in seen:
-            seen.add(image.filename)
-            kept.append(image)
+    names = fixed_width(arrays["name_blob"], arrays["name_off"])
+    order = np.argsort(names, kind="stable").astype(np.int64)
+    keep = servable(arrays, names, order)
+    if keep.all():
+        return {**arrays, "order_filename": order}
+    kept = {name: arrays[name][keep] for name in _PER_IMAGE}
+    for text in ("name", "path"):
+        kept[f"{text}_blob"], kept[f"{text}_off"] = _ragged_keep(arrays[f"{text}_blob"], arrays[f"{text}_off"], keep)
+    annotation_keep = np.repeat(keep, np.diff(arrays["ann_off"]))
+    kept.update({name: arrays[name][annotation_keep] for name in _PER_ANNOTATION})
+    counts = np.diff(arrays["ann_off"])[keep]
+    kept["ann_off"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    kept["order_filename"] = np.argsort(fixed_width(kept["name_blob"], kept["name_off"]), kind="stable").astype(np.int64)
     return kept
 
 
-class IndexCache:
-    """One ``DatasetIndex`` per ``dataset.json`` path, rebuilt when the file changes."""
+def _ragged_keep(blob: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.diff(offsets)
+    kept = blob[np.repeat(keep, lengths)]
+    return kept, np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64)
 
-    def __init__(self, build: Callable[[bytes, str], DatasetIndex] = DatasetIndex.from_json) -> None:
-        self._build = build
+
+def _stats_of(arrays: dict[str, np.ndarray], formats: list[str]) -> dict[str, Any]:
+    """``image_stats`` recomputed, for a file whose stored statistics are missing or stale (hand-edited)."""
+    if not len(arrays["width"]):
+        return image_stats([])
+    return {
+        "num_images": len(arrays["width"]),
+        "min_width": int(arrays["width"].min()), "max_width": int(arrays["width"].max()),
+        "min_height": int(arrays["height"].min()), "max_height": int(arrays["height"].max()),
+        "formats": sorted({formats[code] for code in np.unique(arrays["format"]).tolist()}),
+    }
+
+
+def _class_columns(arrays: dict[str, np.ndarray], tables: dict[str, list[str]], classes: list[str]) -> dict[str, np.ndarray]:
+    """Label codes, box counts, the class a ``class`` sort uses, annotations per class, and class memberships.
+
+    An image's class is its first label's; it sorts by that class, else by the
+    first (lowest id) class of its boxes, else after every class. Annotations
+    naming a class that is not in ``classes`` (a hand-edited file) are ignored.
+    """
+    count, no_class = len(arrays["ann_off"]) - 1, len(classes)
+    position = {name: i for i, name in enumerate(classes)}
+    name_class = np.array([position.get(name, -1) for name in tables["ann_name"]] + [-1], dtype=np.int64)
+    ann_class = name_class[arrays["ann_cname"]]  # a missing name (-1) reads the trailing -1
+    types = tables["ann_type"]
+    is_label = arrays["ann_type"] == (types.index("label") if "label" in types else -1)
+    is_box = arrays["ann_type"] == (types.index("bbox") if "bbox" in types else -1)
+    image_of = np.repeat(np.arange(count, dtype=np.int64), np.diff(arrays["ann_off"]))
+    labels = np.flatnonzero(is_label)
+    first = labels[np.diff(image_of[labels], prepend=-1) != 0]  # annotations are in image order
+    label_codes = np.full(count, -1, dtype=np.int64)
+    label_codes[image_of[first]] = ann_class[first]
+    has_label = np.zeros(count, dtype=bool)
+    has_label[image_of[first]] = True
+    box_counts = np.bincount(image_of[is_box], minlength=count).astype(np.int32)
+    good_box = is_box & (ann_class >= 0)
+    labelled = np.flatnonzero(label_codes >= 0)
+    pair_image = np.concatenate([image_of[good_box], labelled])
+    pair_class = np.concatenate([ann_class[good_box], label_codes[labelled]])
+    per_class = np.bincount(pair_class, minlength=no_class).astype(np.int64)
+    lowest_box = np.full(count, no_class, dtype=np.int64)
+    np.minimum.at(lowest_box, image_of[good_box], ann_class[good_box])
+    sort_class = np.where(label_codes >= 0, label_codes, lowest_box)
+    pairs = np.sort(pair_class * max(count, 1) + pair_image)
+    pairs = pairs[np.diff(pairs, prepend=-1) != 0]
+    member_off = np.zeros(no_class + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pairs // max(count, 1), minlength=no_class), out=member_off[1:])
+    return {"label_codes": label_codes.astype(np.int32), "has_label": has_label, "box_counts": box_counts, "sort_class": sort_class,
+            "per_class": per_class, "member_off": member_off, "member_img": pairs % max(count, 1)}
+
+
+def _split_codes(arrays: dict[str, np.ndarray], values: list[str], splits: int) -> np.ndarray:
+    """``SPLIT_VALUES`` codes per image and split (``[image, split]``): missing or odd values are none."""
+    mapped = np.array([_SPLIT_CODE.get(value, _NONE_CODE) for value in values] + [_NONE_CODE], dtype=np.int8)
+    matrix = arrays["split_mat"]
+    codes = np.full((len(arrays["split_len"]), splits), _NONE_CODE, dtype=np.int8)
+    width = min(splits, matrix.shape[1])
+    codes[:, :width] = mapped[matrix[:, :width]]  # -1 (past a short list) reads the trailing none
+    return codes
+
+
+def _orders(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    by_name = arrays["order_filename"]
+    rank = np.empty(len(by_name), dtype=np.int64)
+    rank[by_name] = np.arange(len(by_name))
+    return {
+        "order_class": np.lexsort((rank, arrays["sort_class"])),
+        "order_size": np.lexsort((rank, arrays["size"])),
+        "order_boxes": np.lexsort((rank, arrays["box_counts"])),
+    }
+
+
+class IndexCache:
+    """One ``DatasetIndex`` per ``dataset.json`` path, rebuilt when the file changes, and kept on disk beside it."""
+
+    def __init__(self) -> None:
         self._entries: dict[Path, tuple[tuple[int, int, int], DatasetIndex]] = {}
         self._locks: dict[Path, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    def _lock(self, path: Path) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(path, threading.Lock())
+
     def get(self, path: Path) -> DatasetIndex | None:
         """The index of ``path`` as it is now, or ``None`` when the file does not exist."""
-        with self._guard:
-            lock = self._locks.setdefault(path, threading.Lock())
-        with lock:
+        with self._lock(path):
             try:
                 handle = open(path, "rb")
             except FileNotFoundError:
@@ -347,9 +462,23 @@ class IndexCache:
                 cached = self._entries.get(path)
                 if cached is not None and cached[0] == version:
                     return cached[1]
-                index = self._build(handle.read(), path.name)
+                key = index_cache.file_key(handle, info)
+                loaded = index_cache.load(index_cache.cache_path(path), key)
+                if loaded is not None:
+                    index = DatasetIndex(*loaded)
+                else:
+                    handle.seek(0)
+                    index = DatasetIndex.from_columns(read_columns(handle, path.name))
+                    index_cache.save(index_cache.cache_path(path), key, index.arrays, index.meta)
             self._entries[path] = (version, index)
             return index
+
+    def put(self, path: Path, index: DatasetIndex) -> None:
+        """Adopt ``index`` as that of ``path`` just written (by its writer, under the project lock), on disk too."""
+        with self._lock(path), open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            index_cache.save(index_cache.cache_path(path), index_cache.file_key(handle, info), index.arrays, index.meta)
+            self._entries[path] = ((info.st_ino, info.st_mtime_ns, info.st_size), index)
 
     def forget(self, path: Path) -> None:
         self._entries.pop(path, None)

@@ -17,6 +17,7 @@ from ..workspace import Workspace
 from .document import SPLIT_VALUES, class_name, image_classes
 from .index import DatasetIndex
 from .kinds import annotates_boxes
+from .split_vector import assign_codes, summary
 from .splits import Assignment, Ratios, assign, assign_multilabel
 from .store import DatasetStore
 
@@ -41,6 +42,9 @@ class SplitService:
             result = assign_multilabel([(image.filename, found) for image, found in zip(index.images, sets, strict=True)],
                                        ratios, seed, stratified)
             return _summary(result, sets)
+        if index.labels_are_classes():
+            codes, warnings = assign_codes(index.class_codes, index.filename_rank(), index.classes, ratios, seed, stratified)
+            return summary(codes, index.class_codes, index.classes, warnings)  # type: ignore[return-value]
         items = [(image.filename, image.class_name) for image in index.images]
         result = assign(items, ratios, seed, stratified)
         return _summary(result, [_as_set(label) for _, label in items])
@@ -58,6 +62,18 @@ class SplitService:
         items = [(image["filename"], class_name(image)) for image in doc["images"]]
         return assign(items, ratios, seed, stratified), [_as_set(label) for _, label in items]
 
+    def _assignment(self, project_id: str, doc: dict[str, Any], ratios: Ratios, seed: int,
+                    stratified: bool) -> tuple[Assignment, list[frozenset[str]]]:
+        """``assignment``, vectorised on the index when it describes ``doc`` image for image (the usual case)."""
+        index = self.store.index(project_id)
+        if (annotates_boxes(self.tasks, doc.get("task")) or len(index) != len(doc["images"])
+                or not index.labels_are_classes()):
+            return self.assignment(doc, ratios, seed, stratified)
+        codes, warnings = assign_codes(index.class_codes, index.filename_rank(), index.classes, ratios, seed, stratified)
+        subsets = [SPLIT_VALUES[code] for code in codes.tolist()]
+        names = [None if code < 0 else index.classes[code] for code in index.class_codes.tolist()]
+        return Assignment(subsets=subsets, warnings=warnings), [_as_set(name) for name in names]
+
     def create(self, project_id: str, name: str, ratios: Ratios, seed: int, stratified: bool = True) -> dict[str, Any]:
         """Append a split to the dataset; returns its index, name, stats, per-class distribution and warnings."""
         name = validate_name(name, field="name", max_len=SPLIT_NAME_MAX)
@@ -67,7 +83,7 @@ class SplitService:
                 raise ConflictError(f"A split named '{name}' already exists", {"name": name})
             if not doc["images"]:
                 raise ConflictError("The dataset has no images to split; import some first", {"project_id": project_id})
-            result, sets = self.assignment(doc, ratios, seed, stratified)
+            result, sets = self._assignment(project_id, doc, ratios, seed, stratified)
             for image, subset in zip(doc["images"], result.subsets, strict=True):
                 image.setdefault("split", [])
                 image["split"] += ["none"] * (len(doc["split_names"]) - len(image["split"]))  # repair short lists
