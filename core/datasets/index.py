@@ -473,6 +473,18 @@ class IndexCache:
             self._entries[path] = (version, index)
             return index
 
+    def current(self, path: Path) -> DatasetIndex | None:
+        """The index already in memory for ``path`` as it is now, never building one (``None`` otherwise)."""
+        with self._lock(path):
+            cached = self._entries.get(path)
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                return None
+            if cached is not None and cached[0] == (info.st_ino, info.st_mtime_ns, info.st_size):
+                return cached[1]
+            return None
+
     def put(self, path: Path, index: DatasetIndex) -> None:
         """Adopt ``index`` as that of ``path`` just written (by its writer, under the project lock), on disk too."""
         with self._lock(path), open(path, "rb") as handle:

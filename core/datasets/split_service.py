@@ -64,9 +64,9 @@ class SplitService:
 
     def _assignment(self, project_id: str, doc: dict[str, Any], ratios: Ratios, seed: int,
                     stratified: bool) -> tuple[Assignment, list[frozenset[str]]]:
-        """``assignment``, vectorised on the index when it describes ``doc`` image for image (the usual case)."""
-        index = self.store.index(project_id)
-        if (annotates_boxes(self.tasks, doc.get("task")) or len(index) != len(doc["images"])
+        """``assignment``, vectorised on the index when one is loaded and describes ``doc`` image for image."""
+        index = self.store.loaded_index(project_id)
+        if (index is None or annotates_boxes(self.tasks, doc.get("task")) or len(index) != len(doc["images"])
                 or not index.labels_are_classes()):
             return self.assignment(doc, ratios, seed, stratified)
         codes, warnings = assign_codes(index.class_codes, index.filename_rank(), index.classes, ratios, seed, stratified)

@@ -50,6 +50,10 @@ class DatasetStore:
         doc["image_stats"] = image_stats(doc["images"])
         atomic_write_json(self.workspace.dataset_json(project_id), doc)
 
+    def loaded_index(self, project_id: str) -> DatasetIndex | None:
+        """The index of the current ``dataset.json`` if one is already in memory (a writer's shortcut; never builds)."""
+        return self._indexes.current(self.workspace.dataset_json(project_id))
+
     def index(self, project_id: str) -> DatasetIndex:
         """The index of the project's current dataset (an empty one before the first import)."""
         self.workspace.existing_project_dir(project_id)
