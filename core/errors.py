@@ -212,3 +212,7 @@ class ArchitectureNotFoundError(NotFoundError):
     """``GET /api/training/models/{name}`` for a name no plugin registered (lists the available ones)."""
 
     resource = "architecture"
+
+
+class ExecutorUnavailableError(ConflictError):
+    """The job executor asked for cannot run jobs (Ray not installed, no cluster address, the cluster does not answer)."""

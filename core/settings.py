@@ -60,10 +60,19 @@ class Settings:
     sse_poll_s: float = 0.25
     max_wait_s: float = 600.0  # the longest a job's GET ?wait= holds a request (and a worker thread)
     sse_keepalive_s: float = 15.0
+    # Where jobs run (core/jobs/executors.py, docs/cluster.md): `local` worker processes, or `ray` (Ray Jobs on the
+    # cluster whose job endpoint, the head's dashboard address, is `ray_address`; token from `ray_token_file`).
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_token_file: Path | None = None
+    #: the interpreter a cluster node runs workers with (default: this server's, the same path on every node)
+    ray_python: str | None = None
 
     def __post_init__(self) -> None:
         self.workspace = Path(self.workspace).expanduser().resolve()
         self.import_roots = [Path(p).expanduser().resolve() for p in self.import_roots]
+        if self.ray_token_file is not None:
+            self.ray_token_file = Path(self.ray_token_file).expanduser().resolve()
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -77,6 +86,11 @@ class Settings:
             values["allowed_hosts"] = [h.strip() for h in env_hosts.split(",") if h.strip()]
         if env_token := os.environ.get("MODELYARD_API_TOKEN"):
             values["api_token"] = env_token
+        for name in ("executor", "ray_address", "ray_python"):
+            if env_value := os.environ.get("MODELYARD_" + name.upper()):
+                values[name] = env_value
+        if env_token_file := os.environ.get("MODELYARD_RAY_TOKEN_FILE"):
+            values["ray_token_file"] = Path(env_token_file)
         for name in _FLOAT_ENV:
             if env_value := os.environ.get("MODELYARD_" + name.upper()):
                 values[name] = float(env_value)

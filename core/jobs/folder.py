@@ -34,6 +34,7 @@ from ..jsonio import atomic_write_json
 from ..records import JobClaim, JobError, JobRecord, read_record
 from ..timeutil import utc_now_iso
 from ..workspace import Workspace
+from .cluster_job import runs_on_cluster
 from .process import pid_alive, start_ticks
 from .status import ACTIVE_STATUSES
 
@@ -177,8 +178,11 @@ class JobFolder(Generic[R]):
 
     # -- readers -----------------------------------------------------------------------
     def fail_if_orphaned(self, record: R) -> R:
-        """A reader with no queue (the CLI): an active job whose claimant and worker are both gone is ``failed``."""
-        if record.status not in ACTIVE_STATUSES or not _orphaned(record):
+        """A reader with no queue (the CLI): an active job whose claimant and worker are both gone is ``failed``.
+
+        A job on a cluster is never judged here: its worker's pid is another node's (the queue asks the cluster).
+        """
+        if record.status not in ACTIVE_STATUSES or not _orphaned(record) or runs_on_cluster(self.folder):
             return record
 
         def mark(current: R) -> R:

@@ -21,13 +21,16 @@ tick it
 All state lives in the job folders, so a restarted server rebuilds the queue
 from disk and adopts the workers that still live. Workers run in their own
 session: stopping the server never stops them.
+
+Where a worker runs is its executor's business (``executors.py``): processes
+on this machine (``local``, the default) or Ray Jobs on a cluster (``ray``),
+which reserves the cluster's devices itself, so with it every pending job
+starts at once and waits, if it must, in the cluster's own queue.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -37,16 +40,18 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ..errors import JobClaimedError, ModelyardError
+from ..errors import ExecutorUnavailableError, JobClaimedError, ModelyardError
 from ..records import JobError, JobRecord, Run
 from ..settings import Settings
 from ..timeutil import parse_iso, utc_now_iso
 from ..workspace import Workspace
+from .cluster_job import forget_cluster_job, read_cluster_job
+from .executors import Executor, make_executor
 from .folder import STOP_REQUEST, Claimant
 from .kinds import KINDS, JobKind, job_devices
-from .process import is_process, kill_worker, start_ticks
+from .local_executor import LocalExecutor
+from .spawn import WarmPool
 from .status import TERMINAL_STATUSES
-from .spawn import WarmPool, spawn_cold
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +144,10 @@ class JobQueue:
     def __init__(self, workspace: Workspace, settings: Settings) -> None:
         self.workspace = workspace
         self.settings = settings
-        self.pool = WarmPool(workspace.root, settings.warm_workers)
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        #: this machine's workers: the executor of every job when ``settings.executor`` is local, and the one
+        #: that answers for jobs a local server left running whatever the executor is now
+        self.local = LocalExecutor(workspace, settings, warm=settings.executor == "local")
+        self.executor: Executor = self.local if settings.executor == "local" else make_executor(workspace, settings)
         self._launched_at: dict[str, float] = {}
         self._stop_seen_at: dict[str, float] = {}
         self._warned: set[str] = set()
@@ -150,9 +157,40 @@ class JobQueue:
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def pool(self) -> WarmPool:
+        """This machine's warm workers (empty unless the executor is local)."""
+        return self.local.pool
+
+    @property
+    def _children(self) -> dict[str, subprocess.Popen[bytes]]:
+        return self.local.children
+
+    def executor_of(self, folder: Path) -> Executor | None:
+        """Who answers for the job in ``folder``: the cluster executor it was submitted to, or this machine.
+
+        ``None`` for a cluster job when this server runs without that cluster (it cannot see the job).
+        """
+        cluster_job = read_cluster_job(folder)
+        if cluster_job is None:
+            return self.local
+        return self.executor if cluster_job.executor == self.executor.name else None
+
+    def check_hardware_executor(self, hardware_executor: str) -> None:
+        """Refuse a run that must train on a Ray cluster when this server runs jobs on this machine (409)."""
+        if hardware_executor == "ray" and self.executor.name != "ray":
+            raise ExecutorUnavailableError(
+                "hardware.executor: ray trains across the workers of a Ray cluster, but this server runs jobs on "
+                "this machine: start it with `modelyard serve --executor ray --ray-address URL` (docs/cluster.md)",
+                {"field": "config.hardware.executor", "executor": self.executor.name})
+
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> RecoveryReport:
-        """Recover the jobs left by a previous server, warm the worker pool, then supervise in a thread."""
+        """Reach the executor, recover the jobs left by a previous server, then supervise in a thread.
+
+        ``ExecutorUnavailableError`` when the executor cannot run jobs (a cluster that does not answer).
+        """
+        self.executor.connect()
         report = self.recover()
         if self._thread is None or not self._thread.is_alive():
             self._halt.clear()
@@ -168,7 +206,9 @@ class JobQueue:
             self._thread.join(timeout)
             self._thread = None
         with self._tick_lock:
-            self.pool.shutdown()
+            self.executor.shutdown()
+            if self.executor is not self.local:
+                self.local.shutdown()
 
     def wake(self) -> None:
         """Tick now rather than at the next interval (a job was queued or a device freed)."""
@@ -195,9 +235,13 @@ class JobQueue:
             if seen.status == "pending":
                 report.pending.append(seen.job_id)
             elif seen.status == "running":
-                if self._worker_alive(seen):
+                executor = self.executor_of(seen.folder)
+                if executor is None:
+                    self._warn_unsupervised(seen)
+                elif executor.alive(seen.kind, seen.folder, seen.record):
                     report.adopted.append(seen.job_id)
-                    log.info("%s %s: adopted live worker pid %s", seen.kind.name, seen.job_id, seen.record.worker_pid)
+                    log.info("%s %s: adopted live worker pid %s (%s executor)", seen.kind.name, seen.job_id,
+                             seen.record.worker_pid, executor.name)
                 elif end_by_server(
                     self.workspace, seen.kind, seen.folder, seen.kind.lost_status,
                     f"worker {seen.record.worker_pid} is gone (found at server start)", frozenset({"running"}),
@@ -213,9 +257,13 @@ class JobQueue:
             for item in seen:
                 if item.status == "running":
                     self._supervise(item)
-            self._reap()
+            running = {item.job_id for item in seen if item.status == "running"}
+            for job_id in set(self._launched_at) - running - set(self._children):
+                del self._launched_at[job_id]  # ended: its start grace is over
             self._start_pending(seen)
-            self.pool.fill()
+            self.executor.housekeeping()
+            if self.executor is not self.local:
+                self.local.housekeeping()
 
     def scan(self) -> list[Seen]:
         """Every job and its record; an ended job's record is re-read only when its file was replaced."""
@@ -241,30 +289,23 @@ class JobQueue:
         self._ended_records = ended  # a job that ended long ago costs a stat per tick, not a JSON parse
         return found
 
-    def _reap(self) -> None:
-        for job_id, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[job_id]
-                self._launched_at.pop(job_id, None)
-
     # -- supervision ---------------------------------------------------------------
-    def _worker_alive(self, seen: Seen) -> bool:
-        record = seen.record
-        child = self._children.get(seen.job_id)
-        pid = record.worker_pid
-        if child is not None and (pid is None or child.pid == pid):
-            return child.poll() is None
-        if pid is None:  # claimed by a server that died before it recorded the worker
-            claimed = record.claimed_by
-            return (claimed is not None and claimed.pid != os.getpid()
-                    and is_process(claimed.pid, claimed.started, seen.job_id))
-        return is_process(pid, record.worker_started, seen.job_id)
+    def _warn_unsupervised(self, seen: Seen) -> None:
+        if seen.job_id not in self._warned:
+            self._warned.add(seen.job_id)
+            cluster_job = read_cluster_job(seen.folder)
+            log.warning("%s %s runs on a %s cluster (%s) this server does not use (executor %s): not supervised",
+                        seen.kind.name, seen.job_id, cluster_job.executor if cluster_job else "?",
+                        cluster_job.address if cluster_job else "?", self.executor.name)
 
     def _supervise(self, seen: Seen) -> None:
         kind, record = seen.kind, seen.record
-        if not self._worker_alive(seen):
-            child = self._children.get(seen.job_id)
-            note = f"exited with code {child.returncode}" if child is not None and child.poll() is not None else "is gone"
+        executor = self.executor_of(seen.folder)
+        if executor is None:
+            self._warn_unsupervised(seen)
+            return
+        if not executor.alive(kind, seen.folder, record):
+            note = executor.lost_note(seen.folder, record)
             seen.record = end_by_server(
                 self.workspace, kind, seen.folder, kind.lost_status,
                 f"worker {record.worker_pid} {note} {LOST}", frozenset({"running"}),
@@ -276,6 +317,8 @@ class JobQueue:
                                f"the worker did not stop within {self.settings.stop_timeout_s:g} s and was killed",
                                killed=True)
             return
+        if executor.waiting_to_start(seen.folder):
+            return  # the cluster holds it back for resources: no progress is expected yet
         silence, limit = self._silence(seen)
         if silence is not None and silence > limit:
             self._kill_and_end(seen, kind.lost_status, f"no progress for {silence:.0f} s",
@@ -316,12 +359,8 @@ class JobQueue:
                 return
             if record.status != "running":
                 return
-            gone = kill_worker(record, seen.job_id)
-            child = self._children.get(seen.job_id)
-            if child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(5)
-                gone = gone or child.poll() is not None
+            executor = self.executor_of(seen.folder)
+            gone = executor.kill(seen.kind, seen.folder, record) if executor is not None else False
             log.warning("%s %s: killed worker pid %s (%s)", seen.kind.name, seen.job_id, record.worker_pid, reason)
             if not gone and status == "stopped":
                 return
@@ -335,12 +374,15 @@ class JobQueue:
             record = kind.job(self.workspace, folder).read()
         except (FileNotFoundError, ModelyardError):
             return
-        if record.status == "running":
-            kill_worker(record, folder.name)
+        executor = self.executor_of(folder)
+        if record.status == "running" and executor is not None:
+            executor.kill(kind, folder, record)
 
     # -- the queue -------------------------------------------------------------------
     def plan(self, seen: list[Seen]) -> list[tuple[Seen, str | None]]:
         """Pending jobs in queue order, each with ``None`` (may start now) or the reason it waits."""
+        if not self.executor.reserves_devices:  # the cluster schedules its devices: every job goes to it now
+            return [(item, None) for item in sorted((i for i in seen if i.status == "pending"), key=queue_key)]
         gpus: dict[str, str] = {}  # device -> the job holding or reserving it
         cpu_training: str | None = None
         cpu_slots: list[str] = []
@@ -410,22 +452,14 @@ class JobQueue:
         except ModelyardError as exc:
             log.warning("cannot claim %s: %s", seen.job_id, exc)
             return
+        forget_cluster_job(seen.folder)  # an earlier attempt's cluster job does not answer for this one
         try:
-            child = self.pool.take(kind, seen.folder) or spawn_cold(kind, seen.folder, self.workspace.root, job.log_path)
-        except OSError as exc:
+            where = self.executor.launch(kind, seen.folder, job)
+        except (OSError, ModelyardError) as exc:
             log.exception("%s %s: cannot start its worker", kind.name, seen.job_id)
             end_by_server(self.workspace, kind, seen.folder, "failed", "the worker could not be started",
                           frozenset({"running"}), error=JobError("WorkerStartError", f"Cannot start the worker: {exc}"))
             return
-        self._children[seen.job_id] = child
         self._launched_at[seen.job_id] = time.monotonic()
         self._stop_seen_at.pop(seen.job_id, None)
-
-        def record_worker(record: JobRecord) -> JobRecord:
-            if record.worker_pid in (None, child.pid):
-                record.worker_pid, record.worker_started, record.worker_pgid = child.pid, start_ticks(child.pid), child.pid
-            return record
-
-        with contextlib.suppress(FileNotFoundError, ModelyardError):
-            job.update(record_worker)
-        log.info("%s %s: worker pid %s started", kind.name, seen.job_id, child.pid)
+        log.info("%s %s: %s started", kind.name, seen.job_id, where)

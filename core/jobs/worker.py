@@ -1,7 +1,9 @@
 """The worker process of every job kind: ``python -m modelyard.core.jobs.worker``.
 
-``run KIND JOB_DIR --workspace ROOT`` runs one job that a claimant (the
-server's queue) has claimed for this process; ``warm --workspace ROOT``
+``run KIND JOB_DIR --workspace ROOT [--log FILE]`` runs one job that a
+claimant (the server's queue) has claimed for this process (``--log``: its
+output appended to the job's log, for a cluster's job runner that captures
+it elsewhere); ``warm --workspace ROOT``
 imports everything a job needs first, then waits for one line on standard
 input, ``{"kind": ..., "folder": ...}``, and runs that job the same way.
 
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("kind", choices=sorted(KINDS))
     run.add_argument("job_dir", type=Path)
     run.add_argument("--workspace", type=Path, required=True)
+    run.add_argument("--log", type=Path, default=None, help="append this process's output to this file")
     warm = sub.add_parser("warm", help="import everything, then run the job named on standard input")
     warm.add_argument("--workspace", type=Path, required=True)
     return parser
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     workspace = Workspace(args.workspace)
+    if args.mode == "run" and args.log is not None:
+        _redirect_output(args.log)
     if args.mode == "warm":
         started = time.monotonic()
         prepare_warm()
