@@ -119,7 +119,7 @@ export function boxedImage(src, groups, { alt = "", width = null, height = null 
 /** A legend for boxedImage's two kinds. */
 export function boxLegend(truthLabel = "true box", predictedLabel = "predicted box") {
   return h("p", { class: "box-legend muted" },
-    h("span", { class: "swatch swatch-truth", "aria-hidden": "true" }), truthLabel, " ",
+    truthLabel ? [h("span", { class: "swatch swatch-truth", "aria-hidden": "true" }), truthLabel, " "] : null,
     h("span", { class: "swatch swatch-predicted", "aria-hidden": "true" }), predictedLabel);
 }
 
