@@ -45,7 +45,7 @@ def fill_tiny_experiment(form: Any, name: str, max_epochs: int) -> None:
 
 
 def test_a_run_started_from_the_form_trains_live_stops_resumes_extended_and_completes(services, new_page) -> None:
-    project = create_project_with_dataset(services, per_class=20, size=16)
+    project = create_project_with_dataset(services, per_class=12, size=16)
     page = new_page().page
     open_view(page, f"/p/{project}/training")
     form = page.locator("form.experiment-form")

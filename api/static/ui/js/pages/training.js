@@ -6,7 +6,7 @@
 import { api, openApi, seg } from "../api.js";
 import { link } from "../app.js";
 import {
-  confirmAction, errorBox, errorText, field, formatDate, formatNumber, h, pageHeader, poll, progressBar, replace,
+  confirmAction, errorBox, errorText, field, formatDate, formatNumber, h, pageHeader, progressBar, replace,
   showFieldErrors, statusBadge, toast, uid, useStylesheet,
 } from "../dom.js";
 
@@ -485,7 +485,7 @@ function runsTable(projectId, experiment, runs, refresh) {
     h("thead", {}, h("tr", {}, ["Run", "Status", "Progress", "Best", "Started", ""].map((label) =>
       h("th", { scope: "col" }, label)))),
     h("tbody", {}, runs.map((run) => h("tr", { dataset: { runId: run.id, status: run.status } },
-      h("td", {}, h("a", { href: link(`${base}/runs/${encodeURIComponent(run.id)}`) }, run.id)),
+      h("td", {}, h("a", { href: link(`${base}/runs/${encodeURIComponent(run.id)}`), dataset: { focusKey: `open-${run.id}` } }, run.id)),
       h("td", {}, statusBadge(run.status), run.stop_requested && ACTIVE.has(run.status) ? h("span", { class: "hint" }, " stopping…") : null),
       h("td", {}, progressCell(run)),
       h("td", {}, bestText(run)),
@@ -522,7 +522,7 @@ async function startRun(projectId, experimentId) {
   return api(`/api/training/${seg(projectId)}/experiments/${seg(experimentId)}/run`, { method: "POST" });
 }
 
-function experimentCard(projectId, experiment, runs, refresh, navigate) {
+function experimentCard(projectId, experiment, runs, refresh) {
   const best = experiment.best_metric;
   const start = async () => {
     try {
@@ -533,7 +533,7 @@ function experimentCard(projectId, experiment, runs, refresh, navigate) {
     }
     refresh();
   };
-  const busy = runs.some((run) => run.status === "running");
+  const busy = runs.some((run) => ACTIVE.has(run.status)); // the API refuses (409) while a run is pending or running
   return h("article", { class: "card experiment", dataset: { experimentId: experiment.id } },
     h("div", { class: "experiment-head" },
       h("h3", {}, experiment.name),
@@ -541,7 +541,7 @@ function experimentCard(projectId, experiment, runs, refresh, navigate) {
         h("button", { type: "button", class: "primary", dataset: { focusKey: `start-${experiment.id}` }, onclick: start,
           "aria-label": `Start a run of ${experiment.name}` }, "Start run"),
         h("button", { type: "button", class: "danger", dataset: { focusKey: `delete-${experiment.id}` }, disabled: busy,
-          title: busy ? "Stop its running run first" : null, "aria-label": `Delete experiment ${experiment.name}`,
+          title: busy ? "Stop or delete its pending and running runs first" : null, "aria-label": `Delete experiment ${experiment.name}`,
           onclick: () => deleteExperiment(projectId, experiment, refresh) }, "Delete"))),
     experiment.description ? h("p", {}, experiment.description) : null,
     h("p", { class: "muted summary" }, `${experiment.run_count} run${experiment.run_count === 1 ? "" : "s"}`,
@@ -560,6 +560,7 @@ export async function render(view, { params, navigate }) {
 
   let stopped = false;
   let timer = null;
+  let shown = null;
   const refresh = async () => {
     clearTimeout(timer);
     if (stopped) return;
@@ -576,17 +577,23 @@ export async function render(view, { params, navigate }) {
       return;
     }
     if (stopped) return;
+    const active = runsByExperiment.flat().some((run) => ACTIVE.has(run.status));
+    const signature = JSON.stringify([experiments, runsByExperiment]);
+    if (signature === shown) { // nothing changed: keep the DOM (and the keyboard focus) as it is
+      timer = setTimeout(refresh, active ? 2000 : 10_000);
+      return;
+    }
+    shown = signature;
     const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focusKey : null;
     replace(list, h("h2", { id: "experiments-title" }, "Experiments"),
       experiments.length
         ? experiments.map((experiment, i) => experimentCard(projectId, experiment,
-          [...runsByExperiment[i]].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at))), refresh, navigate))
+          [...runsByExperiment[i]].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at))), refresh))
         : h("p", { class: "muted" }, "No experiments yet: create one below."));
     if (focusKey) {
       const again = list.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
       if (again) again.focus();
     }
-    const active = runsByExperiment.flat().some((run) => ACTIVE.has(run.status));
     timer = setTimeout(refresh, active ? 2000 : 10_000);
   };
 
@@ -600,7 +607,13 @@ export async function render(view, { params, navigate }) {
         refresh();
         return;
       }
-      const started = await startRun(projectId, experiment.id);
+      let started;
+      try {
+        started = await startRun(projectId, experiment.id);
+      } catch (error) {
+        refresh(); // the experiment exists: it is listed, and its run can be started from there
+        throw error;
+      }
       navigate(`/p/${encodeURIComponent(projectId)}/runs/${encodeURIComponent(started.run_id)}`);
     });
     replace(formSlot, form);
