@@ -157,6 +157,7 @@ def test_a_dropped_stream_reconnects_with_last_event_id_and_misses_nothing(train
     assert len(ids) == len(set(ids)) == len(shown), "every event once: nothing missed, nothing twice"
     assert points(page) == 2
     assert page.locator(".connection").inner_text() == "stream closed"
+    assert page.locator(".connection").get_attribute("data-reconnects") == "1"  # the indicator went through "reconnecting"
 
 
 def test_a_completed_run_in_dark_and_on_a_phone(trained_run, new_page) -> None:

@@ -276,9 +276,13 @@ export async function render(view, { params }) {
     feedLine(event);
   };
 
+  let reconnects = 0;
   const onState = (state) => {
+    if (state === "reconnecting") reconnects += 1;
     connection.dataset.state = state;
+    connection.dataset.reconnects = String(reconnects);
     connection.textContent = STATE_TEXT[state] || state;
+    connection.title = reconnects ? `The stream was dropped ${reconnects}× and resumed where it left off` : "";
     if (state === "ended") stopStream = null;
   };
 
