@@ -32,6 +32,7 @@ def _evaluate_through_the_form(page, project_id: str, run_id: str, subset: str) 
 
 
 def test_an_evaluation_from_the_form_completes_and_its_detail_matches_the_api(new_page, ui_url, trained_run) -> None:
+    """One evaluation (the slow part) serves every check: detail, heat map, mistakes, list, dark, phone, delete."""
     page = new_page().page
     project = trained_run.project_id
     eval_id = _evaluate_through_the_form(page, project, trained_run.run_id, "test")
@@ -91,22 +92,16 @@ def test_an_evaluation_from_the_form_completes_and_its_detail_matches_the_api(ne
     assert f"accuracy {accuracy}" in row.inner_text()
     screenshot(page, "evaluation-list-light")
 
-
-def test_evaluation_dark_phone_and_delete(new_page, ui_url, services, trained_run) -> None:
-    project = trained_run.project_id
-    created = httpx.post(f"{ui_url}/api/evaluation/{project}", json={
-        "experiment_id": trained_run.experiment_id, "run_id": trained_run.run_id, "split_subset": "test"}, timeout=30)
-    assert created.status_code == 201, created.text
-    eval_id = created.json()["data"]["id"]
-    _api(ui_url, f"/api/evaluation/{project}/{eval_id}", wait=120)
-
+    # dark: a deep link with filters comes back with them set
     dark = new_page(color_scheme="dark").page
     open_view(dark, f"/p/{project}/evaluation/{eval_id}?correct=false&sort=confidence")
     dark.locator("#results tbody tr").first.wait_for()
-    assert dark.get_by_label("Correct", exact=True).input_value() == "false"  # filters come back from the URL
+    assert dark.get_by_label("Correct", exact=True).input_value() == "false"
+    assert dark.get_by_label("Sort by").input_value() == "confidence"
     assert all(cell == "wrong" for cell in dark.locator("#results tbody td:last-child").all_inner_texts())
     screenshot(dark, "evaluation-detail-dark")
 
+    # phone: no sideways scroll; delete asks first (cancel keeps it, confirm removes it)
     phone = new_page(viewport=PHONE).page
     open_view(phone, f"/p/{project}/evaluation/{eval_id}")
     phone.locator("ul.mistakes li").first.wait_for()
@@ -115,8 +110,6 @@ def test_evaluation_dark_phone_and_delete(new_page, ui_url, services, trained_ru
     open_view(phone, f"/p/{project}/evaluation")
     assert phone.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
     screenshot(phone, "evaluation-list-phone")
-
-    # delete asks first; cancel keeps it, confirm removes it from the list and the API
     phone.get_by_role("button", name=f"Delete {eval_id}").click()
     phone.locator("#confirm-dialog").get_by_role("button", name="Cancel").click()
     assert len(_api(ui_url, f"/api/evaluation/{project}")) == 1

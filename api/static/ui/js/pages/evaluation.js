@@ -516,7 +516,7 @@ async function renderDetail(view, projectId, evalId, query0, navigate) {
   let stopPoll = null;
   const back = h("a", { href: link(`/p/${projectId}/evaluation`), class: "button" }, "All evaluations");
   replace(view, pageHeader(`Evaluation ${evalId}`, back));
-  const content = h("div", {});
+  const content = h("div", { class: "eval-detail" });
   view.append(content);
 
   const full = async (evaluation) => {
@@ -525,10 +525,11 @@ async function renderDetail(view, projectId, evalId, query0, navigate) {
     const results = resultsSection(projectId, evaluation, state, controller.signal);
     replace(content,
       summaryCard(projectId, evaluation),
-      metricsSection(evaluation),
-      perClassSection(evaluation),
-      confusionSection(evaluation, (t, p) => results.show(t, p)),
-      prCurvesSection(evaluation));
+      h("div", { class: "eval-grid" },
+        metricsSection(evaluation),
+        confusionSection(evaluation, (t, p) => results.show(t, p)),
+        perClassSection(evaluation),
+        prCurvesSection(evaluation)));
     const mistakes = await mistakesSection(projectId, evaluation, controller.signal);
     content.append(mistakes, results.element);
     if (detection) content.dataset.task = "object_detection";
