@@ -10,7 +10,8 @@ PORT   ?= 8000
 WORKSPACE ?= ./workspace
 IMPORT_ROOT ?=
 PYTEST_ARGS ?=
-#: parallel test processes (pytest-xdist): one per core, at most 4 (each imports torch); 0 runs in this process
+#: parallel test processes (pytest-xdist): one per core, at most 4 (each imports torch); 0 runs in this process.
+#: --dist loadgroup keeps the tests of one xdist_group (the Ray cluster tests share one cluster) on one process
 TEST_WORKERS ?= auto
 #: first-party plugins packaged on their own: installed into the venv by `make test`, their tests run after the suite
 CONTRIB_TIMM := contrib/modelyard-timm
@@ -37,7 +38,7 @@ $(CONTRIB_STAMP): $(STAMP) $(CONTRIB_TIMM)/pyproject.toml
 	touch $(CONTRIB_STAMP)
 
 test: $(STAMP) $(CONTRIB_STAMP)
-	$(BIN)/pytest -n $(TEST_WORKERS) --maxprocesses 4 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup $(PYTEST_ARGS)
 	$(BIN)/pytest -n $(CONTRIB_TEST_WORKERS) --dist loadfile $(CONTRIB_TIMM)/tests
 
 test-contrib: $(CONTRIB_STAMP)  # the contrib package's tests alone (about a minute on 2 cores); its own pyproject configures pytest

@@ -91,6 +91,14 @@ def main() -> None:
                    "[env MODELYARD_PREDICT_CACHE_MB; default 4096]. See docs/prediction.md.")
 @click.option("--predict-max-models", type=click.IntRange(1, 256), default=None,
               help="Prediction models loaded at once [env MODELYARD_PREDICT_MAX_MODELS; default 4].")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Where jobs run: worker processes on this machine, or Ray Jobs on a Ray cluster "
+                   "[env MODELYARD_EXECUTOR; default local]. See docs/cluster.md.")
+@click.option("--ray-address", default=None, metavar="URL",
+              help="The Ray cluster's job endpoint, http://HEAD:8265 (with --executor ray) [env MODELYARD_RAY_ADDRESS].")
+@click.option("--ray-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="File holding the Ray cluster's auth token (RAY_AUTH_MODE=token) [env MODELYARD_RAY_TOKEN_FILE; "
+                   "default: Ray's own lookup, RAY_AUTH_TOKEN or ~/.ray/auth_token].")
 def serve(
     host: str,
     port: int,
@@ -102,12 +110,15 @@ def serve(
     warm_workers: int | None,
     predict_cache_mb: int | None,
     predict_max_models: int | None,
+    executor: str | None,
+    ray_address: str | None,
+    ray_token_file: Path | None,
 ) -> None:
     """Start the REST API server (uvicorn). One server per workspace: a second one is refused."""
     import uvicorn
 
     from modelyard.api.app import create_app
-    from modelyard.core.errors import WorkspaceInUseError
+    from modelyard.core.errors import ModelyardError, WorkspaceInUseError
     from modelyard.core.server_lock import acquire_server_lock
     from modelyard.core.settings import Settings
 
@@ -122,6 +133,7 @@ def serve(
         overrides["predict_cache_mb"] = predict_cache_mb
     if predict_max_models is not None:
         overrides["predict_max_models"] = predict_max_models
+    overrides.update(executor=executor, ray_address=ray_address, ray_token_file=ray_token_file)
     if import_roots:
         overrides["import_roots"] = list(import_roots)
     if allowed_hosts:
@@ -144,7 +156,13 @@ def serve(
             "listening on %s without an API token: anyone who can reach this port controls the service "
             "(set MODELYARD_API_TOKEN; docs/security.md)", host,
         )
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+        if settings.executor != "local":  # refuse now, with the reason, rather than fail in the server's start-up
+            app.state.services.queue.executor.connect()
+    except ModelyardError as exc:
+        server_lock.release()
+        raise click.ClickException(exc.message) from None
     click.echo(f"modelyard {modelyard.__version__}: workspace {settings.workspace}", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level.lower())

@@ -144,6 +144,12 @@ class HardwareConfig(msgspec.Struct, forbid_unknown_fields=True):
     #: torch intra-op threads of each training process. A fixed number (default 1), not the machine's core
     #: count, so the same file gives the same metrics on any machine; ``auto`` leaves torch's default.
     cpu_threads: Literal["auto"] | Annotated[int, msgspec.Meta(ge=1, le=256)] = DEFAULT_CPU_THREADS
+    #: ``ray``: train one run with DDP across ``num_workers`` Ray Train workers of the server's Ray cluster, each
+    #: with ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs (docs/cluster.md); ``devices`` is then unused.
+    executor: Literal["local", "ray"] = "local"
+    num_workers: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    gpus_per_worker: Annotated[int, msgspec.Meta(ge=0, le=16)] = 0
+    cpus_per_worker: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
 
 
 class ExperimentConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -427,6 +433,13 @@ def _check_schedule(config: ExperimentConfig) -> None:
 
 def _check_hardware(config: ExperimentConfig, available: list[str] | None) -> None:
     hardware = config.hardware
+    if hardware.executor == "ray":
+        _check_ray_hardware(config)
+        return
+    for name in ("num_workers", "gpus_per_worker", "cpus_per_worker"):
+        if getattr(hardware, name) != _RAY_DEFAULTS[name]:
+            raise ValidationError(f"{name} applies to executor: ray (training across a Ray cluster's workers)",
+                                  field=f"config.hardware.{name}")
     ids = hardware.devices
     if not ids:
         raise ValidationError("devices must name at least one device", field="config.hardware.devices")
@@ -459,6 +472,23 @@ def _check_hardware(config: ExperimentConfig, available: list[str] | None) -> No
             "16-mixed needs a GPU (Lightning has no fp16 mixed precision on the CPU and would silently use bf16); "
             "on the CPU use 32 or bf16-mixed", field="config.training.precision"
         )
+
+
+_RAY_DEFAULTS = {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1}
+
+
+def _check_ray_hardware(config: ExperimentConfig) -> None:
+    """``executor: ray``: the cluster places the workers, so this machine's devices are not asked about."""
+    hardware = config.hardware
+    if hardware.num_processes > 1:
+        raise ValidationError("with executor: ray, num_workers sets the DDP processes, not num_processes",
+                              field="config.hardware.num_processes")
+    if hardware.strategy != "auto":
+        raise ValidationError("with executor: ray the strategy is Ray Train's DDP; leave strategy: auto",
+                              field="config.hardware.strategy")
+    if config.training.precision == "16-mixed" and hardware.gpus_per_worker == 0:
+        raise ValidationError("16-mixed needs GPUs: set gpus_per_worker, or use 32 or bf16-mixed on CPU workers",
+                              field="config.training.precision")
 
 
 # -- YAML files ------------------------------------------------------------------

@@ -82,6 +82,7 @@ class RunService:
         """Freeze the experiment's config into a new pending run and queue it."""
         self.workspace.existing_project_dir(project_id)
         config = self.experiments.run_config(project_id, experiment_id)
+        self.queue.check_hardware_executor(config.hardware.executor)
         run_dir = create_run_folder(self.workspace, project_id, experiment_id, config,
                                     monitor_of(config, self.experiments.task_of(project_id)))
         self.queue.wake()
@@ -159,6 +160,7 @@ class RunService:
         """
         run_dir = self.run_dir(project_id, run_id)
         self._check_resumable(run_id, read_run(run_dir))
+        self.queue.check_hardware_executor(frozen_config(RunRef(project_id, "", run_id, run_dir)).hardware.executor)
         try:
             checkpoint = usable_checkpoint(run_dir / CHECKPOINTS)
         except CheckpointError as exc:

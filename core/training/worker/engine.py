@@ -77,8 +77,14 @@ def is_rank_zero() -> bool:
 
 
 def global_rank() -> int:
-    """This process's DDP rank as Lightning's launcher sets it (one machine: the local rank; 0 in the first process)."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
+    """This process's DDP rank as Lightning's launcher sets it (one machine: the local rank; 0 in the first process).
+
+    A Ray Train worker has its rank across every node from Ray Train (``ray_train.world_rank``).
+    """
+    from .ray_train import world_rank
+
+    ray_rank = world_rank()
+    return ray_rank if ray_rank is not None else int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def ddp_child_run_dir() -> Path | None:
@@ -112,6 +118,8 @@ class HardwarePlan:
     precision: str
     device_ids: tuple[str, ...]
     precision_reason: str = ""
+    #: DDP across Ray Train workers (``hardware.executor: ray``): Lightning gets Ray's strategy and environment
+    on_ray: bool = False
 
 
 #: The compute capability from which a GPU has bf16 in hardware (Ampere); older ones only emulate it.
@@ -151,8 +159,14 @@ def resolve_precision(requested: str, accelerator: str, device_indices: Sequence
 
 def hardware_plan(config: ExperimentConfig) -> HardwarePlan:
     hardware = config.hardware
-    ids = tuple(hardware.devices)
     requested = config.training.precision
+    if hardware.executor == "ray":  # one device per Ray Train worker, the worker's own (Ray sets what it sees)
+        accelerator = "gpu" if hardware.gpus_per_worker else "cpu"
+        precision, reason = choose_precision(requested, accelerator, [0] if hardware.gpus_per_worker else [])
+        workers = hardware.num_workers
+        return HardwarePlan(accelerator, "auto", workers, True, precision,  # type: ignore[arg-type]
+                            tuple(f"ray-worker:{rank}" for rank in range(workers)), reason, on_ray=True)
+    ids = tuple(hardware.devices)
     if ids == ("cpu",):
         world = hardware.num_processes
         precision, reason = choose_precision(requested, "cpu")
@@ -164,6 +178,10 @@ def hardware_plan(config: ExperimentConfig) -> HardwarePlan:
 
 
 def _strategy(plan: HardwarePlan) -> Any:
+    if plan.on_ray:
+        from .ray_train import lightning_strategy
+
+        return lightning_strategy(plan.accelerator)
     if not plan.ddp:
         return "auto"
     from lightning.pytorch.strategies import DDPStrategy
@@ -472,7 +490,7 @@ def _fit(
                 accumulate_grad_batches=config.training.batch_multiplier,
                 callbacks=[RngStateCallback(), callback, checkpoint, *_lightning_callbacks(config, task),
                            *chosen.callbacks],
-                plugins=[AtomicCheckpointIO()],
+                plugins=[AtomicCheckpointIO(), *_cluster_plugins(plan)],
                 logger=False,
                 enable_checkpointing=True,
                 enable_progress_bar=progress_bar,
@@ -483,6 +501,10 @@ def _fit(
                 benchmark=plan.accelerator == "gpu",
                 default_root_dir=run_dir,
             )
+            if plan.on_ray:
+                from .ray_train import prepare_lightning
+
+                prepare_lightning(trainer)
             if plan.accelerator == "gpu":
                 torch.set_float32_matmul_precision("high")
             # Deterministic mode also fills every new tensor's memory with NaN (a debugging aid for reads of
@@ -517,6 +539,15 @@ def _fit(
         return "stopped"
     state["stopped_early"] = _early_stop_of(trainer, config)
     return "completed"
+
+
+def _cluster_plugins(plan: HardwarePlan) -> list[Any]:
+    """Lightning's cluster environment: Ray Train's on Ray workers (ranks and world size from Ray), else Lightning's own."""
+    if not plan.on_ray:
+        return []
+    from .ray_train import lightning_environment
+
+    return [lightning_environment()]
 
 
 def _training_context(workspace: Workspace, run_dir: Path, record: Run, task: str, config: ExperimentConfig,
