@@ -102,9 +102,11 @@ def _cluster_pids(cluster: LocalRayCluster, also: tuple[str, ...] = ()) -> list[
             continue
         pid = int(entry.name)
         try:
+            if (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+                continue  # already dead, waiting to be reaped
             cmdline = (entry / "cmdline").read_bytes()
             in_group = os.getpgid(pid) == cluster.process.pid
-        except (OSError, ProcessLookupError):
+        except (OSError, ProcessLookupError, IndexError):
             continue
         if in_group or any(marker in cmdline for marker in markers):
             found.append(pid)
