@@ -420,19 +420,25 @@ class JobQueue:
             planned.append((item, "; ".join(reasons) or None))
         return planned
 
-    def waiting(self, folder: Path) -> Waiting | None:
-        """Where the pending job in ``folder`` stands (``None`` when it is not pending)."""
+    def waiting_places(self) -> dict[Path, Waiting]:
+        """Where every pending job stands, from one plan of the queue (a list reads them all at once)."""
         with self._tick_lock:
             planned = self.plan(self.scan())
-        for position, (item, reason) in enumerate(planned, start=1):
-            if item.folder == folder:
-                return Waiting(position, reason or ("starting" if self.running else
-                                                    "no server is running to start it (start `modelyard serve`)"))
-        return None
+        idle = "starting" if self.running else "no server is running to start it (start `modelyard serve`)"
+        return {item.folder: Waiting(position, reason or idle) for position, (item, reason) in enumerate(planned, start=1)}
 
-    def with_place(self, folder: Path, record: R) -> R:
-        """``record`` with ``queue_position`` and ``waiting_reason`` (both ``None`` unless it is pending)."""
-        waiting = self.waiting(folder) if record.status == "pending" else None
+    def waiting(self, folder: Path) -> Waiting | None:
+        """Where the pending job in ``folder`` stands (``None`` when it is not pending)."""
+        return self.waiting_places().get(folder)
+
+    def with_place(self, folder: Path, record: R, places: dict[Path, Waiting] | None = None) -> R:
+        """``record`` with ``queue_position`` and ``waiting_reason`` (both ``None`` unless it is pending).
+
+        ``places`` (from ``waiting_places``) saves planning the queue again for each record of a list.
+        """
+        waiting = None
+        if record.status == "pending":
+            waiting = places.get(folder) if places is not None else self.waiting(folder)
         return msgspec.structs.replace(record, queue_position=waiting.position if waiting else None,
                                        waiting_reason=waiting.reason if waiting else None)
 

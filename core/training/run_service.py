@@ -47,7 +47,7 @@ from .run_folder import (
     trained_split_index,
 )
 from ..jobs.kinds import TRAIN
-from ..jobs.queue import JobQueue, end_by_server
+from ..jobs.queue import JobQueue, Waiting, end_by_server
 from ..timeutil import parse_iso
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,13 @@ class RunService:
         """Runs of one experiment, newest first."""
         self.workspace.existing_project_dir(project_id)
         folder = runs_dir(self.workspace, project_id, experiment_id)
-        records = []
+        read: list[tuple[Path, Run]] = []
         for run_json in folder.glob("run-*/" + RUN_JSON):
             with contextlib.suppress(FileNotFoundError, ModelyardError):
-                records.append(self._with_derived(run_json.parent, read_run(run_json.parent), queue=False))
+                read.append((run_json.parent, read_run(run_json.parent)))
+        # the queue is planned once for the whole list, and only when one of its runs waits in it
+        places = self.queue.waiting_places() if any(run.status == "pending" for _, run in read) else {}
+        records = [self._with_derived(run_dir, run, places=places) for run_dir, run in read]
         return sorted(records, key=lambda r: (r.created_at, r.id), reverse=True)
 
     def get_metrics(self, project_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -278,13 +281,13 @@ class RunService:
         self.queue.wake()
 
     # -- derived fields ----------------------------------------------------------
-    def _with_derived(self, run_dir: Path, record: Run, queue: bool = True) -> Run:
+    def _with_derived(self, run_dir: Path, record: Run, places: dict[Path, Waiting] | None = None) -> Run:
         status = record.status
         started = parse_iso(record.started_at)
         finished = parse_iso(record.finished_at)
         end = finished if status in TERMINAL_STATUSES and finished is not None else time.time()
         age = heartbeat_age_s(run_dir) if status == "running" else None
-        placed = self.queue.with_place(run_dir, record) if queue else record
+        placed = self.queue.with_place(run_dir, record, places)
         return msgspec.structs.replace(
             placed,
             elapsed_s=round(max(0.0, end - started), 3) if started is not None else None,

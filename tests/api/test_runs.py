@@ -116,6 +116,26 @@ def test_get_run_shows_a_queued_run_with_its_place_in_the_queue(client, services
         worker.wait()
 
 
+def test_the_runs_list_shows_each_queued_run_with_its_place_in_the_queue(client, services, project_id) -> None:
+    busy = make_run_folder(services.workspace, project_id, status="running")
+    worker = stand_in_worker(busy)
+    try:
+        mark_running(services.workspace, busy, worker)
+        experiment = busy.parent.parent.name
+        first = make_run_folder(services.workspace, project_id, status="pending", experiment_id=experiment)
+        second = make_run_folder(services.workspace, project_id, status="pending", experiment_id=experiment)
+        listed = client.get(f"{TRAINING}/{project_id}/experiments/{experiment}/runs").json()["data"]
+        places = {run["id"]: run["queue_position"] for run in listed}
+        assert places == {busy.name: None, first.name: 1, second.name: 2}
+        # the same places as each run's own record
+        for run_dir in (first, second):
+            single = client.get(_run_url(project_id, run_dir.name)).json()["data"]
+            assert single["queue_position"] == places[run_dir.name] and single["waiting_reason"]
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 def test_deleting_a_running_run_is_a_conflict(client, services, project_id) -> None:
     run_dir = make_run_folder(services.workspace, project_id, status="running")
     worker = stand_in_worker(run_dir)
