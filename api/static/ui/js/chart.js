@@ -3,6 +3,7 @@
 
 import uPlot from "../vendor/uplot-1.6.32/uPlot.esm.js";
 
+const INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
 
 function axisColor() {
@@ -13,7 +14,8 @@ function axisColor() {
  * lineChart(container, {title, xLabel, series: [{label}], x: [], ys: [[]]}) -> {update(x, ys), destroy()}.
  * Missing values are null (gaps). The chart resizes with its container.
  */
-export function lineChart(container, { title, xLabel = "epoch", series, x = [], ys = [], yRange = null, height = 260 }) {
+export function lineChart(container, { title, xLabel = "epoch", series, x = [], ys = [], yRange = null, height = 260,
+  integerX = xLabel === "epoch" }) {
   const stroke = axisColor();
   const axis = { stroke, grid: { stroke: "rgba(128,128,128,0.2)" }, ticks: { stroke: "rgba(128,128,128,0.3)" } };
   const options = {
@@ -21,7 +23,8 @@ export function lineChart(container, { title, xLabel = "epoch", series, x = [], 
     width: Math.max(240, container.clientWidth || 600),
     height,
     scales: { x: { time: false }, y: yRange ? { range: yRange } : {} },
-    axes: [{ ...axis, label: xLabel }, { ...axis }],
+    // epochs are whole numbers: tick steps of 1, 2, 5, 10, ... (never 1.2, 1.4 on a short run)
+    axes: [{ ...axis, label: xLabel, ...(integerX ? { incrs: INTEGER_STEPS } : {}) }, { ...axis }],
     series: [{ label: xLabel }, ...series.map((s, i) => ({
       label: s.label, stroke: s.color || PALETTE[i % PALETTE.length], width: 2, spanGaps: true,
       points: { show: s.points ?? false },
