@@ -111,8 +111,16 @@ async function render() {
     try {
       const page = await import(module);
       if (thisRender !== renderCount) return;
-      view.replaceChildren();
-      cleanup = await page.render(view, { params, query, navigate });
+      // each render gets its own container: a page still finishing requests after the user moved on writes
+      // into a detached element, never over the next page
+      const container = h("div", { class: "page" });
+      view.replaceChildren(container);
+      const result = await page.render(container, { params, query, navigate });
+      if (thisRender !== renderCount) {
+        if (typeof result === "function") result(); // superseded while it rendered: stop what it started
+        return;
+      }
+      cleanup = result;
     } catch (error) {
       if (thisRender !== renderCount) return;
       if (!(error instanceof ApiError)) console.error("modelyard UI: the page failed to render", error); // a bug: tests fail on it
