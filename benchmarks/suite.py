@@ -258,6 +258,14 @@ def _jobs(ctx: Context) -> list[Result]:
     ]
 
 
+def _cluster_overhead(ctx: Context) -> list[Result]:
+    from benchmarks.cluster_bench import bench_cluster_overhead, cluster_result
+
+    r = bench_cluster_overhead(ctx.scratch("cluster"), images=ctx.pick(60, 300), epochs=ctx.pick(2, 3),
+                               repeats=ctx.pick(1, 3))
+    return [cluster_result(r)]
+
+
 def _predict_http_vs_inprocess(ctx: Context) -> list[Result]:
     from benchmarks.predict_bench import bench_http_vs_inprocess, served
 
@@ -305,6 +313,7 @@ MEASUREMENTS: list[Measurement] = [
     Measurement(("predict_http_vs_inprocess_b1",), _predict_http_vs_inprocess),
     Measurement(("predict_batching_throughput",), _predict_batching),
     Measurement(("job_start_latency", "eval_500_wall", "export_resnet18_32_wall"), _jobs),
+    Measurement(("cluster_run_overhead",), _cluster_overhead),
     Measurement(("train_gpu_resnet18_224_optimised",), _gpu_optimised, requires_cuda=True),
     Measurement(("train_gpu_engine_vs_plain_optimised",), _gpu_engine, requires_cuda=True),
 ]
