@@ -12,8 +12,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -27,11 +28,25 @@ STALE_TEMP_AGE_S = 60.0
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically; on any failure the old file stays and no temp is left."""
+    with atomic_writer(path) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle whose content replaces ``path`` atomically when the ``with`` block ends without error.
+
+    For writers that stream (``dataset.json`` rewritten batch by batch): the
+    temp file is in the same folder, fsynced, renamed over ``path``, and the
+    folder fsynced; an exception in the block (or here) removes the temp and
+    leaves ``path`` as it was. A process killed mid-way leaves only a temp
+    named ``TEMP_PREFIX...``, which no reader opens and ``remove_stale_temp_files`` removes.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -51,7 +66,12 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     100k-image ``dataset.json`` takes 0.1 s instead of 1 s. NaN and infinity
     are written as ``null``, as the API serves them.
     """
-    atomic_write_bytes(path, msgspec.json.format(_ENCODER.encode(obj), indent=2) + b"\n")
+    atomic_write_bytes(path, encode_pretty(obj) + b"\n")
+
+
+def encode_pretty(obj: Any) -> bytes:
+    """``obj`` as ``atomic_write_json`` lays it out (indent 2), without the final newline."""
+    return msgspec.json.format(_ENCODER.encode(obj), indent=2)
 
 
 def plain_value(obj: Any) -> Any:

@@ -113,13 +113,15 @@ class DatasetIndex:
     @classmethod
     def from_columns(cls, raw: RawColumns) -> DatasetIndex:
         """The index of freshly read columns: unservable images dropped, derived columns and orders computed."""
+        file_images = len(raw.arrays["name_off"]) - 1
         arrays, tables = _servable_only(raw.arrays), raw.tables
         header = raw.header
         count = len(arrays["name_off"]) - 1
         stored = header.image_stats
         stats = stored if stored.get("num_images") == count else _stats_of(arrays, tables["format"])
         meta = {"task": header.task, "source": header.source, "classes": list(header.classes),
-                "split_names": list(header.split_names), "image_stats": stats, "tables": tables}
+                "split_names": list(header.split_names), "image_stats": stats, "tables": tables,
+                "file_images": file_images}
         arrays.update(_class_columns(arrays, tables, meta["classes"]))
         arrays["split_codes"] = _split_codes(arrays, tables["split"], len(meta["split_names"]))
         arrays.update(_orders(arrays))
@@ -174,6 +176,38 @@ class DatasetIndex:
                 bbox=tuple(a["ann_bbox"][k].tolist()) if a["ann_hasbox"][k] else None,  # type: ignore[arg-type]
             ))
         return tuple(found)
+
+    # -- the file it describes (streamed rewrites) ----------------------------------------
+    def whole_file(self) -> bool:
+        """Whether every image of ``dataset.json`` is indexed, position = place in the file (none was unservable)."""
+        return self.meta.get("file_images") == self._count
+
+    def file_stats(self) -> dict[str, Any]:
+        """``image_stats`` of the images as the writer computes it (of every image: meaningful when ``whole_file``)."""
+        return _stats_of(self.arrays, self._tables["format"])
+
+    def split_lists(self) -> tuple[np.ndarray, list[str]]:
+        """Every image's ``split`` list as stored: codes into the returned table (``-1`` past its end)."""
+        return self.arrays["split_mat"], list(self._tables["split"])
+
+    def with_split_lists(self, matrix: np.ndarray, table: list[str], split_names: list[str]) -> DatasetIndex:
+        """This index with other split lists and names (after a streamed rewrite of only those)."""
+        arrays = dict(self.arrays)
+        arrays["split_mat"] = np.ascontiguousarray(matrix, dtype=np.int16)
+        arrays["split_len"] = (matrix >= 0).sum(axis=1, dtype=np.int32)
+        arrays["split_codes"] = _split_codes(arrays, table, len(split_names))
+        meta = {**self.meta, "split_names": list(split_names), "tables": {**self._tables, "split": list(table)},
+                "image_stats": self.file_stats()}
+        return DatasetIndex(arrays, meta)
+
+    def names_are_classes(self) -> bool:
+        """Whether every named label or box names a class of ``classes`` (``class_sets`` then equals the document's)."""
+        types, tables = self._tables["ann_type"], self._tables
+        kinds = [types.index(kind) for kind in ("label", "bbox") if kind in types]
+        named = np.isin(self.arrays["ann_type"], kinds) & (self.arrays["ann_cname"] >= 0)
+        known = set(self.classes)
+        in_classes = np.array([name in known for name in tables["ann_name"]] + [False], dtype=bool)
+        return bool(in_classes[self.arrays["ann_cname"][named]].all())
 
     # -- whole-dataset facts ------------------------------------------------------------
     def split_codes(self, split_index: int) -> np.ndarray:

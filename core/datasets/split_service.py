@@ -7,19 +7,26 @@ assignment, so a preview is exactly what create would store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ConflictError, SplitNotFoundError
+import numpy as np
+
+from ..errors import ConflictError, CorruptDataError, SplitNotFoundError
 from ..projects import ensure_no_active_run, validate_name
 from ..registry import TaskRegistry
 from ..workspace import Workspace
 from .document import SPLIT_VALUES, class_name, image_classes
 from .index import DatasetIndex
+from .index_build import strings
 from .kinds import annotates_boxes
+from .rewrite import NotStreamable, appended, list_texts, removed, rewrite_split_lists
 from .split_vector import assign_codes, summary
 from .splits import Assignment, Ratios, assign, assign_multilabel
 from .store import DatasetStore
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAME_MAX = 100
 
@@ -78,6 +85,9 @@ class SplitService:
         """Append a split to the dataset; returns its index, name, stats, per-class distribution and warnings."""
         name = validate_name(name, field="name", max_len=SPLIT_NAME_MAX)
         with self.workspace.project_lock(project_id):
+            streamed = self._create_streamed(project_id, name, ratios, seed, stratified)
+            if streamed is not None:
+                return streamed
             doc = self.store.load(project_id)
             if name in doc["split_names"]:
                 raise ConflictError(f"A split named '{name}' already exists", {"name": name})
@@ -105,6 +115,9 @@ class SplitService:
     def delete(self, project_id: str, split_index: int) -> dict[str, Any]:
         """Remove split ``split_index``; later splits move down by one (refused while a run is training)."""
         with self.workspace.project_lock(project_id):
+            streamed = self._delete_streamed(project_id, split_index)
+            if streamed is not None:
+                return streamed
             doc = self.store.load(project_id)
             _check_index(doc["split_names"], split_index)
             ensure_no_active_run(self.workspace, project_id, "delete a split")
@@ -116,6 +129,82 @@ class SplitService:
             if self.on_split_removed is not None:
                 self.on_split_removed(project_id, split_index)
         return {"split_index": split_index, "name": name, "deleted": True, "split_names": doc["split_names"]}
+
+    # -- streamed: the index's columns and a rewrite of the split lists only (``rewrite.py``) ----------
+    def _whole_index(self, project_id: str) -> DatasetIndex | None:
+        """The index of ``dataset.json`` when it describes every image of the file in file order; else ``None``."""
+        if not self.workspace.dataset_json(project_id).is_file():
+            return None
+        try:
+            index = self.store.index(project_id)
+        except CorruptDataError:
+            return None  # the whole-document path says what is wrong, as it always did
+        return index if index.whole_file() and len(index) else None
+
+    def _create_streamed(self, project_id: str, name: str, ratios: Ratios, seed: int,
+                         stratified: bool) -> dict[str, Any] | None:
+        """``create`` through the index and a streamed rewrite; ``None`` when it cannot (the caller reads the document)."""
+        index = self._whole_index(project_id)
+        if index is None:
+            return None
+        if name in index.split_names:
+            raise ConflictError(f"A split named '{name}' already exists", {"name": name})
+        if annotates_boxes(self.tasks, index.task):
+            if not index.names_are_classes():
+                return None
+            sets = index.class_sets()
+            names = strings(index.arrays["name_blob"], index.arrays["name_off"])
+            result = assign_multilabel(list(zip(names, sets, strict=True)), ratios, seed, stratified)
+            del names
+            codes = np.array([SPLIT_VALUES.index(subset) for subset in result.subsets], dtype=np.int8)
+            answer = _summary(result, sets)
+        elif index.labels_are_classes():
+            codes, warnings = assign_codes(index.class_codes, index.filename_rank(), index.classes, ratios, seed, stratified)
+            answer = summary(codes, index.class_codes, index.classes, warnings)
+        else:
+            return None
+        matrix, table = index.split_lists()
+        table += [value for value in SPLIT_VALUES if value not in table]
+        value_codes = np.array([table.index(value) for value in SPLIT_VALUES], dtype=np.int16)
+        splits = len(index.split_names)
+        grown = appended(matrix, index.arrays["split_len"], splits, value_codes[codes], table.index("none"))
+        split_names = [*index.split_names, name]
+        if not self._rewrite(project_id, index, matrix, grown, table, split_names):
+            return None
+        return {"split_index": splits, "name": name, **answer}
+
+    def _delete_streamed(self, project_id: str, split_index: int) -> dict[str, Any] | None:
+        """``delete`` through the index and a streamed rewrite; ``None`` when it cannot."""
+        index = self._whole_index(project_id)
+        if index is None:
+            return None
+        _check_index(index.split_names, split_index)
+        ensure_no_active_run(self.workspace, project_id, "delete a split")
+        matrix, table = index.split_lists()
+        split_names = list(index.split_names)
+        name = split_names.pop(split_index)
+        if not self._rewrite(project_id, index, matrix, removed(matrix, split_index), table, split_names):
+            return None
+        if self.on_split_removed is not None:
+            self.on_split_removed(project_id, split_index)
+        return {"split_index": split_index, "name": name, "deleted": True, "split_names": split_names}
+
+    def _rewrite(self, project_id: str, index: DatasetIndex, old: np.ndarray, new: np.ndarray, table: list[str],
+                 split_names: list[str]) -> bool:
+        """Rewrite ``dataset.json`` with the ``new`` split lists and names, and adopt the updated index; ``False``: not streamable."""
+        stats = index.file_stats()
+
+        def update(header: dict[str, Any]) -> None:
+            header["split_names"] = split_names
+            header["image_stats"] = stats
+
+        try:
+            rewrite_split_lists(self.workspace.dataset_json(project_id), update, list_texts(old, table), list_texts(new, table))
+        except NotStreamable as exc:
+            log.info("dataset.json of %s rewritten whole: %s", project_id, exc)
+            return False
+        self.store.adopt_index(project_id, index.with_split_lists(new, table, split_names))
+        return True
 
     @staticmethod
     def _describe(index: DatasetIndex, split_index: int, per_class: bool) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Where a project's dataset lives: ``dataset.json`` read and written whole, and its cached index.
+"""Where a project's dataset lives: ``dataset.json`` read and written whole (or streamed, ``rewrite.py``), and its cached index.
 
 Writers hold ``workspace.project_lock`` and go through ``load``/``save``;
 readers use ``index`` (no lock: the file is replaced atomically, and the index
@@ -53,6 +53,10 @@ class DatasetStore:
     def loaded_index(self, project_id: str) -> DatasetIndex | None:
         """The index of the current ``dataset.json`` if one is already in memory (a writer's shortcut; never builds)."""
         return self._indexes.current(self.workspace.dataset_json(project_id))
+
+    def adopt_index(self, project_id: str, index: DatasetIndex) -> None:
+        """Take ``index`` as that of the ``dataset.json`` just rewritten (by a streamed writer, under the project lock)."""
+        self._indexes.put(self.workspace.dataset_json(project_id), index)
 
     def index(self, project_id: str) -> DatasetIndex:
         """The index of the project's current dataset (an empty one before the first import)."""

@@ -1,0 +1,206 @@
+"""``dataset.json`` rewritten by streaming: a split's create or delete without the document as Python objects.
+
+A file laid out as our writer lays it out (``atomic_write_json``: msgspec,
+indent 2, ``images`` the last key) is copied batch by batch into a temp file
+(``jsonio.atomic_writer``: fsync, rename, fsync of the folder), with two
+changes: the header (every key before ``images``) is re-encoded from its
+parsed, updated value, and each image's ``split`` list is replaced by its new
+text. Everything else of an image is its bytes as they were, so for a file our
+writer wrote the result is
+byte for byte what ``atomic_write_json`` writes for the same document.
+
+Each image's list is found by its key: ``\\n      "split": `` at the images'
+key depth (indent 6; a newline never occurs inside a JSON string, so that
+text is structure). The old text of every list is known from the index
+(``split_mat``: the file's lists in file order), the text after each key must
+start with it, and there must be one key per indexed image, or the rewrite is
+abandoned (``NotStreamable``: the temp is removed, the file untouched) and the
+caller takes the whole-document path. So does any other layout. Segments are
+written with gathered writes (``os.writev``), never joined into one copy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from operator import getitem, itemgetter
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+import numpy as np
+
+from ..jsonio import atomic_writer, encode_pretty
+
+_IMAGES_KEY = b'\n  "images": ['
+_BOUNDARY = b"\n    },\n    {"
+_ARRAY_END = b"\n  ]\n}"
+_CHUNK = 16 * 1024 * 1024
+_SPLIT_KEY = b'\n      "split": '
+_IOV_MAX = 1024
+#: header keys the whole-document path adds when missing (``store.load``'s defaults, ``image_stats``): then it must run
+HEADER_KEYS = ("split_names", "classes", "image_stats")
+
+
+class NotStreamable(Exception):
+    """The file is not as the streamed rewrite expects; nothing was changed (use the whole-document path)."""
+
+
+def split_list_text(values: list[str]) -> bytes:
+    """The bytes of an image's ``split`` key and list as ``atomic_write_json`` writes them (after the image's previous key)."""
+    return _SPLIT_KEY + encode_pretty(values).replace(b"\n", b"\n      ")
+
+
+def list_texts(matrix: np.ndarray, table: list[str]) -> tuple[np.ndarray, list[bytes]]:
+    """Each row's key into the distinct texts, and those texts: rows of ``matrix`` are codes into ``table``, ``-1`` past the end."""
+    rows, width = matrix.shape
+    if width == 0:
+        return np.zeros(rows, dtype=np.int64), [split_list_text([])]
+    # a row's key built column by column: (key so far, code) packed into one int64 and renumbered densely
+    if rows == 0:
+        return np.zeros(0, dtype=np.int64), []
+    keys = np.zeros(rows, dtype=np.int64)
+    for column in range(width):
+        keys = _dense(keys * (len(table) + 1) + matrix[:, column].astype(np.int64) + 1)
+    first = np.zeros(int(keys.max()) + 1, dtype=np.int64)
+    first[keys[::-1]] = np.arange(rows - 1, -1, -1)  # the first row of each key (later writes win: reversed)
+    distinct = matrix[first].tolist()
+    texts = [split_list_text([table[code] for code in row if code >= 0]) for row in distinct]
+    return keys, texts
+
+
+def _dense(values: np.ndarray) -> np.ndarray:
+    """``values`` renumbered 0, 1, ... in increasing order (a lookup table when they are small, else a sort)."""
+    top = int(values.max())
+    if top < 16 * len(values) + 1024:
+        present = np.zeros(top + 1, dtype=bool)
+        present[values] = True
+        return (np.cumsum(present) - 1)[values]
+    return np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def appended(matrix: np.ndarray, lengths: np.ndarray, splits: int, values: np.ndarray, none_code: int) -> np.ndarray:
+    """The split lists after a split is added: each list padded with none to ``splits`` (a short list repaired), then ``values``."""
+    rows, width = matrix.shape
+    grown = np.full((rows, max(width, splits) + 1), -1, dtype=np.int16)
+    grown[:, :width] = matrix
+    columns = np.arange(grown.shape[1])
+    grown[(columns >= lengths[:, None]) & (columns < splits)] = none_code
+    grown[np.arange(rows), np.maximum(lengths, splits)] = values
+    return grown
+
+
+def removed(matrix: np.ndarray, split_index: int) -> np.ndarray:
+    """The split lists after split ``split_index`` is deleted (a list too short to have it is unchanged)."""
+    if split_index >= matrix.shape[1]:
+        return matrix
+    return np.delete(matrix, split_index, axis=1)
+
+
+def rewrite_split_lists(path: Path, update_header: Callable[[dict[str, Any]], None],
+                        old: tuple[np.ndarray, list[bytes]], new: tuple[np.ndarray, list[bytes]]) -> None:
+    """Replace ``path`` by itself with the header updated in place and every image's split list replaced.
+
+    ``old``/``new``: per image (file order) a key into texts (``list_texts``);
+    the file's lists must be the old texts, or ``NotStreamable`` is raised and ``path`` is left as it was.
+    """
+    old_keys, old_texts = old
+    new_keys, new_texts = new
+    old_lists = [text[len(_SPLIT_KEY):] for text in old_texts]
+    cut_after = [slice(len(text), None) for text in old_lists]
+    with open(path, "rb") as source, atomic_writer(path) as out:
+        header, rest = _header(source)
+        update_header(header)
+        head = encode_pretty(header)
+        if rest is None:  # no images
+            if len(old_keys):
+                raise NotStreamable("the file has no images, the index has some")
+            out.write(head[:-2] + b',\n  "images": []\n}\n')
+            return
+        out.write(head[:-2] + b",\n  \"images\": [")
+        out.flush()
+        done = 0
+        for segment in _segments(rest, source):
+            # the text after each image's split key starts with its list (a newline is never inside a string)
+            pieces = segment.split(_SPLIT_KEY)
+            found = len(pieces) - 1
+            if done + found > len(old_keys):
+                raise NotStreamable("more split lists than images")
+            keys = old_keys[done : done + found].tolist()
+            after = pieces[1:]
+            if not all(map(bytes.startswith, after, _pick(old_lists, keys))):
+                raise NotStreamable("a split list differs from the index's")
+            parts: list[bytes] = [b""] * (2 * found + 1)
+            parts[0] = pieces[0]
+            parts[1::2] = _pick(new_texts, new_keys[done : done + found].tolist())
+            parts[2::2] = map(getitem, after, _pick(cut_after, keys))
+            _write_all(out.fileno(), parts)
+            done += found
+        if done != len(old_keys):
+            raise NotStreamable(f"the file has {done} split lists, the index {len(old_keys)} images")
+        out.write(_ARRAY_END + b"\n")
+
+
+def _pick(values: list[Any], keys: list[int]) -> list[Any]:
+    if len(keys) == 1:
+        return [values[keys[0]]]
+    return list(itemgetter(*keys)(values)) if keys else []
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Write ``parts`` in order with gathered writes (no joined copy of a segment)."""
+    for start in range(0, len(parts), _IOV_MAX):
+        batch = parts[start : start + _IOV_MAX]
+        written = os.writev(fd, batch)
+        expected = sum(map(len, batch))
+        if written != expected:  # short write (a signal, a full disk): the rest, plainly
+            rest = b"".join(batch)[written:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
+
+
+def _header(source: IO[bytes]) -> tuple[dict[str, Any], bytes | None]:
+    """The parsed keys before ``images`` (they must include ``HEADER_KEYS``), and what follows ``"images": [`` read so far."""
+    data = source.read(_CHUNK)
+    start = data.find(_IMAGES_KEY)
+    if start < 0:
+        raise NotStreamable("images is not laid out as our writer lays it out")
+    head = data[:start].rstrip()
+    try:
+        header = msgspec.json.decode((head[:-1] if head.endswith(b",") else head) + b"\n}")
+    except msgspec.DecodeError as exc:
+        raise NotStreamable(f"the header does not parse alone ({exc})") from exc
+    if not isinstance(header, dict) or "images" in header or any(key not in header for key in HEADER_KEYS):
+        raise NotStreamable("the header lacks a key the writer would add")
+    rest = data[start + len(_IMAGES_KEY):]
+    if rest.lstrip().startswith(b"]"):
+        rest += source.read()
+        if rest.strip() != b"]\n}":
+            raise NotStreamable("something follows the empty images array")
+        return header, None
+    return header, rest
+
+
+def _segments(rest: bytes, source: IO[bytes]) -> Any:
+    """The images array's text in pieces of whole images, end to end.
+
+    A piece ends at an image's closing ``}`` (the next starts with the ``,``
+    after it); the last piece ends before the array's closing ``\\n  ]\\n}``.
+    """
+    carry = rest
+    while True:
+        more = source.read(_CHUNK)
+        if not more:
+            end = carry.rfind(_ARRAY_END)
+            if end < 0 or carry[end + len(_ARRAY_END):] not in (b"\n", b""):
+                raise NotStreamable("the file does not end with the images array")
+            yield carry[:end]
+            return
+        cut = more.rfind(_BOUNDARY)
+        if cut < 0:  # no image ends in this chunk (or the boundary straddles it): keep reading
+            carry += more
+            continue
+        close = cut + len(b"\n    }")
+        with memoryview(more) as view:
+            yield b"".join((carry, view[:close]))
+        carry = more[close:]
