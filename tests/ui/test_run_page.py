@@ -27,9 +27,9 @@ def points(page: Any) -> int:
 
 
 def wait_status(page: Any, *statuses: str) -> str:
-    page.wait_for_function("(wanted) => wanted.includes(document.getElementById('view').dataset.status)",
+    page.wait_for_function("(wanted) => wanted.includes(document.querySelector('#view > .page')?.dataset.status)",
                            arg=list(statuses), timeout=TRAINING_TIMEOUT_MS)
-    return str(page.evaluate("() => document.getElementById('view').dataset.status"))
+    return str(page.evaluate("() => document.querySelector('#view > .page')?.dataset.status"))
 
 
 def fill_tiny_experiment(form: Any, name: str, max_epochs: int) -> None:
@@ -53,7 +53,7 @@ def test_a_run_started_from_the_form_trains_live_stops_resumes_extended_and_comp
     form.get_by_role("button", name="Create and train").click()
 
     # "Create and train" lands on the new run's page
-    page.wait_for_function("() => location.hash.includes('/runs/run-') && document.getElementById('view').dataset.status")
+    page.wait_for_function("() => location.hash.includes('/runs/run-') && document.querySelector('#view > .page')?.dataset.status")
     run_id = page.evaluate("() => location.hash.split('/runs/')[1]")
     assert page.locator("main h1").first.inner_text() == f"Run {run_id}"
 
@@ -165,7 +165,7 @@ def test_a_completed_run_in_dark_and_on_a_phone(trained_run, new_page) -> None:
         page = new_page(viewport=viewport, color_scheme=scheme).page
         open_view(page, f"/p/{trained_run.project_id}/runs/{trained_run.run_id}")
         page.wait_for_function("() => document.querySelector('.connection').dataset.state === 'ended'")
-        assert page.evaluate("() => document.getElementById('view').dataset.status") == "completed"
+        assert page.evaluate("() => document.querySelector('#view > .page')?.dataset.status") == "completed"
         assert points(page) == 2 and page.locator(".chart-card canvas").count() == 2
         assert "val/loss" in page.locator(".best-table").inner_text()
         assert page.get_by_role("button", name="Stop").is_disabled()
