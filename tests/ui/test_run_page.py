@@ -16,6 +16,7 @@ import httpx
 
 from tests.helpers.browser import ARTIFACTS, DESKTOP, PHONE, REPO, open_view, screenshot
 from tests.helpers.datasets import create_project_with_dataset
+from tests.helpers.ui_forms import fill_tiny_experiment
 
 #: a run needs a worker process (torch, Lightning) to start on a loaded 2-core machine, then trains
 TRAINING_TIMEOUT_MS = 120_000
@@ -30,18 +31,6 @@ def wait_status(page: Any, *statuses: str) -> str:
     page.wait_for_function("(wanted) => wanted.includes(document.querySelector('#view > .page')?.dataset.status)",
                            arg=list(statuses), timeout=TRAINING_TIMEOUT_MS)
     return str(page.evaluate("() => document.querySelector('#view > .page')?.dataset.status"))
-
-
-def fill_tiny_experiment(form: Any, name: str, max_epochs: int) -> None:
-    form.get_by_label("Experiment name").fill(name)
-    form.locator("select[name='model.architecture']").select_option("simple_cnn")
-    form.locator("input[name='data.image_size']").fill("16")
-    form.locator("input[name='data.image_size[1]']").fill("16")
-    form.locator("input[name='data.batch_size']").fill("8")
-    form.locator("input[name='training.max_epochs']").fill(str(max_epochs))
-    form.locator("select[name='training.scheduler.name']").select_option("none")
-    form.locator("details.advanced summary").click()
-    form.locator("input[name='data.num_workers']").fill("0")
 
 
 def test_a_run_started_from_the_form_trains_live_stops_resumes_extended_and_completes(services, new_page) -> None:

@@ -8,6 +8,7 @@ import httpx
 
 from tests.helpers.browser import PHONE, open_view, screenshot
 from tests.helpers.datasets import create_project_with_dataset
+from tests.helpers.ui_forms import press
 
 
 def api_get(ui_url: str, path: str, **params: Any) -> Any:
@@ -35,13 +36,6 @@ def wait_preview_after(page: Any, version: str | None) -> str:
     page.wait_for_function("(v) => { const p = document.querySelector('.preview');"
                            " return p.dataset.version && p.dataset.version !== v && !p.hasAttribute('aria-busy'); }", arg=version)
     return page.locator(".preview").get_attribute("data-version")
-
-
-def press(page: Any, label: str, key: str, times: int = 1) -> None:
-    slider = page.get_by_label(label)
-    slider.focus()
-    for _ in range(times):
-        page.keyboard.press(key)
 
 
 def test_moving_a_slider_updates_the_preview_bars_and_keeps_the_shares_consistent(page, services, ui_url: str) -> None:
