@@ -20,6 +20,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -463,11 +464,23 @@ def _orders(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     by_name = arrays["order_filename"]
     rank = np.empty(len(by_name), dtype=np.int64)
     rank[by_name] = np.arange(len(by_name))
-    return {
-        "order_class": np.lexsort((rank, arrays["sort_class"])),
-        "order_size": np.lexsort((rank, arrays["size"])),
-        "order_boxes": np.lexsort((rank, arrays["box_counts"])),
-    }
+    return {"order_class": _by_then_name(arrays["sort_class"], rank), "order_size": _by_then_name(arrays["size"], rank),
+            "order_boxes": _by_then_name(arrays["box_counts"], rank)}
+
+
+def _by_then_name(key: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Positions ordered by ``key``, then by name (``rank``): ``lexsort``'s order, by one int64 sort when it fits."""
+    count = len(rank)
+    if not count:
+        return np.zeros(0, dtype=np.int64)
+    low, high = int(key.min()), int(key.max())
+    if low >= 0 and high < (2**62) // count:
+        return np.argsort(key.astype(np.int64) * count + rank)
+    return np.lexsort((rank, key))
+
+
+#: writes the on-disk caches of adopted indexes, one at a time, in the order they were adopted
+_SAVER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-cache")
 
 
 class IndexCache:
@@ -520,11 +533,21 @@ class IndexCache:
             return None
 
     def put(self, path: Path, index: DatasetIndex) -> None:
-        """Adopt ``index`` as that of ``path`` just written (by its writer, under the project lock), on disk too."""
+        """Adopt ``index`` as that of ``path`` just written (by its writer, under the project lock), on disk too.
+
+        The on-disk cache is written by one background thread, in order, off
+        the writer's request: it is keyed by the file as it is now, so should
+        the file change before it lands it is merely stale (and rebuilt).
+        """
         with self._lock(path), open(path, "rb") as handle:
             info = os.fstat(handle.fileno())
-            index_cache.save(index_cache.cache_path(path), index_cache.file_key(handle, info), index.arrays, index.meta)
+            key = index_cache.file_key(handle, info)
             self._entries[path] = ((info.st_ino, info.st_mtime_ns, info.st_size), index)
+        _SAVER.submit(index_cache.save, index_cache.cache_path(path), key, index.arrays, index.meta)
+
+    def flush(self) -> None:
+        """Wait until every cache write submitted so far has landed."""
+        _SAVER.submit(lambda: None).result()
 
     def forget(self, path: Path) -> None:
         self._entries.pop(path, None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -117,24 +118,23 @@ class _Builder:
         self.ann_codes: list[np.ndarray] = []
 
     def add(self, rows: list[_Row]) -> None:
+        """The columns of one batch; every per-row step is a C-level ``map`` (no Python code runs per image)."""
         count = len(rows)
-        for strings, lengths, values in ((self.names, self.name_lengths, [r.filename for r in rows]),
-                                         (self.paths, self.path_lengths, [r.source_path for r in rows])):
+        for strings, lengths, getter in ((self.names, self.name_lengths, _FILENAME), (self.paths, self.path_lengths, _PATH)):
+            values = list(map(getter, rows))
             blob = "".join(values).encode("utf-8", "surrogatepass")
             lengths.append(np.fromiter(map(len, values), dtype=np.int64, count=count) if len(blob) == sum(map(len, values))
                            else np.array([len(v.encode("utf-8", "surrogatepass")) for v in values], dtype=np.int64))
             strings.append(blob)
-        sha, sha_ok = _hashes([r.sha256 for r in rows])
+        sha, sha_ok = _hashes(list(map(_SHA256_FIELD, rows)))
         self.sha.append(sha)
         self.sha_ok.append(sha_ok)
-        self.numbers.append(np.array([(r.width, r.height, r.size) for r in rows], dtype=np.int64).reshape(count, 3))
-        self.format_codes.append(np.array([self.formats.code(r.format) for r in rows], dtype=np.int32))
-        self.subset_codes.append(np.array([-1 if r.source_subset is None else self.subsets.code(r.source_subset)
-                                           for r in rows], dtype=np.int32))
-        splits, annotations = self.split_keys, self.ann_keys
-        self.split_codes.append(np.array([splits.setdefault(bytes(r.split), len(splits)) for r in rows], dtype=np.int64))
-        self.ann_codes.append(np.array([annotations.setdefault(bytes(r.annotations), len(annotations)) for r in rows],
-                                       dtype=np.int64))
+        self.numbers.append(np.stack([np.fromiter(map(getter, rows), dtype=np.int64, count=count)
+                                      for getter in (_WIDTH, _HEIGHT, _SIZE)], axis=1))
+        self.format_codes.append(_coded(self.formats._codes, list(map(_FORMAT, rows)), np.int32, self.formats))
+        self.subset_codes.append(_coded({None: -1, **self.subsets._codes}, list(map(_SUBSET, rows)), np.int32, self.subsets))
+        self.split_codes.append(_coded(self.split_keys, list(map(bytes, map(_SPLIT_FIELD, rows))), np.int64))
+        self.ann_codes.append(_coded(self.ann_keys, list(map(bytes, map(_ANNOTATIONS_FIELD, rows))), np.int64))
 
     def finish(self, header: _Header, name: str) -> RawColumns:
         try:
@@ -158,6 +158,19 @@ class _Builder:
         tables = {"format": self.formats.values, "subset": self.subsets.values, "split": split_table.values,
                   "ann_type": ann_table.values, "ann_name": names_table.values}
         return RawColumns(header, arrays, tables)
+
+
+_FILENAME, _PATH, _SHA256_FIELD, _FORMAT, _SUBSET, _SPLIT_FIELD, _ANNOTATIONS_FIELD = map(
+    attrgetter, ("filename", "source_path", "sha256", "format", "source_subset", "split", "annotations"))
+_WIDTH, _HEIGHT, _SIZE = map(attrgetter, ("width", "height", "size"))
+
+
+def _coded(codes: dict[Any, int], column: list[Any], dtype: Any, table: Table | None = None) -> np.ndarray:
+    """``column`` as codes; ``codes`` (through ``table`` when given) gains its new values, in first-seen order."""
+    for value in dict.fromkeys(column):
+        if value not in codes:
+            codes[value] = table.code(value) if table is not None else len(codes)
+    return np.fromiter(map(codes.__getitem__, column), dtype=dtype, count=len(column))
 
 
 def read_columns(handle: IO[bytes], name: str = "dataset.json") -> RawColumns:
@@ -196,43 +209,42 @@ def _batched(handle: IO[bytes], name: str) -> RawColumns | None:
     if rest.lstrip().startswith(b"]"):
         rest += handle.read()
         return builder.finish(header, name) if rest.strip() == b"]\n}" else None
-    for rows in _batches(bytearray(rest), handle):
+    for rows in _batches(rest, handle):
         if rows is None:
             return None
         builder.add(rows)
     return builder.finish(header, name)
 
 
-def _batches(buffer: bytearray, handle: IO[bytes]) -> Iterator[list[_Row] | None]:
+def _batches(carry: bytes, handle: IO[bytes]) -> Iterator[list[_Row] | None]:
     """The decoded images, a batch of whole ones at a time; ``None`` when the end of the file is not ours.
 
-    ``buffer`` starts at an image's opening ``{``'s newline; the separator
-    comma before the cut is overwritten with ``]`` (and the byte before the
-    next batch with ``[``), so a batch is one slice of the buffer.
+    ``carry`` starts at an image's opening ``{``'s newline. Each batch is
+    decoded from one joined copy: ``[``, the images read so far up to the last
+    boundary's ``}``, ``]``; what follows the boundary's comma is carried over.
     """
-    buffer[0:0] = b"["
     while True:
         more = handle.read(_CHUNK)
         if not more:
-            end = buffer.rfind(_ARRAY_END)
-            if end < 0 or bytes(buffer[end + len(_ARRAY_END):]) not in (b"\n", b""):
+            end = carry.rfind(_ARRAY_END)
+            if end < 0 or carry[end + len(_ARRAY_END):] not in (b"\n", b""):
                 yield None
                 return
-            buffer[end:] = b"]"
-            yield _ROWS.decode(bytes(buffer))
+            with memoryview(carry) as view:
+                yield _ROWS.decode(b"".join((b"[", view[:end], b"]")))
             return
-        buffer += more
-        cut = buffer.rfind(_BOUNDARY)
-        if cut < 0:
+        cut = more.rfind(_BOUNDARY)
+        if cut < 0:  # no image ends in this chunk (or the boundary straddles it): keep reading
+            carry += more
             continue
         close = cut + len(b"\n    }")
-        buffer[close] = ord("]")
-        with memoryview(buffer) as view, view[: close + 1] as batch:
-            rows = _ROWS.decode(bytes(batch))  # a copy: the rows' raw fields point into what they were decoded from
+        with memoryview(more) as view:
+            batch = b"".join((b"[", carry, view[:close], b"]"))
+        rows = _ROWS.decode(batch)
+        del batch
         yield rows
         del rows
-        del buffer[:close]
-        buffer[0] = ord("[")
+        carry = more[close + 1 :]  # after the comma: the next image's newline
 
 
 def _hashes(hashes: list[str]) -> tuple[np.ndarray, np.ndarray]:
