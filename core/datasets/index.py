@@ -165,6 +165,58 @@ class DatasetIndex:
             annotations=self._annotations(position), source_subset=None if subset < 0 else tables["subset"][subset],
         )
 
+    def list_items(self, positions: np.ndarray, boxes: bool = False) -> list[dict[str, Any]]:
+        """The listed form of the images at ``positions`` (a page), gathered from the columns for the page at once.
+
+        The same dicts as ``image(p)`` made into a list item (``service._list_item``),
+        without building each image's annotations: only each one's first label's name is looked up.
+        """
+        a, tables = self.arrays, self._tables
+        pos = np.asarray(positions, dtype=np.int64)
+        texts = []
+        for text in ("name", "path"):
+            offsets, blob = a[f"{text}_off"], a[f"{text}_blob"]
+            raw = blob.tobytes() if len(blob) < 4096 else None
+            starts, ends = offsets[pos].tolist(), offsets[pos + 1].tolist()
+            texts.append([(raw[s:e] if raw is not None else blob[s:e].tobytes()).decode("utf-8", "surrogatepass")
+                          for s, e in zip(starts, ends, strict=True)])
+        split_values = tables["split"]
+        splits = [[split_values[code] for code in row[:length]]
+                  for row, length in zip(a["split_mat"][pos].tolist(), a["split_len"][pos].tolist(), strict=True)]
+        formats = [tables["format"][code] for code in a["format"][pos].tolist()]
+        labels = self._first_label_names(pos)
+        items = [
+            {"filename": name, "class_name": label, "width": width, "height": height, "size": size, "format": fmt,
+             "source_path": path, "split": split}
+            for name, label, width, height, size, fmt, path, split in zip(
+                texts[0], labels, a["width"][pos].tolist(), a["height"][pos].tolist(), a["size"][pos].tolist(), formats,
+                texts[1], splits, strict=True)
+        ]
+        if boxes:
+            for item, count in zip(items, a["box_counts"][pos].tolist(), strict=True):
+                item["num_boxes"] = count
+        return items
+
+    def _first_label_names(self, pos: np.ndarray) -> list[str | None]:
+        """The ``class_name`` of each image's first label annotation (``None``: no label, or a label without one)."""
+        a, tables = self.arrays, self._tables
+        found: list[str | None] = [None] * len(pos)
+        if "label" not in tables["ann_type"] or not len(pos):
+            return found
+        starts = a["ann_off"][pos]
+        counts = a["ann_off"][pos + 1] - starts
+        total = int(counts.sum())
+        if not total:
+            return found
+        owner = np.repeat(np.arange(len(pos)), counts)
+        flat = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
+        labelled = a["ann_type"][flat] == tables["ann_type"].index("label")
+        owners, first = np.unique(owner[labelled], return_index=True)
+        names = tables["ann_name"]
+        for row, code in zip(owners.tolist(), a["ann_cname"][flat[labelled][first]].tolist(), strict=True):
+            found[row] = None if code < 0 else names[code]
+        return found
+
     def _annotations(self, position: int) -> tuple[IndexedAnnotation, ...]:
         a, tables = self.arrays, self._tables
         start, end = a["ann_off"][position : position + 2].tolist()

@@ -173,7 +173,7 @@ class DatasetService:
         selected = index.select(sort_by, sort_order == "desc", filter_class, _parse_split_filter(filter_split, index), search)
         start = (page - 1) * page_size
         boxes = annotates_boxes(self.tasks, index.task)
-        items = [_list_item(index.images[int(i)], boxes) for i in selected[start : start + page_size]]
+        items = index.list_items(selected[start : start + page_size], boxes)
         total = len(selected)
         return {"items": items, "page": page, "page_size": page_size, "total": total, "pages": math.ceil(total / page_size)}
 
