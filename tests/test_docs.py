@@ -175,3 +175,11 @@ def test_the_readme_keeps_the_two_setup_commands_at_the_top_and_links_the_refere
     assert "make serve" in top and "make test" in top
     for link in ("docs/api.md", "docs/configuration.md", "docs/plugins.md", "configs/demo.yaml", "make demo"):
         assert link in text, link
+
+
+def test_every_image_the_readme_shows_is_in_the_repository() -> None:
+    text = README.read_text(encoding="utf-8")
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert "docs/images/ui-run.png" in images and "docs/images/ui-evaluation.png" in images
+    for image in images:
+        assert (README.parent / image).is_file(), image

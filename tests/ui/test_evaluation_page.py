@@ -4,11 +4,10 @@ results draw boxes."""
 
 from __future__ import annotations
 
-import os
 
 import httpx
 
-from tests.helpers.browser import PHONE, REPO, open_view, screenshot
+from tests.helpers.browser import PHONE, open_view, screenshot
 
 TIMEOUT_MS = 90_000
 
@@ -82,9 +81,6 @@ def test_an_evaluation_from_the_form_completes_and_its_detail_matches_the_api(ne
 
     page.locator("main h1").scroll_into_view_if_needed()
     screenshot(page, "evaluation-detail-light")
-    if os.environ.get("MODELYARD_UI_DOC_SCREENSHOTS") == "1":
-        page.evaluate("() => window.scrollTo(0, 0)")
-        page.screenshot(path=str(REPO / "docs" / "images" / "ui-evaluation.png"), full_page=False)
 
     # the list shows it with its headline metric; a reload of a filtered deep link keeps the filters
     open_view(page, f"/p/{project}/evaluation")

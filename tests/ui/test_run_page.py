@@ -7,14 +7,12 @@ them (and stopping), never by sleeping.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from typing import Any
 
 import httpx
 
-from tests.helpers.browser import ARTIFACTS, DESKTOP, PHONE, REPO, open_view, screenshot
+from tests.helpers.browser import ARTIFACTS, DESKTOP, PHONE, open_view, screenshot
 from tests.helpers.datasets import create_project_with_dataset
 from tests.helpers.ui_forms import fill_tiny_experiment
 
@@ -105,11 +103,6 @@ def test_a_run_started_from_the_form_trains_live_stops_resumes_extended_and_comp
     assert page.get_by_role("link", name="Evaluate this run").get_attribute("href") == f"#/p/{project}/evaluation?run={run_id}"
     assert page.get_by_role("link", name="Export this run").get_attribute("href") == f"#/p/{project}/export?run={run_id}"
     screenshot(page, "run-completed")
-    page.evaluate("() => window.scrollTo(0, 0)")
-    shot = screenshot(page, "run-completed-viewport", full_page=False)
-    if os.environ.get("MODELYARD_UI_DOC_SCREENSHOTS") == "1":
-        assert page.viewport_size == DESKTOP
-        shutil.copyfile(shot, REPO / "docs" / "images" / "ui-run.png")
 
     # delete, confirmed: back to the training page without it
     page.get_by_role("button", name="Delete run").click()

@@ -5,7 +5,9 @@ against the API); every page is screenshotted (``.artifacts/ui/flow-*.png``)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,11 @@ from typing import Any
 import httpx
 
 from modelyard.core.sample_data import generate_shapes
-from tests.helpers.browser import open_view, screenshot
+from tests.helpers.browser import DESKTOP, REPO, open_view, screenshot
 from tests.helpers.ui_forms import fill_tiny_experiment, press
 
 CLASSES = ("circle", "square", "triangle")
-PER_CLASS = 14
+PER_CLASS = 20
 #: a worker process (torch, Lightning) has to start on a loaded 2-core machine before anything trains
 JOB_TIMEOUT_MS = 150_000
 POINTS = "() => Number(document.querySelector('.chart-card .chart')?.dataset.points || 0)"
@@ -33,6 +35,15 @@ def shapes_zip(tmp_path: Path) -> Path:
         for image in sorted(folder.rglob("*.png")):
             zipped.write(image, image.relative_to(folder).as_posix())
     return archive
+
+
+def doc_screenshot(page: Any, name: str) -> None:
+    """The README's images (``docs/images/ui-<name>.png``, 1280x800), rewritten with MODELYARD_UI_DOC_SCREENSHOTS=1."""
+    page.evaluate("() => window.scrollTo(0, 0)")
+    shot = screenshot(page, f"flow-doc-{name}", full_page=False)
+    if os.environ.get("MODELYARD_UI_DOC_SCREENSHOTS") == "1":
+        assert page.viewport_size == DESKTOP
+        shutil.copyfile(shot, REPO / "docs" / "images" / f"ui-{name}.png")
 
 
 def api(ui_url: str, path: str, **params: Any) -> Any:
@@ -84,13 +95,14 @@ def test_a_new_user_goes_from_a_zip_to_a_downloaded_model_in_the_browser(page, u
     # 4. a split, with the preview following the sliders
     page.locator("#project-nav").get_by_role("link", name="Splits").click()
     page.locator(".preview[data-version]").wait_for()
-    page.get_by_label("Name").fill("70-15-15")
-    press(page, "Training share", "ArrowLeft", 10)
-    press(page, "Validation share", "ArrowRight", 5)
+    page.get_by_label("Name").fill("60-20-20")
+    press(page, "Training share", "ArrowLeft", 20)
+    press(page, "Validation share", "ArrowRight", 10)
+    press(page, "Test share", "ArrowRight", 10)
     page.get_by_role("button", name="Create split").click()
-    row = page.locator('tr.split-row[data-name="70-15-15"]')
+    row = page.locator('tr.split-row[data-name="60-20-20"]')
     row.wait_for()
-    split = next(s for s in api(ui_url, f"/api/splits/{project}") if s["name"] == "70-15-15")
+    split = next(s for s in api(ui_url, f"/api/splits/{project}") if s["name"] == "60-20-20")
     assert row.locator('td[data-subset="train"]').inner_text() == str(split["stats"]["train"])
     for subset in ("train", "val", "test"):
         assert row.locator(f'td[data-subset="{subset}"]').inner_text() == str(split["stats"][subset])
@@ -112,23 +124,24 @@ def test_a_new_user_goes_from_a_zip_to_a_downloaded_model_in_the_browser(page, u
     assert re.search(r"Epoch \d+ / 200", page.locator(".progress-text").inner_text())
     screenshot(page, "flow-5-training")
 
-    # 6. stop it, then resume it for two more epochs, to the end
+    # 6. stop it, then resume it for a few more epochs (enough for a model worth a screenshot), to the end
     page.get_by_role("button", name="Stop").click()
     assert wait_status(page, "stopped") == "stopped"
     stopped_at = int(page.evaluate(POINTS))
     assert api(ui_url, f"/api/training/{project}/runs/{run_id}")["status"] == "stopped"
-    page.get_by_label("Max epochs").fill(str(stopped_at + 2))
+    page.get_by_label("Max epochs").fill(str(stopped_at + 6))
     page.get_by_role("button", name="Resume with these epochs").click()
     wait_status(page, "pending", "running", "completed")
     assert wait_status(page, "completed") == "completed"
-    page.wait_for_function(f"(n) => ({POINTS})() === n", arg=stopped_at + 2, timeout=JOB_TIMEOUT_MS)
+    page.wait_for_function(f"(n) => ({POINTS})() === n", arg=stopped_at + 6, timeout=JOB_TIMEOUT_MS)
     run = api(ui_url, f"/api/training/{project}/runs/{run_id}")
     assert run["status"] == "completed" and len(run["resumes"]) == 1
     screenshot(page, "flow-6-completed")
+    doc_screenshot(page, "run")
 
     # 7. evaluate it (the run page links there) and open a confusion-matrix cell
     page.get_by_role("link", name="Evaluate this run").click()
-    assert "own split" in page.get_by_label("Split").locator("option:checked").inner_text()  # the run's 70-15-15
+    assert "own split" in page.get_by_label("Split").locator("option:checked").inner_text()  # the run's 60-20-20
     page.get_by_label("Subset").select_option("test")
     page.get_by_role("button", name="Evaluate").click()
     page.wait_for_url("**/evaluation/eval-*", timeout=JOB_TIMEOUT_MS)
@@ -136,6 +149,8 @@ def test_a_new_user_goes_from_a_zip_to_a_downloaded_model_in_the_browser(page, u
     eval_id = page.url.split("/evaluation/")[1].split("?")[0]
     record = api(ui_url, f"/api/evaluation/{project}/{eval_id}")
     assert page.locator('[data-metric="accuracy"] .value').inner_text() == f"{record['metrics']['accuracy'] * 100:.1f} %"
+    page.wait_for_function("() => [...document.querySelectorAll('ul.mistakes img')].every(i => i.complete && i.naturalWidth > 0)")
+    doc_screenshot(page, "evaluation")
     labels = record["metrics"]["confusion_matrix"]["labels"]
     matrix = record["metrics"]["confusion_matrix"]["matrix"]
     i, j = max(((a, b) for a in range(len(labels)) for b in range(len(labels))), key=lambda ab: matrix[ab[0]][ab[1]])
