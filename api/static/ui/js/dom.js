@@ -5,6 +5,8 @@
  * `h("button", {class: "primary", onclick: fn}, "Save")`: an element with attributes and children.
  * Attributes starting with "on" become listeners; `null`/`false` attributes and children are skipped.
  */
+const SVG_NS = "http://www.w3.org/2000/svg";
+
 export function h(tag, attrs = {}, ...children) {
   const element = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
@@ -28,6 +30,19 @@ function append(element, children) {
     if (child === null || child === undefined || child === false) continue;
     element.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
+}
+
+/** `svg("rect", {x: 1, ...}, ...children)`: an SVG element (charts, box overlays); attributes always as strings. */
+export function svg(tag, attrs = {}, ...children) {
+  const element = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined && value !== false) element.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
 }
 
 /** Replace an element's children. */

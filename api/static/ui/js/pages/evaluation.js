@@ -1,127 +1,19 @@
 // Evaluation: the list of a project's evaluations, the create form (experiment -> run -> checkpoint, split and
 // subset) with progress, and one evaluation's detail: aggregate metrics, per-class table, confusion matrix heat map
 // (each cell opens its images), PR curves, the worst mistakes and the per-image results with filters and paging.
-// The run picker and the box overlay are exported for the Export and Predict pages.
 
 import { api, imageUrl, query, seg } from "../api.js";
 import { link, setQuery } from "../app.js";
 import {
   confirmAction, errorBox, errorText, field, formatDate, formatNumber, formatPercent, h, pageHeader, poll,
-  progressBar, replace, showFieldErrors, statusBadge, table, toast, useStylesheet,
+  progressBar, replace, showFieldErrors, statusBadge, svg, table, toast, useStylesheet,
 } from "../dom.js";
+import { boxedImage, boxLegend } from "../boxes.js";
+import { runPicker } from "../run_picker.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const FINISHED = new Set(["completed", "failed", "stopped", "interrupted", "cancelled"]);
 const SUBSETS = ["test", "val", "train"];
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
-
-export function svg(tag, attrs = {}, ...children) {
-  const element = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value !== null && value !== undefined && value !== false) element.setAttribute(key, String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return element;
-}
-
-/** A run's label for pickers and tables. */
-function runLabel(run) {
-  const best = run.best_metrics || {};
-  const metric = run.monitor && best[run.monitor] !== undefined ? ` · ${run.monitor} ${formatNumber(best[run.monitor])}` : "";
-  return `${run.id} · ${run.status}${metric}`;
-}
-
-/**
- * Experiment -> run -> checkpoint selects (names experiment_id, run_id, checkpoint, as the API's bodies).
- * Only runs with a checkpoint are offered. `runId` preselects a run (its experiment is looked up).
- * Resolves to {element, value(), onChange(fn)}.
- */
-export async function runPicker(projectId, { runId = "", checkpointLabel = "Checkpoint" } = {}) {
-  const base = seg(projectId);
-  const experiments = await api(`/api/training/${base}/experiments`);
-  let wantedExperiment = "";
-  if (runId) {
-    try { wantedExperiment = (await api(`/api/training/${base}/runs/${seg(runId)}`)).experiment_id; } catch { runId = ""; }
-  }
-  const experimentSelect = h("select", { name: "experiment_id", required: true },
-    experiments.map((e) => h("option", { value: e.id }, `${e.name} (${e.id})`)));
-  const runSelect = h("select", { name: "run_id", required: true });
-  const checkpointSelect = h("select", { name: "checkpoint" });
-  const listeners = [];
-  let runs = [];
-  const changed = () => listeners.forEach((fn) => fn());
-
-  const fillCheckpoints = () => {
-    const run = runs.find((r) => r.id === runSelect.value);
-    const available = run ? ["best", "last"].filter((name) => run.checkpoints && run.checkpoints[name]) : [];
-    const previous = checkpointSelect.value;
-    replace(checkpointSelect, available.map((name) => h("option", { value: name }, name)));
-    if (available.includes(previous)) checkpointSelect.value = previous;
-  };
-  const fillRuns = async (wanted) => {
-    replace(runSelect, h("option", { value: "" }, "Loading…"));
-    runs = [];
-    if (experimentSelect.value) {
-      const all = await api(`/api/training/${base}/experiments/${seg(experimentSelect.value)}/runs`);
-      runs = all.filter((r) => r.checkpoints && (r.checkpoints.best || r.checkpoints.last));
-    }
-    replace(runSelect, runs.length ? runs.map((r) => h("option", { value: r.id }, runLabel(r)))
-      : h("option", { value: "" }, "No run with a checkpoint"));
-    if (wanted && runs.some((r) => r.id === wanted)) runSelect.value = wanted;
-    fillCheckpoints();
-  };
-  experimentSelect.addEventListener("change", async () => { await fillRuns(); changed(); });
-  runSelect.addEventListener("change", () => { fillCheckpoints(); changed(); });
-  checkpointSelect.addEventListener("change", changed);
-  if (wantedExperiment) experimentSelect.value = wantedExperiment;
-  if (experiments.length) await fillRuns(runId);
-  else replace(runSelect, h("option", { value: "" }, "No experiment yet"));
-
-  const element = h("div", { class: "form-grid" },
-    field("Experiment", experimentSelect), field("Run", runSelect), field(checkpointLabel, checkpointSelect));
-  return {
-    element,
-    hasRuns: () => runs.length > 0,
-    value: () => ({ experiment_id: experimentSelect.value, run_id: runSelect.value, checkpoint: checkpointSelect.value || "best" }),
-    onChange: (fn) => listeners.push(fn),
-  };
-}
-
-/**
- * An image with boxes drawn over it (SVG in the image's pixel space): `groups` = [{boxes: [{bbox:[x,y,w,h], label}],
- * kind: "truth"|"predicted"}]. Resolves when the image is loaded; returns the wrapper element at once.
- */
-export function boxedImage(src, groups, { alt = "", width = null, height = null } = {}) {
-  const img = h("img", { alt, src });
-  const overlay = svg("svg", { class: "box-overlay", "aria-hidden": "true", preserveAspectRatio: "none" });
-  const draw = (w, hgt) => {
-    overlay.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
-    const stroke = Math.max(1, Math.round(Math.max(w, hgt) / 160));
-    const font = Math.max(8, Math.round(Math.max(w, hgt) / 18));
-    overlay.replaceChildren();
-    for (const group of groups) {
-      for (const box of group.boxes) {
-        const [x, y, bw, bh] = box.bbox;
-        overlay.append(svg("g", { class: `box box-${group.kind}` },
-          svg("rect", { x, y, width: bw, height: bh, "stroke-width": stroke }),
-          box.label ? svg("text", { x: x + stroke, y: Math.max(font, y - stroke), "font-size": font }, box.label) : null));
-      }
-    }
-  };
-  if (width && height) draw(width, height);
-  img.addEventListener("load", () => draw(img.naturalWidth, img.naturalHeight), { once: true });
-  return h("div", { class: "boxed-image" }, img, overlay);
-}
-
-/** A legend for boxedImage's two kinds. */
-export function boxLegend(truthLabel = "true box", predictedLabel = "predicted box") {
-  return h("p", { class: "box-legend muted" },
-    truthLabel ? [h("span", { class: "swatch swatch-truth", "aria-hidden": "true" }), truthLabel, " "] : null,
-    h("span", { class: "swatch swatch-predicted", "aria-hidden": "true" }), predictedLabel);
-}
 
 function subsetText(subset) {
   return Array.isArray(subset) ? subset.join("+") : subset;

@@ -7,7 +7,7 @@ import {
   confirmAction, errorBox, errorText, field, formatBytes, formatDate, formatNumber, formatPercent, h, pageHeader, poll,
   progressBar, replace, showFieldErrors, statusBadge, table, toast, useStylesheet,
 } from "../dom.js";
-import { runPicker } from "./evaluation.js";
+import { runPicker } from "../run_picker.js";
 
 const FINISHED = new Set(["completed", "failed", "stopped", "interrupted", "cancelled"]);
 

@@ -7,7 +7,8 @@ import {
   errorBox, errorText, field, formatBytes, formatNumber, formatPercent, h, pageHeader, replace, showFieldErrors,
   table, toast, useStylesheet,
 } from "../dom.js";
-import { boxedImage, boxLegend, runPicker } from "./evaluation.js";
+import { boxedImage, boxLegend } from "../boxes.js";
+import { runPicker } from "../run_picker.js";
 
 function sourceText(model) {
   const s = model.source || {};
@@ -15,7 +16,6 @@ function sourceText(model) {
 }
 
 export async function render(view, { params }) {
-  useStylesheet("evaluation"); // box overlay
   useStylesheet("predict");
   const projectId = params.project;
   const base = seg(projectId);
