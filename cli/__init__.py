@@ -164,6 +164,9 @@ def serve(
         server_lock.release()
         raise click.ClickException(exc.message) from None
     click.echo(f"modelyard {modelyard.__version__}: workspace {settings.workspace}", err=True)
+    shown_host = f"[{host}]" if ":" in host else host
+    click.echo(f"web UI: http://{shown_host}:{port}/  API: http://{shown_host}:{port}/api  docs: http://{shown_host}:{port}/schema/swagger",
+               err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
     finally:

@@ -243,3 +243,12 @@ def test_bad_serve_flags_are_usage_errors(tmp_path: Path, captured_run: dict[str
     result = CliRunner().invoke(cli.main, ["serve", "--workspace", str(tmp_path / "ws"), *args])
     assert result.exit_code == 2, result.output
     assert "settings" not in captured_run
+
+
+def test_the_server_serves_the_web_ui_at_the_root_and_says_where(served: tuple[Server, Path]) -> None:
+    server, _ = served
+    assert f"web UI: {server.url}/" in server.output()
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/ui/js/app.js">' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
