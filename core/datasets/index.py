@@ -14,6 +14,7 @@ redo the filtering. ``images[i]`` materialises one image when a page needs it.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 import os
@@ -431,7 +432,7 @@ def _servable_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     A hand-edited ``dataset.json`` could name ``../../x``; such entries are never indexed, so never served.
     """
     names = fixed_width(arrays["name_blob"], arrays["name_off"])
-    order = np.argsort(names, kind="stable").astype(np.int64)
+    order = np.argsort(names, kind="stable").astype(np.int32)
     keep = servable(arrays, names, order)
     if keep.all():
         return {**arrays, "order_filename": order}
@@ -439,10 +440,10 @@ def _servable_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for text in ("name", "path"):
         kept[f"{text}_blob"], kept[f"{text}_off"] = _ragged_keep(arrays[f"{text}_blob"], arrays[f"{text}_off"], keep)
     annotation_keep = np.repeat(keep, np.diff(arrays["ann_off"]))
-    kept.update({name: arrays[name][annotation_keep] for name in _PER_ANNOTATION})
+    kept.update({name: arrays[name][annotation_keep] if len(arrays[name]) else arrays[name] for name in _PER_ANNOTATION})
     counts = np.diff(arrays["ann_off"])[keep]
     kept["ann_off"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    kept["order_filename"] = np.argsort(fixed_width(kept["name_blob"], kept["name_off"]), kind="stable").astype(np.int64)
+    kept["order_filename"] = np.argsort(fixed_width(kept["name_blob"], kept["name_off"]), kind="stable").astype(np.int32)
     return kept
 
 
@@ -517,7 +518,7 @@ def _orders(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     rank = np.empty(len(by_name), dtype=np.int64)
     rank[by_name] = np.arange(len(by_name))
     return {"order_class": _by_then_name(arrays["sort_class"], rank), "order_size": _by_then_name(arrays["size"], rank),
-            "order_boxes": _by_then_name(arrays["box_counts"], rank)}
+            "order_boxes": _by_then_name(arrays["box_counts"], rank)}  # int32 positions: half the memory of int64
 
 
 def _by_then_name(key: np.ndarray, rank: np.ndarray) -> np.ndarray:
@@ -527,9 +528,26 @@ def _by_then_name(key: np.ndarray, rank: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     low, high = int(key.min()), int(key.max())
     if low >= 0 and high < (2**62) // count:
-        return np.argsort(key.astype(np.int64) * count + rank)
-    return np.lexsort((rank, key))
+        return np.argsort(key.astype(np.int64) * count + rank).astype(np.int32)
+    return np.lexsort((rank, key)).astype(np.int32)
 
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Building an index frees hundreds of MB of short-lived objects in pieces the
+    allocator would otherwise keep for the process: its resident size stays
+    that of the index, not of the build.
+    """
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None)
+except OSError:  # pragma: no cover - a platform without a C library handle
+    _LIBC = None
 
 #: writes the on-disk caches of adopted indexes, one at a time, in the order they were adopted
 _SAVER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-cache")
@@ -568,6 +586,7 @@ class IndexCache:
                 else:
                     handle.seek(0)
                     index = DatasetIndex.from_columns(read_columns(handle, path.name))
+                    release_free_memory()  # the build's batches are gone: hand their pages back
                     index_cache.save(index_cache.cache_path(path), key, index.arrays, index.meta)
             self._entries[path] = (version, index)
             return index

@@ -32,7 +32,7 @@ NO_CLASS_ID = np.iinfo(np.int64).min
 _IMAGES_KEY = b'\n  "images": ['
 _BOUNDARY = b"\n    },\n    {"
 _ARRAY_END = b"\n  ]\n}"
-_CHUNK = 32 * 1024 * 1024
+_CHUNK = 8 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -108,7 +108,7 @@ class _Builder:
         self.path_lengths: list[np.ndarray] = []
         self.sha: list[np.ndarray] = []
         self.sha_ok: list[np.ndarray] = []
-        self.numbers: list[np.ndarray] = []
+        self.numbers: tuple[list[np.ndarray], ...] = ([], [], [])
         self.formats, self.subsets = Table(), Table()
         self.format_codes: list[np.ndarray] = []
         self.subset_codes: list[np.ndarray] = []
@@ -129,8 +129,8 @@ class _Builder:
         sha, sha_ok = _hashes(list(map(_SHA256_FIELD, rows)))
         self.sha.append(sha)
         self.sha_ok.append(sha_ok)
-        self.numbers.append(np.stack([np.fromiter(map(getter, rows), dtype=np.int64, count=count)
-                                      for getter in (_WIDTH, _HEIGHT, _SIZE)], axis=1))
+        for column, getter in zip(self.numbers, (_WIDTH, _HEIGHT, _SIZE), strict=True):
+            column.append(np.fromiter(map(getter, rows), dtype=np.int64, count=count))
         self.format_codes.append(_coded(self.formats._codes, list(map(_FORMAT, rows)), np.int32, self.formats))
         self.subset_codes.append(_coded({None: -1, **self.subsets._codes}, list(map(_SUBSET, rows)), np.int32, self.subsets))
         self.split_codes.append(_coded(self.split_keys, list(map(bytes, map(_SPLIT_FIELD, rows))), np.int64))
@@ -142,19 +142,21 @@ class _Builder:
             annotation_lists = _ANNOTATIONS.decode(b"[" + b",".join(self.ann_keys) + b"]")
         except msgspec.DecodeError as exc:
             raise CorruptDataError(f"{name} is corrupt and cannot be read ({exc})", {"file": name}) from exc
+        # each accumulated list is emptied once concatenated, so the build never holds a column twice over
         arrays: dict[str, np.ndarray] = {}
-        arrays["name_blob"], arrays["name_off"] = _blob(self.names, self.name_lengths)
-        arrays["path_blob"], arrays["path_off"] = _blob(self.paths, self.path_lengths)
-        numbers = _cat(self.numbers, np.int64, (0, 3))
-        arrays["width"], arrays["height"], arrays["size"] = (np.ascontiguousarray(numbers[:, k]) for k in range(3))
-        arrays["sha"] = _cat(self.sha, np.uint8, (0, 32))
-        arrays["sha_ok"] = _cat(self.sha_ok, np.bool_)
-        arrays["format"] = _cat(self.format_codes, np.int32)
-        arrays["subset"] = _cat(self.subset_codes, np.int32)
+        arrays["name_blob"], arrays["name_off"] = _blob(_drain(self.names), _drain(self.name_lengths))
+        arrays["path_blob"], arrays["path_off"] = _blob(_drain(self.paths), _drain(self.path_lengths))
+        for key, column in zip(("width", "height", "size"), self.numbers, strict=True):
+            arrays[key] = _cat(_drain(column), np.int64)
+        arrays["sha"] = _cat(_drain(self.sha), np.uint8, (0, 32))
+        arrays["sha_ok"] = _cat(_drain(self.sha_ok), np.bool_)
+        arrays["format"] = _cat(_drain(self.format_codes), np.int32)
+        arrays["subset"] = _cat(_drain(self.subset_codes), np.int32)
         split_table = Table()
-        arrays["split_len"], arrays["split_mat"] = _split_matrix(_cat(self.split_codes, np.int64), split_lists, split_table)
+        arrays["split_len"], arrays["split_mat"] = _split_matrix(_cat(_drain(self.split_codes), np.int64), split_lists,
+                                                                 split_table)
         ann_table, names_table = Table(), Table()
-        arrays.update(_annotation_columns(_cat(self.ann_codes, np.int64), annotation_lists, ann_table, names_table))
+        arrays.update(_annotation_columns(_cat(_drain(self.ann_codes), np.int64), annotation_lists, ann_table, names_table))
         tables = {"format": self.formats.values, "subset": self.subsets.values, "split": split_table.values,
                   "ann_type": ann_table.values, "ann_name": names_table.values}
         return RawColumns(header, arrays, tables)
@@ -267,6 +269,13 @@ def _blob(parts: list[bytes], lengths: list[np.ndarray]) -> tuple[np.ndarray, np
     return blob, offsets
 
 
+def _drain(parts: list[Any]) -> list[Any]:
+    """The items of ``parts``, which is left empty (its owner no longer holds them)."""
+    taken = parts[:]
+    parts.clear()
+    return taken
+
+
 def _cat(parts: list[np.ndarray], dtype: Any, empty_shape: tuple[int, ...] = (0,)) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(empty_shape, dtype=dtype)
 
@@ -296,8 +305,9 @@ def _annotation_columns(codes: np.ndarray, lists: list[tuple[_Annotation, ...]],
     class_name = np.array([-1 if a.class_name is None else names.code(a.class_name) for a in flat], dtype=np.int32)
     bbox = np.array([a.bbox if a.bbox is not None else (np.nan,) * 4 for a in flat], dtype=np.float64).reshape(len(flat), 4)
     has_box = np.array([a.bbox is not None for a in flat], dtype=bool)
+    boxes = bbox[take] if has_box.any() else np.zeros((0, 4), dtype=np.float64)  # none: no column of NaNs
     return {"ann_off": offsets, "ann_type": kind[take], "ann_cid": class_id[take], "ann_cname": class_name[take],
-            "ann_bbox": bbox[take], "ann_hasbox": has_box[take]}
+            "ann_bbox": boxes, "ann_hasbox": has_box[take]}
 
 
 def servable(arrays: dict[str, np.ndarray], sorted_names: np.ndarray, order: np.ndarray) -> np.ndarray:

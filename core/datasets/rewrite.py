@@ -35,7 +35,8 @@ from ..jsonio import atomic_writer, encode_pretty
 _IMAGES_KEY = b'\n  "images": ['
 _BOUNDARY = b"\n    },\n    {"
 _ARRAY_END = b"\n  ]\n}"
-_CHUNK = 16 * 1024 * 1024
+#: small enough that a segment's pieces (and their copies) stay a few tens of MB
+_CHUNK = 4 * 1024 * 1024
 _SPLIT_KEY = b'\n      "split": '
 _IOV_MAX = 1024
 #: header keys the whole-document path adds when missing (``store.load``'s defaults, ``image_stats``): then it must run

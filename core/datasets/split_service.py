@@ -18,7 +18,7 @@ from ..projects import ensure_no_active_run, validate_name
 from ..registry import TaskRegistry
 from ..workspace import Workspace
 from .document import SPLIT_VALUES, class_name, image_classes
-from .index import DatasetIndex
+from .index import DatasetIndex, release_free_memory
 from .index_build import strings
 from .kinds import annotates_boxes
 from .rewrite import NotStreamable, appended, list_texts, removed, rewrite_split_lists
@@ -204,6 +204,7 @@ class SplitService:
             log.info("dataset.json of %s rewritten whole: %s", project_id, exc)
             return False
         self.store.adopt_index(project_id, index.with_split_lists(new, table, split_names))
+        release_free_memory()
         return True
 
     @staticmethod
