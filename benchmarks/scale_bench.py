@@ -13,7 +13,7 @@ this process as dicts. Then, through the real services:
   index already loaded, including the rewrite of ``dataset.json``;
 * ``list_page``: one page of 50 through uvicorn + httpx (``http_bench``'s
   server), every sort/filter combination probed, the slowest repeated one timed;
-* ``rss``: peak resident memory (``ru_maxrss``) of a fresh server process
+* ``rss``: peak resident memory (``VmHWM``) of a fresh server process
   (its own interpreter, cold index, uvicorn in-process) after it listed a
   page, previewed a split and created one over HTTP.
 
@@ -195,15 +195,23 @@ def rss_probe_main(workspace: Path, project: str) -> dict[str, Any]:
             if response.status_code >= 400:
                 raise RuntimeError(f"{method} {url} answered {response.status_code}: {response.text[:300]}")
         current = _vm_rss()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forked parent, so a probe started by a
+        # benchmark process holding gigabytes would report the parent's size, not its own
+        peak = _status_bytes("VmHWM")
+        inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         created = response.json()["data"]["split_index"]
         client.delete(f"/api/splits/{project}/{created}")  # leave the file as it was for the timed rows
-    return {"rss_peak_bytes": peak, "rss_after_bytes": current, "rss_baseline_bytes": baseline}
+    return {"rss_peak_bytes": peak, "rss_after_bytes": current, "rss_baseline_bytes": baseline,
+            "rss_maxrss_with_parent_bytes": inherited}
 
 
 def _vm_rss() -> int:
+    return _status_bytes("VmRSS")
+
+
+def _status_bytes(field: str) -> int:
     with open("/proc/self/status", encoding="ascii") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(f"{field}:"))
 
 
 if __name__ == "__main__":
