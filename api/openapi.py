@@ -156,6 +156,10 @@ def _add_constraints(target: Schema, source: dict[str, Any]) -> None:
     for keyword, attribute in _CONSTRAINTS.items():
         if keyword in source and getattr(target, attribute) is None:
             setattr(target, attribute, source[keyword])
+    if "enum" in source and source.get("type") == "string" and target.enum is None:
+        # a plain ``str`` with an allow-list core declares in msgspec's schema (augmentation names); a Literal's
+        # enum (no ``type`` in msgspec's schema) is Litestar's, in the order the code lists it
+        target.enum = list(source["enum"])
     if isinstance(source.get("items"), dict) and isinstance(target.items, Schema):
         _add_constraints(target.items, source["items"])
 

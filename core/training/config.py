@@ -26,6 +26,7 @@ import yaml
 from ..errors import ValidationError
 from ..plugin_types import Task, tasks_of
 from ..registry import ArchitectureRegistry
+from .augmentations import ALLOWED as AUGMENTATIONS
 
 # -- the schema ----------------------------------------------------------------
 
@@ -41,10 +42,15 @@ _DEVICE_RE = re.compile(r"^(cpu|gpu:[0-9]{1,3})$")
 DEFAULT_CPU_THREADS = 1
 
 
+#: in the schema as an enum, so a client (the web UI's form) can offer the allow-list; ``augmentations.py`` checks it
+#: and names the allowed ones in its error
+AugmentationName = Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(AUGMENTATIONS)})]
+
+
 class Augmentation(msgspec.Struct, forbid_unknown_fields=True):
     """A ``torchvision.transforms.v2`` class from the allow-list and its keyword arguments."""
 
-    name: str
+    name: AugmentationName
     params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from modelyard.core import AUGMENTATIONS
+
 from tests.helpers.browser import PHONE, open_view, screenshot
 from tests.helpers.datasets import create_project_with_dataset
 
@@ -77,17 +79,19 @@ def test_the_form_lists_the_task_architectures_and_shows_api_errors_next_to_thei
     assert "> 0" in lr_error.inner_text()
     assert error.is_hidden()
 
-    # an augmentation the server does not know: its message names the allowed ones, next to the name
+    # augmentations: the schema's allow-list is offered as a select; bad parameters get the API's message there
     form.locator("input[name='training.optimizer.lr']").fill("0.01")
     form.get_by_role("button", name="Add a train augmentation").click()
-    form.locator("input[name='data.augmentations.train[0].name']").fill("RandomFlipp")
+    name = form.locator("select[name='data.augmentations.train[0].name']")
+    offered = name.locator("option").evaluate_all("(options) => options.map((o) => o.value).filter(Boolean)")
+    assert offered == list(AUGMENTATIONS)
+    name.select_option("RandomHorizontalFlip")
+    form.locator("input[name='data.augmentations.train[0].params']").fill('{"flip_chance": 0.5}')
     form.get_by_role("button", name="Create experiment").click()
-    augmentation_error = field_error(form, "data.augmentations.train[0].name")
+    augmentation_error = field_error(form, "data.augmentations.train[0].params")
     augmentation_error.wait_for()
-    assert "Unknown augmentation 'RandomFlipp'" in augmentation_error.inner_text()
-    assert "RandomHorizontalFlip" in augmentation_error.inner_text()
+    assert "invalid parameters for RandomHorizontalFlip" in augmentation_error.inner_text()
 
-    form.locator("input[name='data.augmentations.train[0].name']").fill("RandomHorizontalFlip")
     form.locator("input[name='data.augmentations.train[0].params']").fill('{"p": 0.5}')
     form.locator("details.advanced summary").click()
     form.locator("input[name='data.num_workers']").fill("0")

@@ -177,8 +177,13 @@ function augmentationEditor(subset, schema) {
     }
   });
   const add = (name = "", params = "") => {
-    const nameInput = h("input", { type: "text", autocomplete: "off", value: name, placeholder: "RandomHorizontalFlip",
-      required: (itemSchema.required || []).includes("name") });
+    // the schema's allow-list as a select; a free name where the schema has none (the server checks it either way)
+    const allowed = ((itemSchema.properties || {}).name || {}).enum;
+    const required = (itemSchema.required || []).includes("name");
+    const nameInput = allowed
+      ? h("select", { required }, h("option", { value: "" }, "Choose a transform"),
+        allowed.map((option) => h("option", { value: option, selected: option === name }, option)))
+      : h("input", { type: "text", autocomplete: "off", value: name, placeholder: "RandomHorizontalFlip", required });
     const paramsInput = h("input", { type: "text", autocomplete: "off", value: params, placeholder: '{"p": 0.5}' });
     const row = { name: nameInput, params: paramsInput };
     const remove = h("button", { type: "button", class: "link-button", "aria-label": `Remove this ${subset} augmentation` }, "Remove");
