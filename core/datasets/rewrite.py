@@ -6,8 +6,8 @@ indent 2, ``images`` the last key) is copied batch by batch into a temp file
 changes: the header (every key before ``images``) is re-encoded from its
 parsed, updated value, and each image's ``split`` list is replaced by its new
 text. Everything else of an image is its bytes as they were, so for a file our
-writer wrote the result is
-byte for byte what ``atomic_write_json`` writes for the same document.
+writer wrote the result is byte for byte what ``atomic_write_json`` writes for
+the same document.
 
 Each image's list is found by its key: ``\\n      "split": `` at the images'
 key depth (indent 6; a newline never occurs inside a JSON string, so that
@@ -22,6 +22,7 @@ written with gathered writes (``os.writev``), never joined into one copy.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from operator import getitem, itemgetter
 from pathlib import Path
@@ -109,7 +110,17 @@ def rewrite_split_lists(path: Path, update_header: Callable[[dict[str, Any]], No
     new_keys, new_texts = new
     old_lists = [text[len(_SPLIT_KEY):] for text in old_texts]
     cut_after = [slice(len(text), None) for text in old_lists]
-    with open(path, "rb") as source, atomic_writer(path) as out:
+    source = open(path, "rb")
+    try:
+        _rewrite(source, path, update_header, old_keys, old_lists, cut_after, new_keys, new_texts)
+    finally:
+        # the old file is unlinked by now: its last close frees its page cache (~0.3 s for 455 MB), off the request
+        threading.Thread(target=source.close, name="close-old-dataset-json", daemon=True).start()
+
+
+def _rewrite(source: IO[bytes], path: Path, update_header: Callable[[dict[str, Any]], None], old_keys: np.ndarray,
+             old_lists: list[bytes], cut_after: list[slice], new_keys: np.ndarray, new_texts: list[bytes]) -> None:
+    with atomic_writer(path) as out:
         header, rest = _header(source)
         update_header(header)
         head = encode_pretty(header)

@@ -159,7 +159,8 @@ class SplitService:
             codes = np.array([SPLIT_VALUES.index(subset) for subset in result.subsets], dtype=np.int8)
             answer = _summary(result, sets)
         elif index.labels_are_classes():
-            codes, warnings = assign_codes(index.class_codes, index.filename_rank(), index.classes, ratios, seed, stratified)
+            codes, warnings = assign_codes(index.class_codes, None, index.classes, ratios, seed, stratified,
+                                           order=index.arrays["order_filename"])
             answer = summary(codes, index.class_codes, index.classes, warnings)
         else:
             return None

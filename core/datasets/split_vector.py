@@ -22,17 +22,23 @@ from .splits import Ratios, largest_remainder
 NONE_CODE = SPLIT_VALUES.index("none")
 
 
-def assign_codes(label_codes: np.ndarray, rank: np.ndarray, classes: list[str], ratios: Ratios, seed: int,
-                 stratified: bool = True) -> tuple[np.ndarray, list[str]]:
+def assign_codes(label_codes: np.ndarray, rank: np.ndarray | None, classes: list[str], ratios: Ratios, seed: int,
+                 stratified: bool = True, order: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """``SPLIT_VALUES`` codes per image (``int8``) and the warnings ``splits.assign`` gives for these labels.
 
-    ``label_codes``: each image's class in ``classes`` (``-1``: unlabelled); ``rank``: its position in filename order.
+    ``label_codes``: each image's class in ``classes`` (``-1``: unlabelled); ``rank``: its position in filename
+    order, or instead ``order``: the positions in filename order (the index's ``order_filename``: nothing to sort).
     """
     codes = np.full(len(label_codes), NONE_CODE, dtype=np.int8)
-    labelled = np.flatnonzero(label_codes >= 0)
-    by_name = labelled[np.argsort(rank[labelled], kind="stable")]
+    if order is not None:
+        by_name = order[label_codes[order] >= 0].astype(np.int64)
+    else:
+        assert rank is not None
+        labelled = np.flatnonzero(label_codes >= 0)
+        by_name = labelled[np.argsort(rank[labelled], kind="stable")]
     if stratified:
-        members_of = {classes[code]: by_name[label_codes[by_name] == code] for code in np.unique(label_codes[by_name]).tolist()}
+        present = np.flatnonzero(np.bincount(label_codes[by_name], minlength=len(classes))).tolist()
+        members_of = {classes[code]: by_name[label_codes[by_name] == code] for code in present}
     else:
         members_of = {"": by_name} if len(by_name) else {}
     weights = ratios.weights()
@@ -48,7 +54,7 @@ def assign_codes(label_codes: np.ndarray, rank: np.ndarray, classes: list[str], 
             if empty:
                 warnings.append(f"Class '{group}' has only {len(shuffled)} image(s), too few to stratify: "
                                 f"no {'/'.join(empty)} image of this class")
-    unlabelled = len(label_codes) - len(labelled)
+    unlabelled = len(label_codes) - len(by_name)
     if unlabelled:
         warnings.append(f"{unlabelled} unlabelled image(s) get 'none'")
     return codes, warnings
