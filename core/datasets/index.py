@@ -21,7 +21,6 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -549,10 +548,6 @@ try:
 except OSError:  # pragma: no cover - a platform without a C library handle
     _LIBC = None
 
-#: writes the on-disk caches of adopted indexes, one at a time, in the order they were adopted
-_SAVER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-cache")
-
-
 class IndexCache:
     """One ``DatasetIndex`` per ``dataset.json`` path, rebuilt when the file changes, and kept on disk beside it."""
 
@@ -604,21 +599,11 @@ class IndexCache:
             return None
 
     def put(self, path: Path, index: DatasetIndex) -> None:
-        """Adopt ``index`` as that of ``path`` just written (by its writer, under the project lock), on disk too.
-
-        The on-disk cache is written by one background thread, in order, off
-        the writer's request: it is keyed by the file as it is now, so should
-        the file change before it lands it is merely stale (and rebuilt).
-        """
+        """Adopt ``index`` as that of ``path`` just written (by its writer, under the project lock), on disk too."""
         with self._lock(path), open(path, "rb") as handle:
             info = os.fstat(handle.fileno())
-            key = index_cache.file_key(handle, info)
+            index_cache.save(index_cache.cache_path(path), index_cache.file_key(handle, info), index.arrays, index.meta)
             self._entries[path] = ((info.st_ino, info.st_mtime_ns, info.st_size), index)
-        _SAVER.submit(index_cache.save, index_cache.cache_path(path), key, index.arrays, index.meta)
-
-    def flush(self) -> None:
-        """Wait until every cache write submitted so far has landed."""
-        _SAVER.submit(lambda: None).result()
 
     def forget(self, path: Path) -> None:
         self._entries.pop(path, None)
