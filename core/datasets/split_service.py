@@ -50,7 +50,8 @@ class SplitService:
                                        ratios, seed, stratified)
             return _summary(result, sets)
         if index.labels_are_classes():
-            codes, warnings = assign_codes(index.class_codes, index.filename_rank(), index.classes, ratios, seed, stratified)
+            codes, warnings = assign_codes(index.class_codes, None, index.classes, ratios, seed, stratified,
+                                           order=index.arrays["order_filename"])
             return summary(codes, index.class_codes, index.classes, warnings)  # type: ignore[return-value]
         items = [(image.filename, image.class_name) for image in index.images]
         result = assign(items, ratios, seed, stratified)
