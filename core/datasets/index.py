@@ -545,7 +545,7 @@ def release_free_memory() -> None:
 
 try:
     _LIBC: ctypes.CDLL | None = ctypes.CDLL(None)
-except OSError:  # pragma: no cover - a platform without a C library handle
+except (OSError, TypeError):  # pragma: no cover - a platform without a C library handle (Windows: TypeError)
     _LIBC = None
 
 class IndexCache:
