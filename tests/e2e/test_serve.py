@@ -139,6 +139,15 @@ def test_unknown_route_and_bad_json_are_envelopes_over_real_http(served: tuple[S
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "BAD_REQUEST")
 
 
+def test_the_server_serves_the_web_ui_at_the_root_and_says_where(served: tuple[Server, Path]) -> None:
+    server, _ = served
+    assert f"web UI: {server.url}/" in server.output()
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/ui/js/app.js">' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
 def test_sigterm_stops_the_server_cleanly(served: tuple[Server, Path]) -> None:
     """Last test of the module: it ends the shared server."""
     server, _ = served
@@ -244,11 +253,3 @@ def test_bad_serve_flags_are_usage_errors(tmp_path: Path, captured_run: dict[str
     assert result.exit_code == 2, result.output
     assert "settings" not in captured_run
 
-
-def test_the_server_serves_the_web_ui_at_the_root_and_says_where(served: tuple[Server, Path]) -> None:
-    server, _ = served
-    assert f"web UI: {server.url}/" in server.output()
-    page = httpx.get(server.url + "/")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert '<script type="module" src="/ui/js/app.js">' in page.text
-    assert "default-src 'self'" in page.headers["content-security-policy"]
