@@ -33,7 +33,7 @@ import yaml
 
 from ...errors import CheckpointError, ValidationError
 from ...jobs.process import is_extra_rank, start_ticks
-from ...jsonio import atomic_write_json, read_json
+from ...jsonio import atomic_write_json, read_json, remove_stale_temp_files
 from ...plugin_manager import PluginHost, default_plugin_host
 from ...plugin_types import Task, TrainingContext
 from ...projects import read_project
@@ -359,6 +359,9 @@ def train_run(
     status, error = "failed", None
     try:
         if rank0:
+            # a previous attempt killed while saving a checkpoint left its temp file; this worker is the run's one
+            # claimant now, and only the worker writes in checkpoints/, so nothing else is writing there
+            remove_stale_temp_files(run_dir / CHECKPOINTS, min_age_s=0)
             _mark_running(workspace, run_dir)
             events.append("status", {"status": "running", "resumed": resume})
         status = _fit(workspace, run_dir, record, events if rank0 else None, resume, progress_bar, plugins, state, clock,

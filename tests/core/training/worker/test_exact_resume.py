@@ -177,11 +177,14 @@ def test_a_sigkilled_worker_resumed_from_its_epoch_checkpoint_matches_the_uninte
     point = usable_checkpoint(run_dir / "checkpoints")
     assert point is not None and 1 <= point.epochs_done < 3
     update_run(services.workspace, run_dir, lambda r: r.with_fields(status="interrupted"))  # what the server records
+    # had the kill come during a checkpoint save, its temp file would be left (as a Ray cluster test saw)
+    (run_dir / "checkpoints" / ".tmp-last.ckpt.k1ll3d").write_bytes(b"half a checkpoint")
 
     _resume(services, project, run_dir)
 
     assert _records(run_dir) == _records(straight)
     assert max_abs_diff(_weights(run_dir), _weights(straight)) <= 1e-6
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
 def test_a_resume_with_loader_worker_processes_is_exact_too(services: Any, project: str,
