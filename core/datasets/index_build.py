@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
 from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -25,13 +24,11 @@ import msgspec
 import numpy as np
 
 from ..errors import CorruptDataError
+from .layout import NotStreamable, image_pieces, read_head
 from .naming import MAX_NAME_CHARS, is_safe_name
 
 #: ``ann_class_id`` of an annotation without a ``class_id``.
 NO_CLASS_ID = np.iinfo(np.int64).min
-_IMAGES_KEY = b'\n  "images": ['
-_BOUNDARY = b"\n    },\n    {"
-_ARRAY_END = b"\n  ]\n}"
 _CHUNK = 8 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -194,59 +191,19 @@ def read_columns(handle: IO[bytes], name: str = "dataset.json") -> RawColumns:
 def _streamed(handle: IO[bytes], name: str) -> RawColumns | None:
     """Batch by batch, or ``None`` when the file is not laid out as our writer lays it out (then it is read whole)."""
     try:
-        return _batched(handle, name)
-    except msgspec.DecodeError:  # a hand-edited layout cut in the wrong place, or a broken file: read it whole
+        text, rest = read_head(handle, _CHUNK)
+        header = msgspec.json.decode(text, type=_Header)
+        builder = _Builder()
+        if rest is not None:
+            # each batch is decoded from the one copy ``image_pieces`` makes: ``[``, whole images, ``]``
+            for batch in image_pieces(rest, handle, _CHUNK, before=b"[", after=b"]"):
+                rows = _ROWS.decode(batch)
+                del batch
+                builder.add(rows)
+                del rows
+        return builder.finish(header, name)
+    except (NotStreamable, msgspec.DecodeError):  # another layout, a hand-edited file cut in the wrong place, a broken one
         return None
-
-
-def _batched(handle: IO[bytes], name: str) -> RawColumns | None:
-    data = handle.read(_CHUNK)
-    start = data.find(_IMAGES_KEY)
-    if start < 0:
-        return None
-    head = data[:start].rstrip()
-    header = msgspec.json.decode((head[:-1] if head.endswith(b",") else head) + b"\n}", type=_Header)
-    builder = _Builder()
-    rest = data[start + len(_IMAGES_KEY):]
-    if rest.lstrip().startswith(b"]"):
-        rest += handle.read()
-        return builder.finish(header, name) if rest.strip() == b"]\n}" else None
-    for rows in _batches(rest, handle):
-        if rows is None:
-            return None
-        builder.add(rows)
-    return builder.finish(header, name)
-
-
-def _batches(carry: bytes, handle: IO[bytes]) -> Iterator[list[_Row] | None]:
-    """The decoded images, a batch of whole ones at a time; ``None`` when the end of the file is not ours.
-
-    ``carry`` starts at an image's opening ``{``'s newline. Each batch is
-    decoded from one joined copy: ``[``, the images read so far up to the last
-    boundary's ``}``, ``]``; what follows the boundary's comma is carried over.
-    """
-    while True:
-        more = handle.read(_CHUNK)
-        if not more:
-            end = carry.rfind(_ARRAY_END)
-            if end < 0 or carry[end + len(_ARRAY_END):] not in (b"\n", b""):
-                yield None
-                return
-            with memoryview(carry) as view:
-                yield _ROWS.decode(b"".join((b"[", view[:end], b"]")))
-            return
-        cut = more.rfind(_BOUNDARY)
-        if cut < 0:  # no image ends in this chunk (or the boundary straddles it): keep reading
-            carry += more
-            continue
-        close = cut + len(b"\n    }")
-        with memoryview(more) as view:
-            batch = b"".join((b"[", carry, view[:close], b"]"))
-        rows = _ROWS.decode(batch)
-        del batch
-        yield rows
-        del rows
-        carry = more[close + 1 :]  # after the comma: the next image's newline
 
 
 def _hashes(hashes: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -32,20 +32,14 @@ import msgspec
 import numpy as np
 
 from ..jsonio import atomic_writer, encode_pretty
+from .layout import ARRAY_END, NotStreamable, image_pieces, read_head
 
-_IMAGES_KEY = b'\n  "images": ['
-_BOUNDARY = b"\n    },\n    {"
-_ARRAY_END = b"\n  ]\n}"
 #: small enough that a segment's pieces (and their copies) stay a few tens of MB
 _CHUNK = 4 * 1024 * 1024
 _SPLIT_KEY = b'\n      "split": '
 _IOV_MAX = 1024
 #: header keys the whole-document path adds when missing (``store.load``'s defaults, ``image_stats``): then it must run
 HEADER_KEYS = ("split_names", "classes", "image_stats")
-
-
-class NotStreamable(Exception):
-    """The file is not as the streamed rewrite expects; nothing was changed (use the whole-document path)."""
 
 
 def split_list_text(values: list[str]) -> bytes:
@@ -132,7 +126,7 @@ def _rewrite(source: IO[bytes], path: Path, update_header: Callable[[dict[str, A
         out.write(head[:-2] + b",\n  \"images\": [")
         out.flush()
         done = 0
-        for segment in _segments(rest, source):
+        for segment in image_pieces(rest, source, _CHUNK):
             # the text after each image's split key starts with its list (a newline is never inside a string)
             pieces = segment.split(_SPLIT_KEY)
             found = len(pieces) - 1
@@ -143,14 +137,14 @@ def _rewrite(source: IO[bytes], path: Path, update_header: Callable[[dict[str, A
             if not all(map(bytes.startswith, after, _pick(old_lists, keys))):
                 raise NotStreamable("a split list differs from the index's")
             parts: list[bytes] = [b""] * (2 * found + 1)
-            parts[0] = pieces[0]
+            parts[0] = b"," + pieces[0] if done else pieces[0]  # the comma between two pieces belongs to neither
             parts[1::2] = _pick(new_texts, new_keys[done : done + found].tolist())
             parts[2::2] = map(getitem, after, _pick(cut_after, keys))
             _write_all(out.fileno(), parts)
             done += found
         if done != len(old_keys):
             raise NotStreamable(f"the file has {done} split lists, the index {len(old_keys)} images")
-        out.write(_ARRAY_END + b"\n")
+        out.write(ARRAY_END + b"\n")
 
 
 def _pick(values: list[Any], keys: list[int]) -> list[Any]:
@@ -173,46 +167,11 @@ def _write_all(fd: int, parts: list[bytes]) -> None:
 
 def _header(source: IO[bytes]) -> tuple[dict[str, Any], bytes | None]:
     """The parsed keys before ``images`` (they must include ``HEADER_KEYS``), and what follows ``"images": [`` read so far."""
-    data = source.read(_CHUNK)
-    start = data.find(_IMAGES_KEY)
-    if start < 0:
-        raise NotStreamable("images is not laid out as our writer lays it out")
-    head = data[:start].rstrip()
+    text, rest = read_head(source, _CHUNK)
     try:
-        header = msgspec.json.decode((head[:-1] if head.endswith(b",") else head) + b"\n}")
+        header = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise NotStreamable(f"the header does not parse alone ({exc})") from exc
     if not isinstance(header, dict) or "images" in header or any(key not in header for key in HEADER_KEYS):
         raise NotStreamable("the header lacks a key the writer would add")
-    rest = data[start + len(_IMAGES_KEY):]
-    if rest.lstrip().startswith(b"]"):
-        rest += source.read()
-        if rest.strip() != b"]\n}":
-            raise NotStreamable("something follows the empty images array")
-        return header, None
     return header, rest
-
-
-def _segments(rest: bytes, source: IO[bytes]) -> Any:
-    """The images array's text in pieces of whole images, end to end.
-
-    A piece ends at an image's closing ``}`` (the next starts with the ``,``
-    after it); the last piece ends before the array's closing ``\\n  ]\\n}``.
-    """
-    carry = rest
-    while True:
-        more = source.read(_CHUNK)
-        if not more:
-            end = carry.rfind(_ARRAY_END)
-            if end < 0 or carry[end + len(_ARRAY_END):] not in (b"\n", b""):
-                raise NotStreamable("the file does not end with the images array")
-            yield carry[:end]
-            return
-        cut = more.rfind(_BOUNDARY)
-        if cut < 0:  # no image ends in this chunk (or the boundary straddles it): keep reading
-            carry += more
-            continue
-        close = cut + len(b"\n    }")
-        with memoryview(more) as view:
-            yield b"".join((carry, view[:close]))
-        carry = more[close:]
