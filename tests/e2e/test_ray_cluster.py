@@ -32,9 +32,8 @@ from modelyard.core.settings import Settings  # noqa: E402
 from modelyard.core.training.checkpoints import usable_checkpoint  # noqa: E402
 from modelyard.core.training.run_folder import EventLog  # noqa: E402
 from tests.conftest import BASE_URL, TINY_TRAINING_CONFIG  # noqa: E402
-from tests.helpers.datasets import create_project_with_dataset  # noqa: E402
 from tests.helpers.ray_cluster import LocalRayCluster, start_cluster, stop_cluster  # noqa: E402
-from tests.helpers.run_fixtures import wait_for  # noqa: E402
+from tests.helpers.run_fixtures import run_over_api, start_run_over_api, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.xdist_group("ray_cluster"), pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -76,26 +75,14 @@ def settings(workspace_dir: Path, import_root: Path, ray_cluster: LocalRayCluste
                     executor="ray", ray_address=ray_cluster.address, ray_token_file=ray_cluster.token_file)
 
 
-def _start_run(client: Any, services: Any, config: dict[str, Any]) -> tuple[str, str]:
-    project_id = create_project_with_dataset(services, per_class=6, size=16)
-    experiment = services.experiments.create(project_id, "on-ray", config=config)
-    response = client.post(f"/api/training/{project_id}/experiments/{experiment['id']}/run")
-    assert response.status_code == 201, response.text
-    return project_id, response.json()["data"]["run_id"]
-
-
-def _get(client: Any, project_id: str, run_id: str) -> dict[str, Any]:
-    return client.get(f"/api/training/{project_id}/runs/{run_id}").json()["data"]
-
-
 def _wait_status(client: Any, project_id: str, run_id: str, statuses: set[str], timeout: float = 240) -> dict[str, Any]:
-    return wait_for(lambda: (run := _get(client, project_id, run_id))["status"] in statuses and run,
+    return wait_for(lambda: (run := run_over_api(client, project_id, run_id))["status"] in statuses and run,
                     timeout=timeout, interval=0.3, what=f"status in {statuses}")
 
 
 def _after_first_epoch(client: Any, project_id: str, run_id: str) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
-        run = _get(client, project_id, run_id)
+        run = run_over_api(client, project_id, run_id)
         assert run["status"] in ("pending", "running"), run
         return run if run["checkpoints"]["last"] else None
 
@@ -119,7 +106,7 @@ def _resume_and_finish(client: Any, services: Any, project_id: str, run_id: str)
 
 def test_a_run_on_two_ray_workers_survives_a_killed_worker_and_trains_evaluates_and_exports_like_a_local_run(
         client, services, trained_run_template) -> None:
-    project_id, run_id = _start_run(client, services, LONG_RAY_RUN)
+    project_id, run_id = start_run_over_api(client, services, LONG_RAY_RUN, "on-ray")
     run = _after_first_epoch(client, project_id, run_id)
     run_dir = services.runs.run_dir(project_id, run_id)
     cluster_job = read_cluster_job(run_dir)
@@ -158,7 +145,7 @@ def test_a_run_on_two_ray_workers_survives_a_killed_worker_and_trains_evaluates_
 
 def test_a_restarted_server_reattaches_to_its_cluster_run_which_stops_and_resumes(settings, services) -> None:
     with TestClient(app=create_app(settings), base_url=BASE_URL) as client:
-        project_id, run_id = _start_run(client, services, LONG_RUN)
+        project_id, run_id = start_run_over_api(client, services, LONG_RUN, "on-ray")
         _after_first_epoch(client, project_id, run_id)
     # the first server is gone; its run goes on on the cluster, and the next server re-attaches to it
     restarted = build_services(settings, prepare=False)
@@ -168,7 +155,7 @@ def test_a_restarted_server_reattaches_to_its_cluster_run_which_stops_and_resume
     finally:
         restarted.queue.shutdown()
     with TestClient(app=create_app(settings), base_url=BASE_URL) as client:
-        assert _get(client, project_id, run_id)["status"] == "running"
+        assert run_over_api(client, project_id, run_id)["status"] == "running"
         response = client.post(f"/api/training/{project_id}/runs/{run_id}/stop")
         assert response.status_code == 200 and response.json()["data"]["stop_requested"] is True
         run = _wait_status(client, project_id, run_id, ENDED, timeout=120)

@@ -28,7 +28,7 @@ from modelyard.core.workspace import Workspace
 from tests.conftest import TINY_TRAINING_CONFIG, assert_error
 from tests.e2e.test_serve import _clean_env, start_server, stop_server
 from tests.helpers.datasets import create_project_with_dataset
-from tests.helpers.run_fixtures import kill_run_workers, wait_for
+from tests.helpers.run_fixtures import kill_run_workers, run_over_api, start_run_over_api, wait_for
 
 HEARTBEAT_TIMEOUT_S = 5.0
 LONG_RUN = {**TINY_TRAINING_CONFIG,
@@ -42,21 +42,9 @@ def settings(workspace_dir: Path, import_root: Path) -> Iterator[Settings]:
     kill_run_workers(workspace_dir)
 
 
-def _start_long_run(client: Any, services: Any) -> tuple[str, str]:
-    project_id = create_project_with_dataset(services, per_class=6, size=16)
-    experiment = services.experiments.create(project_id, "long", config=LONG_RUN)
-    response = client.post(f"/api/training/{project_id}/experiments/{experiment['id']}/run")
-    assert response.status_code == 201, response.text
-    return project_id, response.json()["data"]["run_id"]
-
-
-def _get(client: Any, project_id: str, run_id: str) -> dict[str, Any]:
-    return client.get(f"/api/training/{project_id}/runs/{run_id}").json()["data"]
-
-
 def _after_first_epoch(client: Any, project_id: str, run_id: str) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
-        run = _get(client, project_id, run_id)
+        run = run_over_api(client, project_id, run_id)
         assert run["status"] in ("pending", "running"), run
         return run if run["checkpoints"]["last"] else None
 
@@ -64,7 +52,7 @@ def _after_first_epoch(client: Any, project_id: str, run_id: str) -> dict[str, A
 
 
 def _wait_status(client: Any, project_id: str, run_id: str, statuses: set[str], timeout: float = 180) -> dict[str, Any]:
-    return wait_for(lambda: (run := _get(client, project_id, run_id))["status"] in statuses and run,
+    return wait_for(lambda: (run := run_over_api(client, project_id, run_id))["status"] in statuses and run,
                     timeout=timeout, interval=0.2, what=f"status in {statuses}")
 
 
@@ -88,7 +76,7 @@ def _resume_and_finish(client: Any, services: Any, project_id: str, run_id: str,
 
 
 def test_stop_then_resume_continues_from_the_saved_epoch_and_completes(client, services) -> None:
-    project_id, run_id = _start_long_run(client, services)
+    project_id, run_id = start_run_over_api(client, services, LONG_RUN, "long")
     _after_first_epoch(client, project_id, run_id)
     assert_error(client.delete(f"/api/training/{project_id}/runs/{run_id}"), 409, "CONFLICT")
 
@@ -102,7 +90,7 @@ def test_stop_then_resume_continues_from_the_saved_epoch_and_completes(client, s
 
 
 def test_sigkilled_worker_is_interrupted_within_the_heartbeat_timeout_and_resumes(client, services) -> None:
-    project_id, run_id = _start_long_run(client, services)
+    project_id, run_id = start_run_over_api(client, services, LONG_RUN, "long")
     run = _after_first_epoch(client, project_id, run_id)
     os.killpg(run["worker_pgid"], signal.SIGKILL)
     killed_at = time.monotonic()

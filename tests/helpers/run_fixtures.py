@@ -105,3 +105,19 @@ def kill_run_workers(workspace_root: Path) -> None:
                 record = read_record(record_path, kind.record_type)
                 if record.status == "running" and record.worker_pid != os.getpid():
                     kill_worker(record, record_path.parent.name)
+
+
+def start_run_over_api(client: Any, services: Any, config: dict[str, Any], name: str = "run") -> tuple[str, str]:
+    """A new project with a tiny shapes dataset, an experiment of ``config``, and a run started through the API."""
+    from tests.helpers.datasets import create_project_with_dataset
+
+    project_id = create_project_with_dataset(services, per_class=6, size=16)
+    experiment = services.experiments.create(project_id, name, config=config)
+    response = client.post(f"/api/training/{project_id}/experiments/{experiment['id']}/run")
+    assert response.status_code == 201, response.text
+    return project_id, response.json()["data"]["run_id"]
+
+
+def run_over_api(client: Any, project_id: str, run_id: str) -> dict[str, Any]:
+    """``GET`` the run's record (its ``data``)."""
+    return client.get(f"/api/training/{project_id}/runs/{run_id}").json()["data"]
