@@ -1,5 +1,9 @@
 """The ``dataset.json`` document (DESIGN section 3) as plain dicts, and helpers that keep it consistent.
 
+``split_items`` is the exception: what training and evaluation read of a
+whole dataset comes from its index's columns (``view.py``), never from a dict
+per image.
+
 Class ids are indexes into the alphabetically sorted ``classes`` list, so any
 change to the set of classes goes through ``relabel`` which rewrites every
 annotation's ``class_id``.
@@ -7,7 +11,7 @@ annotation's ``class_id``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import CorruptDataError
@@ -90,19 +94,27 @@ def image_stats(images: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def split_items(dataset: dict[str, Any], split_index: int, subset: str) -> list[tuple[str, int]]:
-    """``(filename, class_id)`` of the labelled images that ``split[split_index]`` puts in ``subset``."""
-    num_classes = len(dataset.get("classes") or [])
-    items = []
-    for image in dataset.get("images") or []:
-        splits = image.get("split") or []
-        if split_index >= len(splits) or splits[split_index] != subset:
-            continue
-        label = next((a for a in image.get("annotations") or [] if a.get("type") == "label"), None)
-        if label is None:
-            continue
-        class_id = label.get("class_id")
-        if not isinstance(class_id, int) or not 0 <= class_id < num_classes:
-            raise CorruptDataError(f"dataset.json: image {image.get('filename')} has an invalid class_id {class_id!r}")
-        items.append((str(image["filename"]), class_id))
-    return items
+def split_items(dataset: Mapping[str, Any], split_index: int, subset: str) -> list[tuple[str, int]]:
+    """``(filename, class_id)`` of the labelled images that ``split[split_index]`` puts in ``subset``, in file order.
+
+    An image's label is its first ``label`` annotation, and its ``class_id``
+    (not its name) is the target: a missing one, or one outside ``classes``, is
+    ``CorruptDataError``. Read from the index's columns (``DatasetView``; a plain
+    document is indexed first), never image by image.
+    """
+    import numpy as np
+
+    from .view import as_view  # the index imports this module (and numpy stays out of plain dict work)
+
+    view = as_view(dataset)
+    positions = view.subset_positions(split_index, subset)
+    labels = view.annotations(positions, "label")
+    first = np.flatnonzero(np.diff(labels.owner, prepend=-1) != 0)  # each labelled image's first label
+    images, class_ids, known = positions[labels.owner[first]], labels.class_id[first], labels.has_class_id[first]
+    invalid = ~known | (class_ids < 0) | (class_ids >= len(view.index.classes))
+    if invalid.any():
+        bad = int(np.argmax(invalid))
+        class_id = int(class_ids[bad]) if known[bad] else None
+        name = view.filenames(images[bad : bad + 1])[0]
+        raise CorruptDataError(f"dataset.json: image {name} has an invalid class_id {class_id!r}")
+    return list(zip(view.filenames(images), class_ids.tolist(), strict=True))

@@ -12,19 +12,24 @@ class id for classification, boxes and labels for detection, a mask for
 segmentation (see docs/tasks.md for how masks would flow). Core never looks
 inside one: it asks the runtime to store them, take a batch of them, and move
 them with a spatial augmentation.
+
+A runtime never sees the parsed ``dataset.json``: it gets a read-only mapping
+view of the dataset's columnar index (``DatasetView``), with the document's
+keys and its images made dicts only as they are read.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from ..datasets.view import DatasetView
     from ..plugin_types import Task, VerificationPolicy
     from .worker.module import TaskModule
 
@@ -101,14 +106,37 @@ class TaskRuntime(ABC):
         self.task = task
 
     # -- data ---------------------------------------------------------------------
-    @abstractmethod
-    def check_dataset(self, dataset: dict[str, Any], field: str = "dataset") -> None:
-        """Refuse (``ValidationError``) a dataset this task cannot train on, saying why (e.g. fewer than two classes)."""
+    # ``dataset`` is a read-only mapping with dataset.json's keys (``version``, ``task``, ``classes``,
+    # ``split_names``, ``image_stats``, ``images``...) whose ``images`` are made plain dicts one at a time,
+    # when read: a million-image document is never parsed whole. Core passes a ``DatasetView``
+    # (``core/datasets/view.py``), whose methods also read the columns of many images at once.
 
     @abstractmethod
-    def samples(self, dataset: dict[str, Any], split_index: int, subset: str,
+    def check_dataset(self, dataset: Mapping[str, Any], field: str = "dataset") -> None:
+        """Refuse (``ValidationError``) a dataset this task cannot train on, saying why (e.g. fewer than two classes).
+
+        ``dataset``: the read-only mapping described above (``images`` materialised lazily).
+        """
+
+    @abstractmethod
+    def samples(self, dataset: Mapping[str, Any], split_index: int, subset: str,
                 image_size: Sequence[int]) -> list[Sample]:
-        """The subset's annotated images and their targets, in ``dataset.json`` order, for images resized to ``image_size``."""
+        """The subset's annotated images and their targets, in ``dataset.json`` order, for images resized to ``image_size``.
+
+        ``dataset``: the read-only mapping described above (``images`` materialised lazily).
+        """
+
+    @staticmethod
+    def dataset_view(dataset: Mapping[str, Any]) -> DatasetView:
+        """``dataset`` as a ``DatasetView`` for column reads: itself when core passed one, else that plain document's.
+
+        A runtime that reads many images at once uses it (the built-in ones do);
+        the view's ``subset_positions``, ``filenames``, ``image_sizes`` and
+        ``annotations`` answer for a whole subset in a few numpy operations.
+        """
+        from ..datasets.view import as_view
+
+        return as_view(dataset)
 
     @abstractmethod
     def target_store(self, targets: Sequence[Any], pad: int = 0) -> TargetStore:
@@ -146,10 +174,11 @@ class TaskRuntime(ABC):
                                    mean=mean, std=std, **options)
 
     # -- evaluation (core/evaluation/worker.py) ------------------------------------------
-    def evaluation_samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int],
+    def evaluation_samples(self, dataset: Mapping[str, Any], split_index: int, subset: str, image_size: Sequence[int],
                            model_classes: list[str]) -> tuple[list[Sample], int]:
         """The subset's images to evaluate with targets in the *model's* class ids, and how many were skipped.
 
+        ``dataset`` is the read-only mapping ``samples`` takes (``images`` materialised lazily).
         The dataset may have gained classes since the run trained; the default
         maps targets by class name through ``samples`` and is right for tasks
         whose targets are not class ids.

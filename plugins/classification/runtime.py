@@ -1,8 +1,11 @@
-"""Classification's targets (one class id per image) and module, as the training engine asks for them."""
+"""Classification's targets (one class id per image) and module, as the training engine asks for them.
+
+A subset's labels are read from the dataset's index columns at once (``split_items``), not image by image.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,12 +29,13 @@ def label_store(labels: Sequence[int], pad: int = 0) -> TensorStore:
 class ClassificationRuntime(TaskRuntime):
     explainable = True  # the top class of each image has a score to explain
 
-    def check_dataset(self, dataset: dict[str, Any], field: str = "dataset") -> None:
+    def check_dataset(self, dataset: Mapping[str, Any], field: str = "dataset") -> None:
         if len(dataset.get("classes") or []) < 2:
             raise ValidationError("the dataset needs at least two classes to train a classifier", field=f"{field}.classes")
 
-    def samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int]) -> list[Sample]:
-        return list(split_items(dataset, split_index, subset))
+    def samples(self, dataset: Mapping[str, Any], split_index: int, subset: str, image_size: Sequence[int]) -> list[Sample]:
+        """Each labelled image of the subset with its label's ``class_id`` (``CorruptDataError`` for an invalid one)."""
+        return split_items(self.dataset_view(dataset), split_index, subset)
 
     def target_store(self, targets: Sequence[Any], pad: int = 0) -> TensorStore:
         return label_store(targets, pad)
@@ -44,20 +48,16 @@ class ClassificationRuntime(TaskRuntime):
     def module_class(self) -> type[ClassificationModule]:
         return ClassificationModule
 
-    def evaluation_samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int],
+    def evaluation_samples(self, dataset: Mapping[str, Any], split_index: int, subset: str, image_size: Sequence[int],
                            model_classes: list[str]) -> tuple[list[Sample], int]:
         """Labels matched to the model's classes by name; images of a class the model does not know are skipped."""
-        dataset_classes = [str(c) for c in dataset.get("classes") or []]
+        view = self.dataset_view(dataset)
         model_ids = {name: i for i, name in enumerate(model_classes)}
-        samples: list[Sample] = []
-        skipped = 0
-        for filename, class_id in split_items(dataset, split_index, subset):
-            model_id = model_ids.get(dataset_classes[class_id])
-            if model_id is None:
-                skipped += 1
-            else:
-                samples.append((filename, model_id))
-        return samples, skipped
+        to_model = [model_ids.get(str(name)) for name in view.index.classes]
+        labelled = split_items(view, split_index, subset)
+        samples: list[Sample] = [(filename, to_model[class_id]) for filename, class_id in labelled
+                                 if to_model[class_id] is not None]
+        return samples, len(labelled) - len(samples)
 
     def evaluate(self, items: list[tuple[str, str, Any]], outputs: list[Any], classes: list[str],
                  options: dict[str, Any]) -> EvaluationOutcome:

@@ -3,14 +3,17 @@
 A target is ``{"boxes": float32 [N, 4] xyxy in pixels of the resized image,
 "labels": int64 [N]}`` (``N`` may be 0: a background image). A padding item of
 a DDP validation shard also has ``"ignore": True`` and counts in no metric.
+A subset's targets are made from the dataset's annotation columns at once
+(``subset_targets``), never from a dict per image.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from modelyard.core import CorruptDataError, EvaluationOutcome, Sample, TargetStore, TaskRuntime, ValidationError
@@ -24,26 +27,37 @@ def empty_target() -> dict[str, torch.Tensor]:
     return {"boxes": torch.zeros((0, 4), dtype=torch.float32), "labels": torch.zeros((0,), dtype=torch.int64)}
 
 
-def image_target(image: dict[str, Any], num_classes: int, image_size: Sequence[int]) -> dict[str, torch.Tensor]:
-    """The image's ``bbox`` annotations as a target for the image resized to ``image_size`` (height, width)."""
-    width, height = float(image.get("width") or 0), float(image.get("height") or 0)
-    if width <= 0 or height <= 0:
-        raise CorruptDataError(f"dataset.json: image {image.get('filename')} has no size")
-    sx, sy = float(image_size[1]) / width, float(image_size[0]) / height
-    boxes, labels = [], []
-    for annotation in image.get("annotations") or []:
-        if annotation.get("type") != BOX_ANNOTATION:
-            continue
-        class_id = annotation.get("class_id")
-        box = annotation.get("bbox")
-        if not isinstance(class_id, int) or not 0 <= class_id < num_classes or not isinstance(box, list) or len(box) != 4:
-            raise CorruptDataError(f"dataset.json: image {image.get('filename')} has an invalid box annotation")
-        x, y, w, h = (float(v) for v in box)
-        boxes.append([x * sx, y * sy, (x + w) * sx, (y + h) * sy])
-        labels.append(class_id)
-    if not boxes:
-        return empty_target()
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels, dtype=torch.int64)}
+def subset_targets(dataset: Mapping[str, Any], split_index: int, subset: str, image_size: Sequence[int]) -> list[Sample]:
+    """Every image of the subset with its ``bbox`` annotations as a target for it resized to ``image_size`` (height, width).
+
+    Read from the dataset's columns for the whole subset at once: the boxes of
+    every image are scaled in one numpy expression (in float64, then float32,
+    as the per-image arithmetic was), and each image gets its own tensors.
+    An image without a size, or a box without a valid class id or four
+    numbers, is ``CorruptDataError`` naming the first such image.
+    """
+    view = TaskRuntime.dataset_view(dataset)
+    num_classes = len(view.index.classes)
+    positions = view.subset_positions(split_index, subset)
+    names = view.filenames(positions)
+    sizes = view.image_sizes(positions).astype(np.float64)
+    boxes = view.annotations(positions, BOX_ANNOTATION)
+    invalid = ~boxes.has_class_id | (boxes.class_id < 0) | (boxes.class_id >= num_classes) | ~boxes.has_bbox
+    no_size = (sizes <= 0).any(axis=1)
+    broken = no_size.copy()
+    broken[boxes.owner[invalid]] = True
+    if broken.any():
+        first = int(np.argmax(broken))
+        problem = "has no size" if no_size[first] else "has an invalid box annotation"
+        raise CorruptDataError(f"dataset.json: image {names[first]} {problem}")
+    sx, sy = (float(image_size[1]) / sizes[:, 0])[boxes.owner], (float(image_size[0]) / sizes[:, 1])[boxes.owner]
+    x, y, w, h = boxes.bbox.T
+    xyxy = np.stack([x * sx, y * sy, (x + w) * sx, (y + h) * sy], axis=1).astype(np.float32)
+    counts = np.bincount(boxes.owner, minlength=len(positions)).tolist()
+    all_boxes = torch.from_numpy(xyxy).split(counts)
+    all_labels = torch.from_numpy(boxes.class_id).split(counts)
+    return [(name, {"boxes": image_boxes.clone(), "labels": labels.clone(), "source_size": (width, height)})
+            for name, image_boxes, labels, (width, height) in zip(names, all_boxes, all_labels, sizes.tolist(), strict=True)]
 
 
 def clamp_and_sanitize(boxes: Any, min_size: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,22 +117,14 @@ class BoxStore(TargetStore):
 
 
 class DetectionRuntime(TaskRuntime):
-    def check_dataset(self, dataset: dict[str, Any], field: str = "dataset") -> None:
+    def check_dataset(self, dataset: Mapping[str, Any], field: str = "dataset") -> None:
         if not dataset.get("classes"):
             raise ValidationError("the dataset has no box classes to detect; import annotated images first",
                                   field=f"{field}.classes")
 
-    def samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int]) -> list[Sample]:
-        """Every image the split puts in ``subset``, background images (no boxes) included."""
-        num_classes = len(dataset.get("classes") or [])
-        samples: list[Sample] = []
-        for image in dataset.get("images") or []:
-            splits = image.get("split") or []
-            if split_index < len(splits) and splits[split_index] == subset:
-                target = image_target(image, num_classes, image_size)
-                target["source_size"] = (float(image["width"]), float(image["height"]))
-                samples.append((str(image["filename"]), target))
-        return samples
+    def samples(self, dataset: Mapping[str, Any], split_index: int, subset: str, image_size: Sequence[int]) -> list[Sample]:
+        """Every image the split puts in ``subset``, background images (no boxes) included (``subset_targets``)."""
+        return subset_targets(dataset, split_index, subset, image_size)
 
     def target_store(self, targets: Sequence[Any], pad: int = 0) -> BoxStore:
         return BoxStore(targets, pad)
@@ -149,18 +155,19 @@ class DetectionRuntime(TaskRuntime):
         return [{"boxes": b, "labels": l}
                 for b, l in zip(kept.split(kept_counts), labels[keep].split(kept_counts), strict=True)]
 
-    def evaluation_samples(self, dataset: dict[str, Any], split_index: int, subset: str, image_size: Sequence[int],
+    def evaluation_samples(self, dataset: Mapping[str, Any], split_index: int, subset: str, image_size: Sequence[int],
                            model_classes: list[str]) -> tuple[list[Sample], int]:
         """Boxes in the model's class ids (matched by name), with the factors back to the stored image's pixels.
 
         An image with a box of a class the model does not know is skipped and counted.
         """
-        dataset_classes = [str(c) for c in dataset.get("classes") or []]
+        view = self.dataset_view(dataset)
         model_ids = {name: i for i, name in enumerate(model_classes)}
+        dataset_classes = [str(c) for c in view.index.classes]
         to_model = [model_ids.get(name, -1) for name in dataset_classes]
         samples: list[Sample] = []
         skipped = 0
-        for filename, target in self.samples(dataset, split_index, subset, image_size):
+        for filename, target in self.samples(view, split_index, subset, image_size):
             labels = [to_model[int(c)] for c in target["labels"].tolist()]
             if any(c < 0 for c in labels):
                 skipped += 1

@@ -20,14 +20,18 @@ collective.
 
 What an image's target is (a class id, boxes, a number) is the task's
 business (``core/training/task_runtime.py``): this module stores, batches and
-augments targets only through the task's ``TargetStore`` and ``augment``.
+augments targets only through the task's ``TargetStore`` and ``augment``. The
+dataset it hands the task is a ``DatasetView`` over the dataset's index (the
+engine maps it from the ``.dataset.index`` cache), never the parsed
+``dataset.json``: a million-image document would cost every DDP rank seconds
+and gigabytes.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from ...datasets.document import split_items  # re-exported: the engine's subsets come from here
+from ...datasets.view import as_view
 from ...errors import CorruptDataError, ValidationError
 from ..augmentations import compose_augmentations, flip_plan
 from ..config import ExperimentConfig
@@ -241,10 +246,11 @@ class ImageDataModule(L.LightningDataModule):
     """Train/val data of one split, as the config asks (size, channels, augmentations, cache, workers).
 
     ``runtime`` is the project task's (``TaskRuntime``): it says which images
-    of a subset are annotated and what their targets are.
+    of a subset are annotated and what their targets are. ``dataset`` is a
+    ``DatasetView`` (a plain ``dataset.json`` document is indexed first).
     """
 
-    def __init__(self, images_dir: Path, dataset: dict[str, Any], config: ExperimentConfig, runtime: TaskRuntime,
+    def __init__(self, images_dir: Path, dataset: Mapping[str, Any], config: ExperimentConfig, runtime: TaskRuntime,
                  pin_memory: bool = False, rank: int = 0, world: int = 1,
                  on_progress: Callable[[], None] | None = None) -> None:
         super().__init__()
@@ -255,6 +261,7 @@ class ImageDataModule(L.LightningDataModule):
         self.config = config
         self.runtime = runtime
         self.pin_memory = pin_memory
+        dataset = as_view(dataset)
         self.class_names: list[str] = [str(c) for c in dataset.get("classes") or []]
         self.num_classes = len(self.class_names)
         self.mean, self.std = normalization(config.data.channels)

@@ -7,6 +7,7 @@ import pytest
 
 from modelyard.plugins.classification import CLASSIFICATION
 from modelyard.plugins.classification.runtime import PAD_LABEL, ClassificationRuntime
+from tests.core.datasets.documents import view_of
 
 RUNTIME = ClassificationRuntime(CLASSIFICATION)
 
@@ -23,9 +24,9 @@ def test_labels_batch_as_one_tensor_with_padding_marked() -> None:
 
 def test_evaluation_maps_labels_to_the_models_classes_by_name_and_skips_unknown_ones() -> None:
     classes = ["ant", "bee", "cat"]  # the dataset gained "ant" after the model trained on bee and cat
-    dataset = {"classes": classes, "split_names": ["s"], "images": [
+    dataset = view_of({"classes": classes, "split_names": ["s"], "images": [
         _image("a.png", "test", "ant", classes), _image("b.png", "test", "bee", classes),
-        _image("c.png", "test", "cat", classes), _image("u.png", "test", None, classes)]}
+        _image("c.png", "test", "cat", classes), _image("u.png", "test", None, classes)]})
     samples, skipped = RUNTIME.evaluation_samples(dataset, 0, "test", (8, 8), ["bee", "cat"])
     assert samples == [("b.png", 0), ("c.png", 1)] and skipped == 1
 

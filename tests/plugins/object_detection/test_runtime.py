@@ -10,6 +10,7 @@ from torchvision.transforms import v2
 from modelyard.core.errors import CorruptDataError
 from modelyard.plugins.object_detection import OBJECT_DETECTION
 from modelyard.plugins.object_detection.runtime import DetectionRuntime
+from tests.core.datasets.documents import complete, view_of
 
 RUNTIME = DetectionRuntime(OBJECT_DETECTION)
 CLASSES = ["circle", "square"]
@@ -20,11 +21,11 @@ def _image(name: str, subset: str, boxes: list[tuple[int, list[float]]], size: t
             "annotations": [{"type": "bbox", "class_id": c, "class_name": CLASSES[c], "bbox": b} for c, b in boxes]}
 
 
-DATASET = {"classes": CLASSES, "split_names": ["s"], "images": [
+DATASET = view_of({"task": "object_detection", "classes": CLASSES, "split_names": ["s"], "images": [
     _image("a.png", "train", [(0, [10, 20, 40, 30]), (1, [100, 0, 100, 100])]),
     _image("empty.png", "train", []),  # a background image trains too
     _image("v.png", "val", [(1, [0, 0, 50, 50])]),
-]}
+]})
 
 
 def test_samples_scale_xywh_boxes_to_xyxy_in_the_training_size_and_keep_background_images() -> None:
@@ -39,8 +40,9 @@ def test_samples_scale_xywh_boxes_to_xyxy_in_the_training_size_and_keep_backgrou
 def test_a_box_annotation_that_is_not_a_box_is_corrupt_data() -> None:
     for annotation in ({"type": "bbox", "class_id": 5, "bbox": [0, 0, 1, 1]},  # no such class
                        {"type": "bbox", "class_id": 0, "bbox": [0, 0, 1]}):  # not four numbers
-        broken = {**DATASET, "images": [{**_image("x.png", "train", []), "annotations": [annotation]}]}
-        with pytest.raises(CorruptDataError):
+        broken = complete({"classes": CLASSES, "split_names": ["s"],
+                           "images": [{**_image("x.png", "train", []), "annotations": [annotation]}]})
+        with pytest.raises(CorruptDataError, match="x.png|dataset.json is corrupt"):  # three numbers: no box at all
             RUNTIME.samples(broken, 0, "train", (50, 100))
 
 

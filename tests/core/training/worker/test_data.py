@@ -13,6 +13,7 @@ from modelyard.core.training.config import parse_config
 from modelyard.core.training.worker.data import ImageDataModule, load_image, split_items
 from modelyard.plugins.classification import CLASSIFICATION
 from modelyard.plugins.classification.runtime import ClassificationRuntime
+from tests.core.datasets.documents import view_of
 from tests.helpers.datasets import write_shapes_dataset
 
 
@@ -32,7 +33,7 @@ def config(**data: object) -> object:
 
 
 def test_split_items_take_the_subset_of_the_chosen_split_and_skip_unlabelled() -> None:
-    dataset = {
+    dataset = view_of({
         "classes": ["a", "b"],
         "split_names": ["s0", "s1"],
         "images": [
@@ -40,15 +41,15 @@ def test_split_items_take_the_subset_of_the_chosen_split_and_skip_unlabelled() -
             {"filename": "2.png", "split": ["val", "train"], "annotations": [{"type": "label", "class_id": 1}]},
             {"filename": "3.png", "split": ["train", "train"], "annotations": []},
         ],
-    }
+    })
     assert split_items(dataset, 0, "train") == [("1.png", 0)]
     assert split_items(dataset, 1, "train") == [("2.png", 1)]
     assert split_items(dataset, 1, "val") == [("1.png", 0)]
 
 
 def test_a_class_id_outside_the_class_list_is_a_clear_error() -> None:
-    dataset = {"classes": ["a"], "images": [{"filename": "x.png", "split": ["train"],
-                                              "annotations": [{"type": "label", "class_id": 5}]}]}
+    dataset = view_of({"classes": ["a"], "images": [{"filename": "x.png", "split": ["train"],
+                                                      "annotations": [{"type": "label", "class_id": 5}]}]})
     with pytest.raises(CorruptDataError, match="x.png"):
         split_items(dataset, 0, "train")
 
@@ -124,11 +125,11 @@ def test_train_augmentations_are_applied_per_image(shapes) -> None:
 
 
 def test_balanced_class_weights_favour_rare_classes() -> None:
-    dataset = {"classes": ["a", "b"], "split_names": ["s"], "images": [
+    dataset = view_of({"classes": ["a", "b"], "split_names": ["s"], "images": [
         *({"filename": f"a{i}.png", "split": ["train"], "annotations": [{"type": "label", "class_id": 0}]} for i in range(3)),
         {"filename": "b.png", "split": ["train"], "annotations": [{"type": "label", "class_id": 1}]},
         {"filename": "v.png", "split": ["val"], "annotations": [{"type": "label", "class_id": 1}]},
-    ]}
+    ]})
     module = ImageDataModule(Path("/nonexistent"), dataset, config(), RUNTIME)
     assert module.train_targets() == [0, 0, 0, 1]
     balanced = parse_config({"training": {"loss": {"class_weights": "balanced"}}})
@@ -145,7 +146,7 @@ def test_balanced_class_weights_favour_rare_classes() -> None:
     ],
 )
 def test_a_split_without_train_or_val_images_cannot_train(images, message) -> None:
-    dataset = {"classes": ["a", "b"], "split_names": ["s"], "images": images}
+    dataset = view_of({"classes": ["a", "b"], "split_names": ["s"], "images": images})
     with pytest.raises(ValidationError, match=message):
         ImageDataModule(Path("/nonexistent"), dataset, config(), RUNTIME)
 
