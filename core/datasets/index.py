@@ -582,7 +582,7 @@ class IndexCache:
                     handle.seek(0)
                     index = DatasetIndex.from_columns(read_columns(handle, path.name))
                     release_free_memory()  # the build's batches are gone: hand their pages back
-                    index_cache.save(index_cache.cache_path(path), key, index.arrays, index.meta)
+                    index_cache.save_later(index_cache.cache_path(path), key, index.arrays, index.meta)
             self._entries[path] = (version, index)
             return index
 
@@ -602,7 +602,7 @@ class IndexCache:
         """Adopt ``index`` as that of ``path`` just written (by its writer, under the project lock), on disk too."""
         with self._lock(path), open(path, "rb") as handle:
             info = os.fstat(handle.fileno())
-            index_cache.save(index_cache.cache_path(path), index_cache.file_key(handle, info), index.arrays, index.meta)
+            index_cache.save_later(index_cache.cache_path(path), index_cache.file_key(handle, info), index.arrays, index.meta)
             self._entries[path] = ((info.st_ino, info.st_mtime_ns, info.st_size), index)
 
     def forget(self, path: Path) -> None:
