@@ -16,12 +16,14 @@ text is structure). The old text of every list is known from the index
 start with it, and there must be one key per indexed image, or the rewrite is
 abandoned (``NotStreamable``: the temp is removed, the file untouched) and the
 caller takes the whole-document path. So does any other layout. Segments are
-written with gathered writes (``os.writev``), never joined into one copy.
+written with gathered writes (``os.writev``), never joined into one copy, by a
+writer thread while the next segment is cut.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Callable
 from operator import getitem, itemgetter
@@ -38,6 +40,8 @@ from .layout import ARRAY_END, NotStreamable, image_pieces, read_head
 _CHUNK = 4 * 1024 * 1024
 _SPLIT_KEY = b'\n      "split": '
 _IOV_MAX = 1024
+#: segments cut ahead of the writer thread
+_QUEUED = 4
 #: header keys the whole-document path adds when missing (``store.load``'s defaults, ``image_stats``): then it must run
 HEADER_KEYS = ("split_names", "classes", "image_stats")
 
@@ -126,22 +130,23 @@ def _rewrite(source: IO[bytes], path: Path, update_header: Callable[[dict[str, A
         out.write(head[:-2] + b",\n  \"images\": [")
         out.flush()
         done = 0
-        for segment in image_pieces(rest, source, _CHUNK):
-            # the text after each image's split key starts with its list (a newline is never inside a string)
-            pieces = segment.split(_SPLIT_KEY)
-            found = len(pieces) - 1
-            if done + found > len(old_keys):
-                raise NotStreamable("more split lists than images")
-            keys = old_keys[done : done + found].tolist()
-            after = pieces[1:]
-            if not all(map(bytes.startswith, after, _pick(old_lists, keys))):
-                raise NotStreamable("a split list differs from the index's")
-            parts: list[bytes] = [b""] * (2 * found + 1)
-            parts[0] = b"," + pieces[0] if done else pieces[0]  # the comma between two pieces belongs to neither
-            parts[1::2] = _pick(new_texts, new_keys[done : done + found].tolist())
-            parts[2::2] = map(getitem, after, _pick(cut_after, keys))
-            _write_all(out.fileno(), parts)
-            done += found
+        with _Writer(out.fileno()) as writer:
+            for segment in image_pieces(rest, source, _CHUNK):
+                # the text after each image's split key starts with its list (a newline is never inside a string)
+                pieces = segment.split(_SPLIT_KEY)
+                found = len(pieces) - 1
+                if done + found > len(old_keys):
+                    raise NotStreamable("more split lists than images")
+                keys = old_keys[done : done + found].tolist()
+                after = pieces[1:]
+                if not all(map(bytes.startswith, after, _pick(old_lists, keys))):
+                    raise NotStreamable("a split list differs from the index's")
+                parts: list[bytes] = [b""] * (2 * found + 1)
+                parts[0] = b"," + pieces[0] if done else pieces[0]  # the comma between two pieces belongs to neither
+                parts[1::2] = _pick(new_texts, new_keys[done : done + found].tolist())
+                parts[2::2] = map(getitem, after, _pick(cut_after, keys))
+                writer.write(parts)
+                done += found
         if done != len(old_keys):
             raise NotStreamable(f"the file has {done} split lists, the index {len(old_keys)} images")
         out.write(ARRAY_END + b"\n")
@@ -151,6 +156,46 @@ def _pick(values: list[Any], keys: list[int]) -> list[Any]:
     if len(keys) == 1:
         return [values[keys[0]]]
     return list(itemgetter(*keys)(values)) if keys else []
+
+
+class _Writer:
+    """Writes segments on a thread while the next one is cut (the write releases the GIL: both cores work).
+
+    At most ``_QUEUED`` segments wait (a few tens of MB). Leaving the ``with``
+    block waits for every queued write; an error of the writer is raised there,
+    one of the block stops the writer first (the temp file is then removed).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=_QUEUED)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="dataset-json-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self.thread.start()
+        return self
+
+    def write(self, parts: list[bytes]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(parts)
+
+    def _run(self) -> None:
+        while (parts := self.queue.get()) is not None:
+            if self.error is None:  # after a failed write the rest is only drained
+                try:
+                    _write_all(self.fd, parts)
+                except BaseException as exc:  # noqa: BLE001 - handed to the producer, which raises it
+                    self.error = exc
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if value is not None:
+            self.error = self.error or RuntimeError("stopped")  # drop what is queued
+        self.queue.put(None)
+        self.thread.join()
+        if value is None and self.error is not None:
+            raise self.error
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:

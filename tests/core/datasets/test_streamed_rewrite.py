@@ -10,15 +10,20 @@ always changed it, and written with ``atomic_write_json``.
 from __future__ import annotations
 
 import copy
+import errno
 import json
+import os
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from modelyard.core.datasets import rewrite
 from modelyard.core.datasets.document import SPLIT_VALUES, image_stats
 from modelyard.core.datasets.splits import Ratios
+from modelyard.core.errors import StorageFullError
 from modelyard.core.jsonio import atomic_write_json, read_json
 from modelyard.core.services import Services
 
@@ -172,3 +177,31 @@ def test_an_image_without_a_split_list_takes_the_whole_document_path(services: S
     subsets = [image["split"][-1] for image in read_json(path)["images"]]
     assert path.read_bytes() == _expected_bytes(tmp_path, _legacy_create(doc, "b", subsets))
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_disk_that_fills_mid_rewrite_stops_the_writer_and_leaves_the_file(services: Services, tmp_path: Path,
+                                                                           streamed_only: None,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = _document("classification", 3000, ["a"])
+    project, path = _project(services, "classification", doc)
+    services.datasets.list_images(project)
+    before = path.read_bytes()
+    monkeypatch.setattr(rewrite, "_CHUNK", 4096)  # many segments: the writer thread fails while more are queued
+    real_writev, calls = os.writev, []
+
+    def filling_writev(fd: int, buffers: list[bytes]) -> int:  # the disk is the boundary we fake
+        calls.append(fd)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", filling_writev)
+    with pytest.raises(StorageFullError, match="dataset.json"):
+        services.splits.create(project, "b", Ratios(0.8, 0.1, 0.1), seed=1)
+    assert path.read_bytes() == before
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp-")]
+    assert not [thread for thread in threading.enumerate() if thread.name == "dataset-json-writer"]
+    monkeypatch.setattr(os, "writev", real_writev)  # space freed: the same request now works
+    services.splits.create(project, "b", Ratios(0.8, 0.1, 0.1), seed=1)
+    subsets = [image["split"][-1] for image in read_json(path)["images"]]
+    assert path.read_bytes() == _expected_bytes(tmp_path, _legacy_create(doc, "b", subsets))
