@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 import shutil
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConflictError, ModelyardError, ProjectNotFoundError, ValidationError
 from .ids import new_id
-from .jsonio import atomic_write_json, read_json
+from .jsonio import atomic_write_json
 from .records import Project, read_record
 from .registry import TaskRegistry
 from .tasks import check_task
 from .timeutil import utc_now_iso
 from .training.run_folder import ACTIVE_STATUSES, iter_run_dirs, read_run
 from .workspace import PROJECT_JSON, Workspace
+
+if TYPE_CHECKING:
+    from .datasets.store import DatasetStore
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +75,13 @@ def read_project(workspace: Workspace, project_id: str) -> Project:
 
 
 class ProjectService:
-    def __init__(self, workspace: Workspace, tasks: TaskRegistry) -> None:
+    def __init__(self, workspace: Workspace, tasks: TaskRegistry, store: DatasetStore | None = None) -> None:
+        from .datasets.store import DatasetStore  # it reads projects through this module
+
         self.workspace = workspace
         self.tasks = tasks
+        #: the server's shared dataset store (one index per dataset version); its own when none is given
+        self.store = store if store is not None else DatasetStore(workspace)
 
     def list(self) -> list[Project]:
         projects = []
@@ -141,8 +148,5 @@ class ProjectService:
             shutil.rmtree(trash, ignore_errors=True)
 
     def _has_dataset(self, project_id: str) -> bool:
-        path = self.workspace.dataset_json(project_id)
-        if not path.is_file():
-            return False
-        data = read_json(path)
-        return bool(data.get("images"))
+        """Whether the project holds images (its dataset's index has any)."""
+        return len(self.store.index(project_id)) > 0

@@ -10,14 +10,16 @@ evaluation ``failed``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
+from ..datasets.store import DatasetStore
+from ..datasets.view import DatasetView
 from ..devices import known_device_ids
 from ..errors import ConflictError, EvaluationNotFoundError, SplitNotFoundError, ValidationError
 from ..jobs.kinds import EVALUATE
 from ..jobs.queue import JobQueue
 from ..jobs.store import JobStore
-from ..jsonio import read_json
 from ..records import Evaluation
 from ..training.checkpoints import existing_checkpoint, find_run, frozen_config
 from ..training.run_folder import trained_split_index
@@ -45,17 +47,14 @@ def subsets_of(split_subset: str | list[str]) -> list[str]:
     return names
 
 
-def read_dataset(workspace: Workspace, project_id: str) -> dict[str, Any]:
-    path = workspace.dataset_json(project_id)
-    if not path.is_file():
+def read_dataset(store: DatasetStore, project_id: str) -> DatasetView:
+    """The project's dataset as its shared index serves it (``SplitNotFoundError`` before the first import)."""
+    if not store.workspace.dataset_json(project_id).is_file():
         raise SplitNotFoundError(f"Project {project_id} has no dataset, so it has no splits", {"project_id": project_id})
-    dataset = read_json(path)
-    if not isinstance(dataset, dict):
-        raise SplitNotFoundError(f"Project {project_id} has no readable dataset", {"project_id": project_id})
-    return dataset
+    return DatasetView(store.index(project_id))
 
 
-def check_split(dataset: dict[str, Any], split_index: int) -> str:
+def check_split(dataset: Mapping[str, Any], split_index: int) -> str:
     """The split's name, or ``SplitNotFoundError`` listing the splits there are."""
     names = dataset.get("split_names") or []
     if not 0 <= split_index < len(names):
@@ -89,24 +88,26 @@ def check_devices(devices: list[str] | None, num_processes: int = 1) -> list[str
     return devices
 
 
-def subset_size(dataset: dict[str, Any], split_index: int, subset: str, annotation_types: tuple[str, ...]) -> int:
-    """How many images ``subset`` holds with an annotation the project's task reads."""
-    count = 0
-    for image in dataset.get("images") or []:
-        splits = image.get("split") or []
-        if split_index < len(splits) and splits[split_index] == subset and any(
-                a.get("type") in annotation_types for a in image.get("annotations") or []):
-            count += 1
-    return count
+def subset_size(dataset: DatasetView, split_index: int, subset: str, annotation_types: tuple[str, ...]) -> int:
+    """How many images ``subset`` holds with an annotation the project's task reads (from the index's columns)."""
+    import numpy as np
+
+    positions = dataset.subset_positions(split_index, subset)
+    annotated = np.zeros(len(positions), dtype=bool)
+    for kind in annotation_types:
+        annotated[dataset.annotations(positions, kind).owner] = True
+    return int(annotated.sum())
 
 
 class EvaluationService:
     """Evaluation records of every project (see the module docstring)."""
 
-    def __init__(self, workspace: Workspace, queue: JobQueue, tasks: TaskRegistry) -> None:
+    def __init__(self, workspace: Workspace, queue: JobQueue, tasks: TaskRegistry, store: DatasetStore | None = None) -> None:
         self.workspace = workspace
         self.queue = queue
         self.tasks = tasks
+        #: the server's shared dataset store (one index per dataset version); its own when none is given
+        self.store = store if store is not None else DatasetStore(workspace)
         self.indexes = ResultsIndexCache()
         self.jobs: JobStore[Evaluation] = JobStore(workspace, queue, EVALUATE, workspace.evaluations_dir, lambda eval_id: EvaluationNotFoundError(
             f"Evaluation {eval_id} not found", {"evaluation_id": eval_id}))
@@ -130,7 +131,7 @@ class EvaluationService:
         ref = find_run(self.workspace, project_id, experiment_id, run_id)
         existing_checkpoint(ref, checkpoint)
         subsets = subsets_of(split_subset)
-        dataset = read_dataset(self.workspace, project_id)
+        dataset = read_dataset(self.store, project_id)
         if split_index is None:  # the split the run trained on, found by name if an earlier split was deleted since
             names = [str(n) for n in dataset.get("split_names") or []]
             split_index = trained_split_index(ref.run_dir, frozen_config(ref).split_index, names)

@@ -12,6 +12,9 @@ the run's own validation path (decode, resize, ``val`` augmentations seeded
 per image, the module's normalisation), so a single-process and a DDP
 evaluation see exactly the same pixels.
 
+The dataset's subsets come from its index (``DatasetView``, mapped from the
+``.dataset.index`` cache), so no rank parses ``dataset.json`` itself.
+
 The claiming process (rank 0) reports ``progress`` {done, total}, writes the
 results file and marks the evaluation ``completed``; any error marks it
 ``failed`` with the reason. Extra DDP ranks, which Lightning starts by
@@ -32,7 +35,7 @@ from ..errors import ModelyardError
 from ..jobs.folder import JobFolder
 from ..jobs.kinds import EVALUATE
 from ..jobs.process import is_extra_rank
-from ..jsonio import read_json
+from ..datasets.view import load_dataset_view
 from ..plugin_manager import PluginHost, default_plugin_host
 from ..records import Evaluation, JobError
 from ..workspace import Workspace
@@ -100,7 +103,7 @@ def _evaluate(workspace: Workspace, job: JobFolder[Evaluation], record: Evaluati
     trained = load_trained_model(workspace, record.project_id, record.run_id, record.checkpoint,
                                  experiment_id=record.experiment_id, plugins=plugins)
     runtime = runtime_of(plugins.tasks.get(trained.task, field="task"))
-    dataset = read_json(workspace.dataset_json(record.project_id))
+    dataset = load_dataset_view(workspace.dataset_json(record.project_id), trained.task)  # the index, never the document
     items: list[tuple[str, str, Any]] = []
     skipped = 0
     for subset in subsets_of(record.split_subset):

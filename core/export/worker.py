@@ -2,7 +2,7 @@
 
 Steps (``progress`` counts them): rebuild the checkpoint's network and
 preprocess up to 64 real images of the run's validation subset (train when it
-has none); export with the format's plugin into a private folder and move the
+has none; read from the dataset's index, ``DatasetView``); export with the format's plugin into a private folder and move the
 file to ``<architecture>-<run_id><extension>`` (the extension exactly as the
 exporter declares it); run the exported file and the PyTorch model on those
 images and compare under the exporter's ``VerificationPolicy``
@@ -32,13 +32,15 @@ import logging
 import os
 import shutil
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelyardError, ValidationError
 from ..jobs.folder import JobFolder
 from ..jobs.kinds import EXPORT
-from ..jsonio import atomic_write_json, read_json
+from ..datasets.view import load_dataset_view
+from ..jsonio import atomic_write_json
 from ..plugin_manager import PluginHost, default_plugin_host
 from ..plugin_types import Exporter, ExportMetadata, VerificationPolicy, accepts_keyword, tasks_of
 from ..records import Export, JobError
@@ -57,12 +59,13 @@ STAGING = ".partial"
 TOTAL_STEPS = 4
 
 
-def verification_files(dataset: dict[str, Any], split_index: int, runtime: TaskRuntime,
+def verification_files(dataset: Mapping[str, Any], split_index: int, runtime: TaskRuntime,
                        image_size: tuple[int, int], limit: int = MAX_VERIFY_IMAGES) -> list[str]:
     """Up to ``limit`` annotated images of the split's ``val`` subset (``train`` when val is empty).
 
-    "Annotated" as the task reads ``dataset.json`` (its training ``samples``):
-    a labelled image for classification, any image of the subset for detection.
+    "Annotated" as the task reads the dataset (its training ``samples`` of the
+    ``DatasetView``): a labelled image for classification, any image of the
+    subset for detection.
     """
     for subset in ("val", "train"):
         names = [name for name, _ in runtime.samples(dataset, split_index, subset, image_size)]
@@ -127,7 +130,7 @@ def _export(workspace: Workspace, job: JobFolder[Export], record: Export, plugin
     base = base_exporter(plugins.exporters, exporter, task)
     own = format_options(exporter, options)  # what the exporter plugin sees: its own options only
     runtime.check_export_options(options, _format_defaults(exporter))
-    dataset = read_json(workspace.dataset_json(project_id))
+    dataset = load_dataset_view(workspace.dataset_json(project_id), task)  # the index, never the parsed document
     names = verification_files(dataset, trained.split_index, runtime, trained.image_size)
     if not names:
         raise ModelyardError("the run's split has no labelled images to verify the export with")

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ..datasets.splits import check_ratios
+from ..datasets.view import DatasetView
 from ..errors import ConflictError, ModelyardError, ValidationError
 from ..export.service import base_exporter, check_base_options, check_input_shape, resolve_export_options
 from ..plugin_types import tasks_of
@@ -225,12 +226,9 @@ def ensure_project(services: Services, spec: ProjectSpec, reporter: Reporter | N
     return {"id": project.id, "name": project.name, "task": project.task, "created": True}
 
 
-def _read_dataset(services: Services, project_id: str) -> dict[str, Any] | None:
-    path = services.workspace.dataset_json(project_id)
-    if not path.is_file():
-        return None
-    data = read_json(path)
-    return data if isinstance(data, dict) else None
+def _dataset(services: Services, project_id: str) -> DatasetView:
+    """The project's dataset as the server's shared index serves it (empty before the first import)."""
+    return DatasetView(services.datasets.store.index(project_id))
 
 
 def ensure_dataset(services: Services, spec: DatasetSpec, project_id: str, base_dir: Path,
@@ -238,7 +236,8 @@ def ensure_dataset(services: Services, spec: DatasetSpec, project_id: str, base_
     """Import the source unless it already is exactly the project's dataset; describe the dataset after."""
     reporter = reporter or SilentReporter()
     source = resolve_source(spec.path, base_dir)
-    current = _read_dataset(services, project_id)
+    had_dataset = services.workspace.dataset_json(project_id).is_file()
+    current = _dataset(services, project_id) if had_dataset else None
     record: dict[str, Any] = {"source": str(source), "format": spec.format}
     if source_matches(services.workspace, services.settings, services.plugins.importers, source, spec.format, current):
         reporter.note("the source holds exactly the project's images and labels: import skipped")
@@ -248,16 +247,16 @@ def ensure_dataset(services: Services, spec: DatasetSpec, project_id: str, base_
             summary = services.datasets.import_zip(project_id, source, spec.format, spec.replace)
         else:
             summary = services.datasets.import_local(project_id, str(source), spec.format, spec.replace)
-        record["action"] = "replaced" if spec.replace and current else "imported"
+        record["action"] = "replaced" if spec.replace and had_dataset else "imported"
         record["format"] = summary.get("format", spec.format)
         record["imported"] = summary.get("imported", 0)
         record["skipped_files"] = len(summary.get("skipped") or [])
         record["duplicates"] = len(summary.get("duplicates") or [])
         reporter.note(f"{record['action']} {record['imported']} image(s) ({record['skipped_files']} skipped, "
                       f"{record['duplicates']} duplicate(s)) with the {record['format']} importer")
-    dataset = _read_dataset(services, project_id) or {}
-    record["num_images"] = len(dataset.get("images") or [])
-    record["classes"] = list(dataset.get("classes") or [])
+    dataset = _dataset(services, project_id)
+    record["num_images"] = len(dataset.index)
+    record["classes"] = list(dataset.index.classes)
     record["fingerprint"] = dataset_fingerprint(dataset)
     return record
 
@@ -266,14 +265,15 @@ def ensure_split(services: Services, spec: SplitSpec, project_id: str, reporter:
     """The split named by ``spec``: reused when it holds exactly what its ratios and seed give, else created."""
     reporter = reporter or SilentReporter()
     ratios = check_ratios(spec.ratios.train, spec.ratios.val, spec.ratios.test)
-    dataset = _read_dataset(services, project_id) or {}
-    names = list(dataset.get("split_names") or [])
+    dataset = _dataset(services, project_id)
+    names = list(dataset.index.split_names)
     name = spec.name.strip()
     if name in names:
         index = names.index(name)
-        images = dataset.get("images") or []
         expected, _ = services.splits.assignment(dataset, ratios, spec.seed, spec.stratified)
-        stored = [(image.get("split") or [])[index] if index < len(image.get("split") or []) else "none" for image in images]
+        matrix, table = dataset.index.split_lists()
+        values = [*table, "none"]  # code -1 (past an image's list) reads the trailing "none"
+        stored = [values[code] for code in matrix[:, index].tolist()] if index < matrix.shape[1] else ["none"] * len(matrix)
         if stored != expected.subsets:
             raise ConflictError(
                 f"split '{name}' exists but is not what ratios {spec.ratios.train}/{spec.ratios.val}/{spec.ratios.test} "
@@ -290,7 +290,7 @@ def ensure_split(services: Services, spec: SplitSpec, project_id: str, reporter:
         for warning in warnings:
             reporter.note(f"warning: {warning}")
     reporter.note("train {train} / val {val} / test {test}".format(**{k: stats.get(k, 0) for k in ("train", "val", "test")}))
-    dataset = _read_dataset(services, project_id) or {}
+    dataset = _dataset(services, project_id)
     return {"index": index, "name": name, "reused": reused, "stats": stats, "warnings": warnings,
             "assignment_hash": split_hash(dataset, index)}
 

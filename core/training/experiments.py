@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..datasets.store import DatasetStore
+from ..datasets.view import DatasetView
 from ..errors import ConflictError, ExperimentNotFoundError, ModelyardError
 from ..ids import is_valid_id, new_id
 from ..jsonio import atomic_write_json, read_json
@@ -34,10 +36,13 @@ log = logging.getLogger(__name__)
 
 
 class ExperimentService:
-    def __init__(self, workspace: Workspace, plugins: PluginHost, settings: Settings | None = None) -> None:
+    def __init__(self, workspace: Workspace, plugins: PluginHost, settings: Settings | None = None,
+                 store: DatasetStore | None = None) -> None:
         self.workspace = workspace
         self.plugins = plugins
         self.settings = settings
+        #: the server's shared dataset store (one index per dataset version); its own when none is given
+        self.store = store if store is not None else DatasetStore(workspace)
 
     # -- paths and validation -----------------------------------------------------
     def experiment_dir(self, project_id: str, experiment_id: str) -> Path:
@@ -50,12 +55,11 @@ class ExperimentService:
             raise _not_found(experiment_id)
         return folder
 
-    def _dataset(self, project_id: str) -> dict[str, Any] | None:
-        path = self.workspace.dataset_json(project_id)
-        if not path.is_file():
+    def _dataset(self, project_id: str) -> DatasetView | None:
+        """The project's dataset as its index serves it (a config reads its ``split_names``); ``None`` before an import."""
+        if not self.workspace.dataset_json(project_id).is_file():
             return None
-        data = read_json(path)
-        return data if isinstance(data, dict) else None
+        return DatasetView(self.store.index(project_id))
 
     def task_of(self, project_id: str) -> Task:
         """The registered task of the project (its config defaults, monitors and architectures follow it)."""

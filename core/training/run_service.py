@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import msgspec
 import yaml
 
+from ..datasets.store import DatasetStore
 from ..errors import CheckpointError, ConflictError, CorruptDataError, ModelyardError, ValidationError
 from ..jsonio import atomic_write_bytes, atomic_write_json, read_json
 from ..records import Run, RunResumeRecord
@@ -66,10 +67,13 @@ class ExperimentSource(Protocol):
 
 
 class RunService:
-    def __init__(self, workspace: Workspace, queue: JobQueue, experiments: ExperimentSource) -> None:
+    def __init__(self, workspace: Workspace, queue: JobQueue, experiments: ExperimentSource,
+                 store: DatasetStore | None = None) -> None:
         self.workspace = workspace
         self.queue = queue
         self.experiments = experiments
+        #: the server's shared dataset store (one index per dataset version); its own when none is given
+        self.store = store if store is not None else DatasetStore(workspace)
 
     # -- paths -----------------------------------------------------------------
     def run_dir(self, project_id: str, run_id: str) -> Path:
@@ -237,9 +241,7 @@ class RunService:
 
     def _check_split_unmoved(self, project_id: str, run_id: str, run_dir: Path) -> None:
         """A resume trains on the frozen ``split_index``: refuse it when deleting an earlier split moved the run's split."""
-        dataset_path = self.workspace.dataset_json(project_id)
-        dataset = read_json(dataset_path) if dataset_path.is_file() else {}
-        names = [str(n) for n in dataset.get("split_names") or []] if isinstance(dataset, dict) else []
+        names = [str(n) for n in self.store.index(project_id).split_names]  # the shared index: no parse of dataset.json
         frozen = frozen_config(RunRef(project_id, run_dir.parent.parent.name, run_id, run_dir)).split_index
         try:
             now = trained_split_index(run_dir, frozen, names)

@@ -2,7 +2,8 @@
 
 ``train_run`` is what the worker process (``python -m modelyard worker train``)
 and the foreground ``modelyard train`` both call. It reads the frozen
-``config.yaml`` and the project's ``dataset.json``, builds the network through
+``config.yaml`` and the project's dataset (through its index, mapped from the
+``.dataset.index`` cache: ``DatasetView``), builds the network through
 the architecture registry, and fits the task LightningModule with the
 DataModule, writing everything the run protocol promises
 (``docs/internals/run-protocol.md``): status, events, metrics, heartbeat,
@@ -31,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import yaml
 
+from ...datasets.view import DatasetView, load_dataset_view
 from ...errors import CheckpointError, ValidationError
 from ...jobs.process import is_extra_rank, start_ticks
-from ...jsonio import atomic_write_json, read_json, remove_stale_temp_files
+from ...jsonio import atomic_write_json, remove_stale_temp_files
 from ...plugin_manager import PluginHost, default_plugin_host
 from ...plugin_types import Task, TrainingContext
 from ...projects import read_project
@@ -192,22 +194,45 @@ def _strategy(plan: HardwarePlan) -> Any:
 # -- reproducibility -----------------------------------------------------------------------
 
 
-def dataset_fingerprint(dataset: dict[str, Any]) -> str:
-    """sha256 over the sorted ``(image sha256, label)`` pairs: same images and labels, same fingerprint."""
-    pairs = []
-    for image in dataset.get("images") or []:
-        label = next((a.get("class_name") for a in image.get("annotations") or [] if a.get("type") == "label"), None)
-        pairs.append((str(image.get("sha256", "")), "" if label is None else str(label)))
-    return hashlib.sha256(json.dumps(sorted(pairs), separators=(",", ":")).encode("utf-8")).hexdigest()
+def dataset_fingerprint(dataset: DatasetView) -> str:
+    """sha256 over the sorted ``(image sha256, label)`` pairs: same images and labels, same fingerprint.
+
+    An image's label is its first ``label`` annotation's ``class_name`` (``""``
+    for none). The pairs are sorted by the columns (a hex digest sorts as its
+    bytes), so only the JSON the hash reads is built per image.
+    """
+    import numpy as np
+
+    index = dataset.index
+    labels = dataset.annotations(np.arange(len(index)), "label")
+    first = np.flatnonzero(np.diff(labels.owner, prepend=-1) != 0)
+    codes = np.full(len(index), -1, dtype=np.int64)
+    codes[labels.owner[first]] = labels.name_code[first]
+    names = [*labels.names, ""]  # code -1 reads the trailing ""
+    rank = {name: r for r, name in enumerate(sorted(set(names)))}
+    label_rank = np.array([rank[name] for name in names], dtype=np.int64)[codes]
+    digest = np.ascontiguousarray(index.arrays["sha"]).view(">u8")  # [n, 4]: big-endian words sort as the bytes do
+    order = np.lexsort((label_rank, *(digest[:, k] for k in range(digest.shape[1] - 1, -1, -1))))
+    hexes = index.arrays["sha"][order].tobytes().hex()
+    pairs = [(hexes[64 * i : 64 * i + 64], names[code]) for i, code in enumerate(codes[order].tolist())]
+    return hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
-def split_hash(dataset: dict[str, Any], split_index: int) -> str:
-    """sha256 over the sorted ``(filename, subset)`` assignment of one split."""
-    pairs = []
-    for image in dataset.get("images") or []:
-        splits = image.get("split") or []
-        pairs.append((str(image.get("filename")), splits[split_index] if split_index < len(splits) else "none"))
-    return hashlib.sha256(json.dumps(sorted(pairs), separators=(",", ":")).encode("utf-8")).hexdigest()
+def split_hash(dataset: DatasetView, split_index: int) -> str:
+    """sha256 over the sorted ``(filename, subset)`` assignment of one split (``none`` past an image's list).
+
+    File names are unique in the index, so the pairs' order is its filename order.
+    """
+    index = dataset.index
+    order = index.arrays["order_filename"]
+    matrix, table = index.split_lists()
+    if 0 <= split_index < matrix.shape[1]:
+        values = [*table, "none"]  # code -1 (past a short list) reads the trailing "none"
+        subsets = [values[code] for code in matrix[order, split_index].tolist()]
+    else:
+        subsets = ["none"] * len(order)
+    pairs = list(zip(dataset.filenames(order), subsets, strict=True))
+    return hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -230,8 +255,8 @@ def _versions() -> dict[str, str]:
     }
 
 
-def reproducibility_record(config: ExperimentConfig, dataset: dict[str, Any], plan: HardwarePlan, datamodule: Any) -> dict[str, Any]:
-    names = dataset.get("split_names") or []
+def reproducibility_record(config: ExperimentConfig, dataset: DatasetView, plan: HardwarePlan, datamodule: Any) -> dict[str, Any]:
+    names = dataset.index.split_names
     return {
         "written_at": utc_now_iso(),
         "config_hash": config_hash(config),
@@ -417,7 +442,8 @@ def _fit(
     if not run_dir.is_relative_to(workspace.project_dir(project_id)):
         raise ValidationError(f"run folder {run_dir} is not inside project {project_id}", field="run_dir")
     config = load_run_config(run_dir)
-    dataset = read_json(workspace.dataset_json(project_id))
+    task_id = read_project(workspace, project_id).task
+    dataset = load_dataset_view(workspace.dataset_json(project_id), task_id)  # the index, never the parsed document
     plan = hardware_plan(config)
     if events is not None:  # what was chosen and why, visible in GET run before the first epoch
         choice = RunPrecision(requested=config.training.precision, precision=plan.precision, reason=plan.precision_reason)
@@ -425,7 +451,7 @@ def _fit(
     L.seed_everything(config.training.seed, workers=True, verbose=False)
 
     host = plugins or default_plugin_host()
-    task = host.tasks.get(read_project(workspace, project_id).task, field="task")
+    task = host.tasks.get(task_id, field="task")
     runtime = runtime_of(task)
     datamodule = ImageDataModule(workspace.images_dir(project_id), dataset, config, runtime,
                                  pin_memory=plan.accelerator == "gpu", rank=global_rank() if plan.ddp else 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,9 @@ def test_a_worker_loads_the_view_from_the_index_cache_beside_the_file(tmp_path: 
     assert load_dataset_view(path, "object_detection")["task"] == "object_detection"
     atomic_write_json(path, doc)
     first = load_dataset_view(path, "classification")
+    deadline = time.monotonic() + 30
+    while not cache_path(path).is_file() and time.monotonic() < deadline:  # the cache may be written behind the build
+        time.sleep(0.05)
     assert cache_path(path).is_file()  # built once, then mapped back by the next worker
     again = load_dataset_view(path, "classification")
     assert as_dict(first) == as_dict(again) == parsed(doc)
