@@ -14,10 +14,12 @@ redo the filtering. ``images[i]`` materialises one image when a page needs it.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import io
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +31,7 @@ import numpy as np
 
 from .document import NONE, SPLIT_VALUES, image_stats
 from .index_build import NO_CLASS_ID, RawColumns, read_columns, servable, strings
+from .naming import all_safe_names
 from . import index_cache
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,9 @@ SORT_KEYS: tuple[str, ...] = ("filename", "class", "size", "num_boxes")
 _SPLIT_CODE = {value: code for code, value in enumerate(SPLIT_VALUES)}
 _NONE_CODE = _SPLIT_CODE[NONE]
 _LRU_SIZE = 32
+#: ``owners_of``'s bit table: 2**22 entries, so a thousand digests among a million images leave a few hundred candidates
+_HASH_BITS = (1 << 22) - 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 #: Per-image columns (first axis = image), filtered together when unservable images are dropped.
 _PER_IMAGE = ("sha", "width", "height", "size", "format", "subset", "split_len", "split_mat")
 _PER_ANNOTATION = ("ann_type", "ann_cid", "ann_cname", "ann_bbox", "ann_hasbox")
@@ -253,6 +259,106 @@ class DatasetIndex:
                 "image_stats": self.file_stats()}
         return DatasetIndex(arrays, meta)
 
+    def owners_of(self, hashes: list[str]) -> dict[str, str]:
+        """The file name of the last image holding each SHA-256 hex digest of ``hashes`` that any image holds.
+
+        The last, as a dict built over the images in file order keeps it (what an import reports a duplicate of).
+        A 4 MiB bit table of the digests' first bytes picks the few candidate rows; only those are compared whole.
+        """
+        wanted = {bytes.fromhex(digest): digest for digest in hashes if _SHA256.fullmatch(digest)}
+        if not wanted or not self._count:
+            return {}
+        sha = self.arrays["sha"]
+        keys = np.ascontiguousarray(sha[:, :8]).view(np.uint64).ravel() & np.uint64(_HASH_BITS)
+        table = np.zeros(_HASH_BITS + 1, dtype=bool)
+        table[np.frombuffer(b"".join(raw[:8] for raw in wanted), dtype=np.uint64) & np.uint64(_HASH_BITS)] = True
+        found: dict[str, str] = {}
+        candidates = np.flatnonzero(table[keys] & self.arrays["sha_ok"])
+        for position, row in zip(candidates.tolist(), sha[candidates], strict=True):
+            digest = wanted.get(row.tobytes())
+            if digest is not None:
+                found[digest] = self.filename(position)  # later images overwrite: the last one wins
+        return found
+
+    def casefolded_names(self) -> set[bytes]:
+        """Every file name casefolded, as UTF-8: what a new name must not equal, ignoring case (``naming.unique_name``).
+
+        ASCII names are folded as bytes in one pass and cut apart by one ``split`` (names never hold a newline);
+        only names with other characters go through ``str.casefold``.
+        """
+        if not self._count:
+            return set()
+        blob, offsets = self.arrays["name_blob"], self.arrays["name_off"]
+        folded = blob + ((blob >= ord("A")) & (blob <= ord("Z"))) * np.uint8(32)
+        names = np.insert(folded, offsets[1:-1], ord("\n")).tobytes().split(b"\n")
+        wide = np.unique(np.searchsorted(offsets, np.flatnonzero(blob >= 0x80), side="right") - 1)
+        for position in wide.tolist():
+            names[position] = self.filename(position).casefold().encode("utf-8", "surrogatepass")
+        return set(names)
+
+    def class_ids_agree(self, classes: list[str]) -> bool:
+        """Whether every label and box naming a class of ``classes`` has that class's position as its ``class_id``.
+
+        Then ``document.relabel`` to ``classes`` changes no image (a streamed import may append).
+        """
+        types = self._tables["ann_type"]
+        kinds = [types.index(kind) for kind in ("label", "bbox") if kind in types]
+        position = {name: i for i, name in enumerate(classes)}
+        wanted = np.array([position.get(name, -1) for name in self._tables["ann_name"]] + [-1], dtype=np.int64)
+        expected = wanted[self.arrays["ann_cname"]]
+        named = np.isin(self.arrays["ann_type"], kinds) & (expected >= 0)
+        return bool((self.arrays["ann_cid"][named] == expected[named]).all())
+
+    def appended(self, images: bytes, header: Mapping[str, Any]) -> DatasetIndex:
+        """This index with the images of the JSON array ``images`` after its own, under ``header`` (a streamed import).
+
+        Equal, column by column, to the index of the file that append wrote, without reading that file: the new
+        images' columns are read alone and joined to these (their string tables re-coded into these tables), and
+        the derived columns computed as ``from_columns`` does. The name order is merged rather than sorted again.
+        ``header``: the file's new ``task``, ``source``, ``classes``, ``split_names`` and ``image_stats``.
+        Needs ``whole_file`` (else the file holds images this index lacks).
+        """
+        if not self.whole_file():
+            raise ValueError("only the index of every image of the file can be appended to")
+        head = {key: header[key] for key in ("task", "source", "classes", "split_names", "image_stats")}
+        new = read_columns(io.BytesIO(msgspec.json.encode(head)[:-1] + b',"images":' + images + b"}"), "the new images")
+        arrays, tables = _joined(self.arrays, self._tables, new.arrays, new.tables)
+        raw = RawColumns(new.header, arrays, tables)
+        order = self._merged_name_order(new.arrays) if self._appendable(new.arrays) else None
+        if order is None:  # an unservable or repeated name: the index drops images, as a fresh build would
+            return DatasetIndex.from_columns(raw)
+        arrays["order_filename"] = order
+        count = len(arrays["name_off"]) - 1
+        stored = new.header.image_stats
+        meta = {"task": new.header.task, "source": new.header.source, "classes": list(new.header.classes),
+                "split_names": list(new.header.split_names),
+                "image_stats": stored if stored.get("num_images") == count else _stats_of(arrays, tables["format"]),
+                "tables": tables, "file_images": count}
+        arrays.update(_class_columns(arrays, tables, meta["classes"]))
+        arrays["split_codes"] = _split_codes(arrays, tables["split"], len(meta["split_names"]))
+        arrays.update(_orders(arrays))
+        return DatasetIndex(arrays, meta)
+
+    def _appendable(self, new: dict[str, np.ndarray]) -> bool:
+        """Whether every new image is servable and its name is not taken (then the joined index drops nothing)."""
+        names = strings(new["name_blob"], new["name_off"])
+        return (bool(new["sha_ok"].all()) and all_safe_names(names) and len(set(names)) == len(names)
+                and all(self.position(name) is None for name in names))
+
+    def _merged_name_order(self, new: dict[str, np.ndarray]) -> np.ndarray:
+        """``order_filename`` of the joined index: each new name inserted where a binary search puts it (names distinct)."""
+        names = [name.encode("utf-8", "surrogatepass") for name in strings(new["name_blob"], new["name_off"])]
+        ranked = sorted(range(len(names)), key=names.__getitem__)
+        order = self.arrays["order_filename"]
+        blob, offsets = self.arrays["name_blob"], self.arrays["name_off"]
+
+        def name_at(rank: int) -> bytes:
+            position = int(order[rank])
+            return blob[offsets[position] : offsets[position + 1]].tobytes()
+
+        places = [bisect.bisect_left(range(len(order)), names[k], key=name_at) for k in ranked]
+        return np.insert(order, places, np.array(ranked, dtype=np.int64) + self._count).astype(np.int32, copy=False)
+
     def names_are_classes(self) -> bool:
         """Whether every named label or box names a class of ``classes`` (``class_sets`` then equals the document's)."""
         types, tables = self._tables["ann_type"], self._tables
@@ -444,6 +550,57 @@ def _servable_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     kept["ann_off"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     kept["order_filename"] = np.argsort(fixed_width(kept["name_blob"], kept["name_off"]), kind="stable").astype(np.int32)
     return kept
+
+
+#: the columns a file's images are read into (``index_build``); every other column is derived from them
+_RAW_COLUMNS = ("name_blob", "name_off", "path_blob", "path_off", "width", "height", "size", "sha", "sha_ok", "format",
+                "subset", "split_len", "split_mat", "ann_off", "ann_type", "ann_cid", "ann_cname", "ann_bbox", "ann_hasbox")
+#: table -> the column of codes into it (``-1``: no value)
+_CODED = {"format": "format", "subset": "subset", "split": "split_mat", "ann_type": "ann_type", "ann_name": "ann_cname"}
+
+
+def _joined(old: dict[str, np.ndarray], old_tables: dict[str, list[str]], new: dict[str, np.ndarray],
+            new_tables: dict[str, list[str]]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """The raw columns of ``old``'s images then ``new``'s, as one read of both would make them.
+
+    A table's values keep their first-seen order (the old ones, then the new ones not among them), so the
+    codes are those of a fresh read of the joined file.
+    """
+    tables, recoded = {}, dict(new)
+    for table, column in _CODED.items():
+        codes = {value: code for code, value in enumerate(old_tables[table])}
+        lookup = np.array([*(codes.setdefault(value, len(codes)) for value in new_tables[table]), -1], dtype=np.int64)
+        tables[table] = list(codes)  # dicts keep insertion order: the old values, then the new ones
+        recoded[column] = lookup[new[column]].astype(new[column].dtype)  # -1 (no value) reads the trailing -1
+    width = max(old["split_mat"].shape[1], new["split_mat"].shape[1])
+    annotations = (len(old["ann_type"]), len(new["ann_type"]))
+    boxed = bool(old["ann_hasbox"].any() or new["ann_hasbox"].any())
+    arrays: dict[str, np.ndarray] = {}
+    for name in _RAW_COLUMNS:
+        first, second = old[name], recoded[name]
+        if name.endswith("_off"):
+            second = second[1:] + first[-1]
+        elif name == "split_mat":
+            first, second = _widened(first, width), _widened(second, width)
+        elif name == "ann_bbox":
+            if not boxed:
+                arrays[name] = np.zeros((0, 4), dtype=np.float64)  # no box anywhere: no column of NaNs
+                continue
+            first, second = (_boxes(box, count) for box, count in zip((first, second), annotations, strict=True))
+        arrays[name] = np.concatenate([first, second]).astype(old[name].dtype, copy=False)
+    return arrays, tables
+
+
+def _widened(matrix: np.ndarray, width: int) -> np.ndarray:
+    """Split lists padded with ``-1`` to ``width`` columns."""
+    grown = np.full((matrix.shape[0], width), -1, dtype=np.int16)
+    grown[:, : matrix.shape[1]] = matrix
+    return grown
+
+
+def _boxes(boxes: np.ndarray, count: int) -> np.ndarray:
+    """A box column of ``count`` annotations (NaN rows where a file without boxes stored none)."""
+    return boxes if len(boxes) == count else np.full((count, 4), np.nan, dtype=np.float64)
 
 
 def _ragged_keep(blob: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

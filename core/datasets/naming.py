@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import PurePosixPath
+from typing import Protocol
 
 from .validate import EXTENSIONS
 
@@ -47,7 +48,15 @@ def _without_repeats(parts: list[str]) -> list[str]:
     return [*kept, *parts[-1:]]
 
 
-def unique_name(candidate: str, taken: set[str]) -> str:
+class Taken(Protocol):
+    """The casefolded names in use: a ``set[str]``, or anything that answers ``in`` and ``add`` as one does."""
+
+    def __contains__(self, name: object, /) -> bool: ...
+
+    def add(self, name: str, /) -> None: ...
+
+
+def unique_name(candidate: str, taken: Taken) -> str:
     """``candidate``, or ``stem_2.ext``, ``stem_3.ext``... whichever is free; records it in ``taken`` (casefolded)."""
     path = PurePosixPath(candidate)
     name, number = candidate, 1
