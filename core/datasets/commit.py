@@ -5,6 +5,11 @@ the staged files are moved into ``images/`` (renames within one file system),
 and the JSON is written once, atomically. If anything fails before that write
 completes, the moves are undone, so the previous dataset is untouched and no
 stray file is left; on success, what a replace import threw away is removed.
+
+This is the whole-document path. A non-replace import that changes no image
+already there is appended streamed instead (``append.py``), with the same
+result, through the pieces shared here: ``accept`` (duplicates and unique
+names), ``new_image``, ``import_summary`` and ``StagedMoves``.
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..jsonio import atomic_write_json
 from .document import NONE, SOURCE_SPLIT, bbox_annotation, class_name, image_stats, label_annotation, relabel
-from .naming import unique_name
+from .naming import Taken, unique_name
 from .staging import Staged, StagedImage
 
 
@@ -40,6 +45,20 @@ def merge_import(
     """
     existing = {image["sha256"]: image["filename"] for image in doc["images"]}
     taken = {image["filename"].casefold() for image in doc["images"]}
+    accepted, duplicates = accept(staged, existing, taken)
+    _add_images(doc, accepted, annotates_boxes)
+    doc["source"] = source
+    doc["image_stats"] = image_stats(doc["images"])
+    if accepted:
+        _write(doc, accepted, staged.folder, replace, paths)
+    return import_summary(staged, accepted, duplicates, doc["classes"], len(doc["images"]))
+
+
+def accept(staged: Staged, existing: Mapping[str, str], taken: Taken) -> tuple[list[tuple[StagedImage, str]], list[dict[str, str]]]:
+    """The staged images new to the dataset, each with its unique name, and every duplicate (the import's own first).
+
+    ``existing``: the dataset's file name for a SHA-256 it holds; ``taken``: its casefolded names (names given are added).
+    """
     duplicates = list(staged.duplicates)
     accepted: list[tuple[StagedImage, str]] = []
     for item in staged.images:
@@ -48,44 +67,54 @@ def merge_import(
             duplicates.append({"path": item.record["source_path"], "duplicate_of": first})
             continue
         accepted.append((item, unique_name(item.wanted_name, taken)))
-    _add_images(doc, accepted, annotates_boxes)
-    doc["source"] = source
-    doc["image_stats"] = image_stats(doc["images"])
-    if accepted:
-        _write(doc, accepted, staged.folder, replace, paths)
+    return accepted, duplicates
+
+
+def import_summary(staged: Staged, accepted: list[tuple[StagedImage, str]], duplicates: list[dict[str, str]],
+                   classes: list[str], num_images: int) -> dict[str, Any]:
+    """What an import answers."""
     return {
         "imported": len(accepted),
         "skipped": staged.skipped,
         "warnings": [{"path": item.record["source_path"], "reason": item.warning} for item, _ in accepted if item.warning],
         "duplicates": duplicates,
-        "classes": doc["classes"],
-        "num_images": len(doc["images"]),
+        "classes": classes,
+        "num_images": num_images,
     }
 
 
+def adds_source_split(items: Iterable[StagedImage], split_names: list[str]) -> bool:
+    """Whether the accepted ``items`` bring the first ``source`` split (then every image already there gets a value in it)."""
+    return any(item.subset for item in items) and SOURCE_SPLIT not in split_names
+
+
+def new_image(item: StagedImage, filename: str, classes: list[str], split_names: list[str],
+              annotates_boxes: bool) -> dict[str, Any]:
+    """The ``dataset.json`` entry of an accepted image (``classes`` and ``split_names``: the dataset's, after the import)."""
+    split = [NONE] * len(split_names)
+    if SOURCE_SPLIT in split_names:
+        labelled = annotates_boxes or item.label is not None or item.boxes is not None
+        split[split_names.index(SOURCE_SPLIT)] = _source_subset(item.subset, labelled)
+    image = {"filename": filename, **item.record, "split": split}
+    if item.subset:
+        image["source_subset"] = item.subset
+    image["annotations"] = _annotations(item, classes)
+    return image
+
+
 def _add_images(doc: dict[str, Any], accepted: list[tuple[StagedImage, str]], annotates_boxes: bool) -> None:
-    relabel(doc, _class_names(item for item, _ in accepted))
-    classes = doc["classes"]
+    relabel(doc, class_names(item for item, _ in accepted))
     split_names: list[str] = doc["split_names"]
-    if any(item.subset for item, _ in accepted) and SOURCE_SPLIT not in split_names:
+    if adds_source_split((item for item, _ in accepted), split_names):
         split_names.append(SOURCE_SPLIT)
         for image in doc["images"]:
             labelled = annotates_boxes or class_name(image) is not None
             image.setdefault("split", []).append(_source_subset(image.get("source_subset"), labelled))
-    source_index = split_names.index(SOURCE_SPLIT) if SOURCE_SPLIT in split_names else None
-    for item, filename in accepted:
-        split = [NONE] * len(split_names)
-        if source_index is not None:
-            labelled = annotates_boxes or item.label is not None or item.boxes is not None
-            split[source_index] = _source_subset(item.subset, labelled)
-        image = {"filename": filename, **item.record, "split": split}
-        if item.subset:
-            image["source_subset"] = item.subset
-        image["annotations"] = _annotations(item, classes)
-        doc["images"].append(image)
+    doc["images"] += [new_image(item, filename, doc["classes"], split_names, annotates_boxes) for item, filename in accepted]
 
 
-def _class_names(items: Iterable[StagedImage]) -> Iterator[str]:
+def class_names(items: Iterable[StagedImage]) -> Iterator[str]:
+    """The class names the images' labels and boxes use (repeats included)."""
     for item in items:
         if item.label is not None:
             yield item.label
@@ -103,32 +132,48 @@ def _source_subset(subset: str | None, labelled: bool) -> str:
     return subset if subset and labelled else NONE
 
 
+class StagedMoves:
+    """The accepted images' staged files renamed into ``folder`` (``run``), and removed again if the commit fails (``undo``)."""
+
+    def __init__(self, accepted: list[tuple[StagedImage, str]], staging: Path, folder: Path) -> None:
+        self.accepted = accepted
+        self.staging = staging
+        self.folder = folder
+        self.moved: list[Path] = []
+
+    def run(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for item, filename in self.accepted:
+            target = self.folder / filename
+            os.rename(self.staging / item.staged_name, target)
+            self.moved.append(target)
+
+    def undo(self) -> None:
+        for path in self.moved:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self.moved.clear()
+
+
 def _write(doc: dict[str, Any], accepted: list[tuple[StagedImage, str]], staging: Path, replace: bool, paths: DatasetPaths) -> None:
-    ready = staging / "ready" if replace else paths.images
-    ready.mkdir(parents=True, exist_ok=True)
-    moved: list[Path] = []
+    moves = StagedMoves(accepted, staging, staging / "ready" if replace else paths.images)
     old_images = staging / "old-images"
     old_thumbs = staging / "old-thumbs"
     swapped = False
     try:
-        for item, filename in accepted:
-            target = ready / filename
-            os.rename(staging / item.staged_name, target)
-            moved.append(target)
+        moves.run()
         if replace:
             if paths.images.exists():
                 os.rename(paths.images, old_images)
-            os.rename(ready, paths.images)
+            os.rename(moves.folder, paths.images)
             swapped = True
         atomic_write_json(paths.json, doc)
     except BaseException:
         if swapped:
-            os.rename(paths.images, ready)
+            os.rename(paths.images, moves.folder)
             if old_images.exists():
                 os.rename(old_images, paths.images)
-        for path in moved:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        moves.undo()
         raise
     if replace and paths.thumbs.exists():
         os.rename(paths.thumbs, old_thumbs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.core import ImageRecord, hookimpl
-from modelyard.core.datasets import commit
+from modelyard.core.datasets import append, commit
 from modelyard.core.errors import ConflictError, ValidationError
 from modelyard.core.jsonio import read_json
 from modelyard.core.plugin_manager import PluginHost
@@ -260,12 +261,21 @@ def test_disk_full_while_writing_dataset_json_rolls_the_import_back(services: Se
                                                                     monkeypatch: pytest.MonkeyPatch, replace: bool) -> None:
     shapes_folder(import_root / "one", per_class=2, shapes=("circle",))
     services.datasets.import_local(project, str(import_root / "one"))
+    services.datasets.list_images(project)  # as a server does: the index (and its cache file) exists before
     before = snapshot(services, project)
 
     def disk_full(path: Path, obj: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(commit, "atomic_write_json", disk_full)  # the disk is the boundary we fake
+    @contextlib.contextmanager
+    def full_writer(path: Path) -> Iterator[object]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+        yield
+
+    # the disk is the boundary we fake: for the whole-document writer and the streamed append (a new class sorting
+    # last: the import is appended unless replacing; test_append.py fails that path after the moves too)
+    monkeypatch.setattr(commit, "atomic_write_json", disk_full)
+    monkeypatch.setattr(append, "atomic_writer", full_writer)
     shapes_folder(import_root / "two", per_class=2, shapes=("square",), seed=3)
     with pytest.raises(OSError, match="No space left"):
         services.datasets.import_local(project, str(import_root / "two"), replace=replace)
