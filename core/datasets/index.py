@@ -263,15 +263,16 @@ class DatasetIndex:
         """The file name of the last image holding each SHA-256 hex digest of ``hashes`` that any image holds.
 
         The last, as a dict built over the images in file order keeps it (what an import reports a duplicate of).
-        A 4 MiB bit table of the digests' first bytes picks the few candidate rows; only those are compared whole.
+        A 4 MiB bit table keyed by a mix of all 32 bytes of each digest picks the few candidate rows (hand-made
+        hashes such as ``f"{i:064x}"`` vary in a few bytes only); only those rows are compared whole.
         """
         wanted = {bytes.fromhex(digest): digest for digest in hashes if _SHA256.fullmatch(digest)}
         if not wanted or not self._count:
             return {}
         sha = self.arrays["sha"]
-        keys = np.ascontiguousarray(sha[:, :8]).view(np.uint64).ravel() & np.uint64(_HASH_BITS)
+        keys = _digest_keys(np.ascontiguousarray(sha))
         table = np.zeros(_HASH_BITS + 1, dtype=bool)
-        table[np.frombuffer(b"".join(raw[:8] for raw in wanted), dtype=np.uint64) & np.uint64(_HASH_BITS)] = True
+        table[_digest_keys(np.frombuffer(b"".join(wanted), dtype=np.uint8).reshape(-1, 32))] = True
         found: dict[str, str] = {}
         candidates = np.flatnonzero(table[keys] & self.arrays["sha_ok"])
         for position, row in zip(candidates.tolist(), sha[candidates], strict=True):
@@ -324,7 +325,7 @@ class DatasetIndex:
         new = read_columns(io.BytesIO(msgspec.json.encode(head)[:-1] + b',"images":' + images + b"}"), "the new images")
         arrays, tables = _joined(self.arrays, self._tables, new.arrays, new.tables)
         raw = RawColumns(new.header, arrays, tables)
-        order = self._merged_name_order(new.arrays) if self._appendable(new.arrays) else None
+        order = self._merged_name_order(new.arrays)
         if order is None:  # an unservable or repeated name: the index drops images, as a fresh build would
             return DatasetIndex.from_columns(raw)
         arrays["order_filename"] = order
@@ -339,16 +340,16 @@ class DatasetIndex:
         arrays.update(_orders(arrays))
         return DatasetIndex(arrays, meta)
 
-    def _appendable(self, new: dict[str, np.ndarray]) -> bool:
-        """Whether every new image is servable and its name is not taken (then the joined index drops nothing)."""
-        names = strings(new["name_blob"], new["name_off"])
-        return (bool(new["sha_ok"].all()) and all_safe_names(names) and len(set(names)) == len(names)
-                and all(self.position(name) is None for name in names))
+    def _merged_name_order(self, new: dict[str, np.ndarray]) -> np.ndarray | None:
+        """``order_filename`` of the joined index, each new name inserted where a binary search puts it.
 
-    def _merged_name_order(self, new: dict[str, np.ndarray]) -> np.ndarray:
-        """``order_filename`` of the joined index: each new name inserted where a binary search puts it (names distinct)."""
-        names = [name.encode("utf-8", "surrogatepass") for name in strings(new["name_blob"], new["name_off"])]
-        ranked = sorted(range(len(names)), key=names.__getitem__)
+        ``None`` when a fresh build would drop a new image (an unsafe name or hash, a name already there).
+        """
+        names = strings(new["name_blob"], new["name_off"])
+        if not (bool(new["sha_ok"].all()) and all_safe_names(names) and len(set(names)) == len(names)):
+            return None
+        wanted = [name.encode("utf-8", "surrogatepass") for name in names]
+        ranked = sorted(range(len(wanted)), key=wanted.__getitem__)
         order = self.arrays["order_filename"]
         blob, offsets = self.arrays["name_blob"], self.arrays["name_off"]
 
@@ -356,7 +357,9 @@ class DatasetIndex:
             position = int(order[rank])
             return blob[offsets[position] : offsets[position + 1]].tobytes()
 
-        places = [bisect.bisect_left(range(len(order)), names[k], key=name_at) for k in ranked]
+        places = [bisect.bisect_left(range(len(order)), wanted[k], key=name_at) for k in ranked]
+        if any(place < len(order) and name_at(place) == wanted[k] for place, k in zip(places, ranked, strict=True)):
+            return None
         return np.insert(order, places, np.array(ranked, dtype=np.int64) + self._count).astype(np.int32, copy=False)
 
     def names_are_classes(self) -> bool:
@@ -520,6 +523,13 @@ class _Names(Mapping[str, int]):
 
     def __len__(self) -> int:
         return len(self._index)
+
+
+def _digest_keys(sha: np.ndarray) -> np.ndarray:
+    """A 22-bit key per 32-byte digest (rows of ``sha``): its four 64-bit words XORed, mixed (Fibonacci hashing)."""
+    words = sha.view(np.uint64)
+    mixed = (words[:, 0] ^ words[:, 1] ^ words[:, 2] ^ words[:, 3]) * np.uint64(0x9E3779B97F4A7C15)
+    return mixed >> np.uint64(64 - _HASH_BITS.bit_length())
 
 
 def fixed_width(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
