@@ -103,7 +103,7 @@ class DatasetView(Mapping[str, Any]):
     def filenames(self, positions: np.ndarray) -> list[str]:
         """The file names of the images at ``positions``, in that order."""
         arrays = self.index.arrays
-        return _texts(arrays["name_blob"], arrays["name_off"], np.asarray(positions, dtype=np.int64))
+        return _names(arrays["name_blob"], arrays["name_off"], np.asarray(positions, dtype=np.int64))
 
     def image_sizes(self, positions: np.ndarray) -> np.ndarray:
         """``int64`` ``[n, 2]``: the stored ``(width, height)`` of the images at ``positions``."""
@@ -169,11 +169,16 @@ def _annotation(annotation: IndexedAnnotation) -> dict[str, Any]:
     return record
 
 
-def _texts(blob: np.ndarray, offsets: np.ndarray, positions: np.ndarray) -> list[str]:
-    raw = blob.tobytes() if len(positions) * 16 >= len(blob) else None  # many: one copy; a few: slice the column
+def _names(blob: np.ndarray, offsets: np.ndarray, positions: np.ndarray) -> list[str]:
+    """File names at ``positions``: many are sliced from the blob decoded once (ASCII: byte offsets are character offsets)."""
     starts, ends = offsets[positions].tolist(), offsets[positions + 1].tolist()
-    return [(raw[s:e] if raw is not None else blob[s:e].tobytes()).decode("utf-8", "surrogatepass")
-            for s, e in zip(starts, ends, strict=True)]
+    if len(positions) * 8 < len(offsets) - 1:  # a few: decode only theirs
+        return [blob[s:e].tobytes().decode("utf-8", "surrogatepass") for s, e in zip(starts, ends, strict=True)]
+    raw = blob.tobytes()
+    if not blob.size or int(blob.max()) < 0x80:
+        text = raw.decode("ascii")
+        return [text[s:e] for s, e in zip(starts, ends, strict=True)]
+    return [raw[s:e].decode("utf-8", "surrogatepass") for s, e in zip(starts, ends, strict=True)]
 
 
 class _Images(Sequence[dict[str, Any]]):
