@@ -59,19 +59,19 @@ def build_services(
     queue = JobQueue(workspace, settings)
     plugins = plugins or default_plugin_host()
     dataset_store = DatasetStore(workspace)
-    experiments = ExperimentService(workspace, plugins, settings)
+    experiments = ExperimentService(workspace, plugins, settings, store=dataset_store)
     datasets = DatasetService(workspace, dataset_store, plugins.importers, settings, tasks=plugins.tasks)
     exports = ExportService(workspace, plugins, queue)
     return Services(
         settings=settings,
         workspace=workspace,
         plugins=plugins,
-        projects=ProjectService(workspace, plugins.tasks),
+        projects=ProjectService(workspace, plugins.tasks, store=dataset_store),
         datasets=datasets,
         splits=SplitService(workspace, dataset_store, on_split_removed=experiments.follow_split_removal, tasks=plugins.tasks),
         experiments=experiments,
-        runs=RunService(workspace, queue, experiments),
-        evaluations=EvaluationService(workspace, queue, plugins.tasks),
+        runs=RunService(workspace, queue, experiments, store=dataset_store),
+        evaluations=EvaluationService(workspace, queue, plugins.tasks, store=dataset_store),
         exports=exports,
         queue=queue,
         predictions=PredictionService(workspace, plugins, settings, datasets, exports),
