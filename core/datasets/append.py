@@ -83,6 +83,12 @@ def append_import(index: DatasetIndex, staged: Staged, source: dict[str, Any], p
     text = encode_pretty(images).replace(b"\n", b"\n  ")[1:-4]  # the items alone, at the images' depth
     values = {"source": source, "classes": classes, "split_names": split_names,
               "image_stats": _joined_stats(index.file_stats(), images)}
+    # joined before the write, so the caller adopts it right after the rename: a reader in between would rebuild it
+    try:
+        joined = index.appended(b"[" + text + b"]", {"task": index.task, **values})
+    except Exception:  # a bug, not a user error: the whole-document path still imports
+        log.exception("the index could not be joined with the new images; dataset.json is rewritten whole")
+        return None
     moves = StagedMoves(accepted, staged.folder, paths.images)
     try:
         append_images(paths.json, index, values, text, moves.run)
@@ -93,12 +99,7 @@ def append_import(index: DatasetIndex, staged: Staged, source: dict[str, Any], p
     except BaseException:
         moves.undo()
         raise
-    summary = import_summary(staged, accepted, duplicates, classes, len(index) + len(images))
-    try:
-        return summary, index.appended(b"[" + text + b"]", {"task": index.task, **values})
-    except Exception:  # the import is on disk: the next reader builds the index from the file instead
-        log.exception("the index of the appended dataset.json could not be joined; it will be rebuilt")
-        return summary, None
+    return import_summary(staged, accepted, duplicates, classes, len(index) + len(images)), joined
 
 
 def append_images(path: Path, index: DatasetIndex, values: dict[str, Any], text: bytes,
