@@ -195,6 +195,8 @@ class SplitService:
                  split_names: list[str]) -> bool:
         """Rewrite ``dataset.json`` with the ``new`` split lists and names, and adopt the updated index; ``False``: not streamable."""
         stats = index.file_stats()
+        # made before the rename: a reader between the rename and the adoption would build the index from the file
+        updated = index.with_split_lists(new, table, split_names)
 
         def update(header: dict[str, Any]) -> None:
             header["split_names"] = split_names
@@ -205,7 +207,7 @@ class SplitService:
         except NotStreamable as exc:
             log.info("dataset.json of %s rewritten whole: %s", project_id, exc)
             return False
-        self.store.adopt_index(project_id, index.with_split_lists(new, table, split_names))
+        self.store.adopt_index(project_id, updated)
         release_free_memory()
         return True
 
