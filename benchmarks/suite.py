@@ -202,6 +202,59 @@ def _scale(label: str, full_images: int, quick_images: int | None) -> Callable[[
 PAGE_SIZE_NOTE = 50
 
 
+def _scale_train(label: str, full_images: int, quick_images: int | None) -> Callable[[Context], list[Result]]:
+    """``scale_<label>_train_samples``: a training worker's split samples from the index vs from the parsed document."""
+
+    def run(ctx: Context) -> list[Result]:
+        from benchmarks.scale_train_bench import bench_train_samples
+
+        if ctx.quick and quick_images is None:
+            raise Skip(f"{label} images take minutes; run without --quick (--only scale_{label}_train_samples)")
+        count = ctx.pick(quick_images, full_images)
+        r = bench_train_samples(ctx.scratch(f"scale-train-{label}"), count, repeats=ctx.pick(1, 2))
+        new, old = r["new"], r["old"]
+        return [Result(
+            id=f"scale_{label}_train_samples",
+            compares=(f"a worker's train + val samples of a split, {count} synthetic images: load_dataset_view (index "
+                      "cache) + the runtime's column read vs read_json + the old dict-per-image split_items; fresh "
+                      "process each, seconds, ratio = old / new"),
+            ours=Side("index view + samples", "s", [run["total_s"] for run in new]),
+            against=Side("read_json + dict samples", "s", [run["total_s"] for run in old]),
+            ratio_kind="against/ours", target=">= 1x", target_value=1.0, higher_is_better=True,
+            notes=(f"peak RSS new {max(run['rss_peak_bytes'] for run in new) / 1e9:.2f} GB vs old "
+                   f"{max(run['rss_peak_bytes'] for run in old) / 1e9:.2f} GB (baseline with torch "
+                   f"{new[0]['rss_baseline_bytes'] / 1e9:.2f} GB); same items both ways"),
+            extra={k: v for k, v in r.items() if k not in ("new", "old")},
+        )]
+
+    return run
+
+
+def _scale_import(label: str, full_images: int, quick_images: int | None) -> Callable[[Context], list[Result]]:
+    """``scale_<label>_import_append``: 1 000 images imported into a big dataset, streamed append vs whole document."""
+
+    def run(ctx: Context) -> list[Result]:
+        from benchmarks.scale_import_bench import bench_import_append
+
+        if ctx.quick and quick_images is None:
+            raise Skip(f"{label} images take minutes; run without --quick (--only scale_{label}_import_append)")
+        count = ctx.pick(quick_images, full_images)
+        r = bench_import_append(ctx.scratch(f"scale-import-{label}"), count, added=ctx.pick(100, 1000))
+        return [Result(
+            id=f"scale_{label}_import_append",
+            compares=(f"import_local of {r['added']} PNGs into {count} synthetic images: streamed append (index loaded) "
+                      "vs the whole-document merge and rewrite; seconds, ratio = whole / streamed"),
+            ours=Side("streamed append", "s", [r["streamed_s"]]), against=Side("whole document", "s", [r["whole_s"]]),
+            ratio_kind="against/ours", target=">= 1x", target_value=1.0, higher_is_better=True,
+            notes=(f"same bytes both ways: {r['same_bytes']}; peak RSS streamed {r['rss_streamed_peak_bytes'] / 1e9:.2f} GB "
+                   f"vs whole {r['rss_whole_peak_bytes'] / 1e9:.2f} GB; with no index yet {r['streamed_no_index_s']:.2f} s; "
+                   f"into an empty project {r['into_empty_s']:.2f} s"),
+            extra=r,
+        )]
+
+    return run
+
+
 # -- inference and export -------------------------------------------------------------------------
 
 
@@ -312,6 +365,10 @@ MEASUREMENTS: list[Measurement] = [
     Measurement(("import_10k",), _import_10k),
     Measurement(tuple(f"scale_100k_{row}" for row in SCALE_ROWS), _scale("100k", 100_000, 10_000)),
     Measurement(tuple(f"scale_1m_{row}" for row in SCALE_ROWS), _scale("1m", 1_000_000, None)),
+    Measurement(("scale_100k_train_samples",), _scale_train("100k", 100_000, 10_000)),
+    Measurement(("scale_1m_train_samples",), _scale_train("1m", 1_000_000, None)),
+    Measurement(("scale_100k_import_append",), _scale_import("100k", 100_000, 10_000)),
+    Measurement(("scale_1m_import_append",), _scale_import("1m", 1_000_000, None)),
     Measurement(("ort_vs_eager_b1",), _ort_vs_eager),
     Measurement(("export_time_resnet18",), _export_time),
     Measurement(("predict_http_vs_inprocess_b1",), _predict_http_vs_inprocess),
