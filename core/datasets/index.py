@@ -17,14 +17,15 @@ from __future__ import annotations
 import bisect
 import ctypes
 import io
+import operator
 import logging
 import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -40,6 +41,7 @@ SORT_KEYS: tuple[str, ...] = ("filename", "class", "size", "num_boxes")
 _SPLIT_CODE = {value: code for code, value in enumerate(SPLIT_VALUES)}
 _NONE_CODE = _SPLIT_CODE[NONE]
 _LRU_SIZE = 32
+_Image = TypeVar("_Image")
 #: ``owners_of``'s bit table: 2**22 entries, so a thousand digests among a million images leave a few hundred candidates
 _HASH_BITS = (1 << 22) - 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -102,7 +104,7 @@ class DatasetIndex:
         self.class_codes: np.ndarray = arrays["label_codes"]
         #: how many boxes each image has (``0`` for classification)
         self.box_counts: np.ndarray = arrays["box_counts"]
-        self.images = _Images(self)
+        self.images: LazyImages[IndexedImage] = LazyImages(self._count, self.image)
         self.by_name = _Names(self)
         self._folded: np.ndarray | None = None
         self._lru: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
@@ -486,23 +488,28 @@ class DatasetIndex:
 _ORDER_KEYS = {"filename": "order_filename", "class": "order_class", "size": "order_size", "num_boxes": "order_boxes"}
 
 
-class _Images(Sequence[IndexedImage]):
-    """``index.images[i]``: one image materialised from the columns when asked for."""
+class LazyImages(Sequence[_Image]):
+    """A dataset's images, each made by ``make(position)`` when read, never all at once (``index.images``, a view's)."""
 
-    def __init__(self, index: DatasetIndex) -> None:
-        self._index = index
+    def __init__(self, count: int, make: Callable[[int], _Image]) -> None:
+        self._count = count
+        self._make = make
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self._count
 
     def __getitem__(self, position: Any) -> Any:
         if isinstance(position, slice):
-            return [self._index.image(i) for i in range(len(self))[position]]
+            return [self._make(i) for i in range(self._count)[position]]
+        position = operator.index(position)
         if position < 0:
-            position += len(self)
-        if not 0 <= position < len(self):
+            position += self._count
+        if not 0 <= position < self._count:
             raise IndexError(position)
-        return self._index.image(int(position))
+        return self._make(position)
+
+    def __iter__(self) -> Iterator[_Image]:
+        return map(self._make, range(self._count))
 
 
 class _Names(Mapping[str, int]):

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ConflictError, CorruptDataError, ImageNotFoundError, UnknownImporterError, ValidationError
+from ..errors import ConflictError, ImageNotFoundError, UnknownImporterError, ValidationError
 from ..plugin_types import DatasetImporter, tasks_of
 from ..projects import ensure_no_active_run
 from ..records import Dataset, DatasetSource, ImageStats
@@ -119,12 +119,9 @@ class DatasetService:
 
     def _append(self, project_id: str, staged: Staged, source: dict[str, Any], task: str) -> dict[str, Any] | None:
         """The import appended to ``dataset.json`` streamed (``append.py``), its index adopted; ``None`` when it cannot be."""
-        if not self.workspace.dataset_json(project_id).is_file():
+        index = self.store.streamable_index(project_id)
+        if index is None:
             return None
-        try:
-            index = self.store.index(project_id)
-        except CorruptDataError:
-            return None  # the whole-document path says what is wrong, as it always did
         done = append_import(index, staged, source, self.store.paths(project_id),
                              annotates_boxes=annotates_boxes(self.tasks, task))
         if done is None:

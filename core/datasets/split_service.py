@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConflictError, CorruptDataError, SplitNotFoundError
+from ..errors import ConflictError, SplitNotFoundError
 from ..projects import ensure_no_active_run, validate_name
 from ..registry import TaskRegistry
 from ..workspace import Workspace
@@ -134,13 +134,8 @@ class SplitService:
     # -- streamed: the index's columns and a rewrite of the split lists only (``rewrite.py``) ----------
     def _whole_index(self, project_id: str) -> DatasetIndex | None:
         """The index of ``dataset.json`` when it describes every image of the file in file order; else ``None``."""
-        if not self.workspace.dataset_json(project_id).is_file():
-            return None
-        try:
-            index = self.store.index(project_id)
-        except CorruptDataError:
-            return None  # the whole-document path says what is wrong, as it always did
-        return index if index.whole_file() and len(index) else None
+        index = self.store.streamable_index(project_id)
+        return index if index is not None and index.whole_file() and len(index) else None
 
     def _create_streamed(self, project_id: str, name: str, ratios: Ratios, seed: int,
                          stratified: bool) -> dict[str, Any] | None:

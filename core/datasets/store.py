@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import CorruptDataError
 from ..jsonio import atomic_write_json, read_json
 from ..projects import read_project
 from ..workspace import Workspace
@@ -57,6 +58,18 @@ class DatasetStore:
     def adopt_index(self, project_id: str, index: DatasetIndex) -> None:
         """Take ``index`` as that of the ``dataset.json`` just rewritten (by a streamed writer, under the project lock)."""
         self._indexes.put(self.workspace.dataset_json(project_id), index)
+
+    def streamable_index(self, project_id: str) -> DatasetIndex | None:
+        """The index a streamed writer starts from: ``None`` when there is no ``dataset.json`` or it does not read.
+
+        A corrupt file is left to the whole-document path, which says what is wrong as it always did.
+        """
+        if not self.workspace.dataset_json(project_id).is_file():
+            return None
+        try:
+            return self.index(project_id)
+        except CorruptDataError:
+            return None
 
     def index(self, project_id: str) -> DatasetIndex:
         """The index of the project's current dataset (an empty one before the first import)."""

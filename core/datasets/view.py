@@ -17,8 +17,8 @@ none of them could be loaded as a file anyway.
 from __future__ import annotations
 
 import copy
-import operator
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import msgspec
 import numpy as np
 
 from .document import VERSION
-from .index import DatasetIndex, IndexCache, IndexedAnnotation
+from .index import DatasetIndex, IndexCache, IndexedAnnotation, LazyImages
 from .index_build import NO_CLASS_ID
 
 KEYS: tuple[str, ...] = ("version", "task", "source", "classes", "split_names", "image_stats", "images")
@@ -58,7 +58,7 @@ class DatasetView(Mapping[str, Any]):
 
     def __init__(self, index: DatasetIndex) -> None:
         self.index = index
-        self._images = _Images(index)
+        self._images: LazyImages[dict[str, Any]] = LazyImages(len(index), functools.partial(image_record, index))
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> DatasetView:
@@ -179,26 +179,3 @@ def _names(blob: np.ndarray, offsets: np.ndarray, positions: np.ndarray) -> list
         text = raw.decode("ascii")
         return [text[s:e] for s, e in zip(starts, ends, strict=True)]
     return [raw[s:e].decode("utf-8", "surrogatepass") for s, e in zip(starts, ends, strict=True)]
-
-
-class _Images(Sequence[dict[str, Any]]):
-    """``view["images"]``: each image made the document's dict when read (``image_record``), never all at once."""
-
-    def __init__(self, index: DatasetIndex) -> None:
-        self._index = index
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __getitem__(self, position: Any) -> Any:
-        if isinstance(position, slice):
-            return [image_record(self._index, i) for i in range(len(self))[position]]
-        position = operator.index(position)
-        if position < 0:
-            position += len(self)
-        if not 0 <= position < len(self):
-            raise IndexError(position)
-        return image_record(self._index, position)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (image_record(self._index, i) for i in range(len(self)))

@@ -19,12 +19,9 @@ appended streamed (``core/datasets/append.py``).
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +31,7 @@ from modelyard.core.jsonio import TEMP_PREFIX, atomic_write_json, read_json, rem
 from modelyard.core.services import build_services
 from modelyard.core.settings import Settings
 from tests.core.datasets.factories import image_bytes, write
+from tests.helpers.kill import sigkill_when
 
 IMAGES = 100_000
 
@@ -94,22 +92,6 @@ def _setup(tmp_path: Path) -> tuple[Path, str, Path, Path]:
     return workspace, project, folder, services.workspace.images_dir(project)
 
 
-def _kill(child: subprocess.Popen, ready) -> None:  # type: ignore[type-arg,no-untyped-def]
-    try:
-        deadline = time.monotonic() + 120
-        while not ready():
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "the append never got there"
-            time.sleep(0.002)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL
-
-
 def _start(workspace: Path, project: str, folder: Path, mode: str) -> subprocess.Popen:  # type: ignore[type-arg]
     return subprocess.Popen([sys.executable, "-c", CHILD, str(workspace), project, str(folder), mode],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -126,7 +108,7 @@ def test_sigkill_while_the_append_writes_keeps_the_previous_dataset_json_and_mov
         temps = [p for p in path.parent.iterdir() if p.name.startswith(TEMP_PREFIX + "dataset.json")]
         return bool(temps) and temps[0].stat().st_size > 1024 * 1024
 
-    _kill(child, half_written)
+    sigkill_when(child, half_written, "the append's write")
     assert b"finished" not in child.stdout.read()  # type: ignore[union-attr]
 
     assert path.read_bytes() == before  # untouched, and it loads
@@ -154,7 +136,7 @@ def test_sigkill_between_the_moves_and_the_rename_leaves_unlisted_files_which_th
 
     child = _start(workspace, project, folder, mode)
     assert child.stdout is not None
-    _kill(child, lambda: child.stdout.readline().strip() == b"renaming")  # type: ignore[union-attr]
+    sigkill_when(child, lambda: child.stdout.readline().strip() == b"renaming", "the rename")  # type: ignore[union-attr]
 
     assert path.read_bytes() == before
     moved = sorted(p.name for p in images.iterdir())

@@ -10,12 +10,9 @@ and the next split create works.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from modelyard.core.datasets.document import image_stats
@@ -23,6 +20,7 @@ from modelyard.core.datasets.splits import Ratios
 from modelyard.core.jsonio import TEMP_PREFIX, atomic_write_json, read_json, remove_stale_temp_files
 from modelyard.core.services import build_services
 from modelyard.core.settings import Settings
+from tests.helpers.kill import sigkill_when
 
 IMAGES = 100_000
 
@@ -68,22 +66,12 @@ def test_sigkill_during_a_streamed_rewrite_keeps_the_previous_dataset_json(tmp_p
 
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(workspace), project],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            temps = [p for p in path.parent.iterdir() if p.name.startswith(TEMP_PREFIX + "dataset.json")]
-            if temps and temps[0].stat().st_size > 1024 * 1024:
-                break
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "the rewrite never started"
-            time.sleep(0.002)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL
+
+    def rewriting() -> bool:
+        temps = [p for p in path.parent.iterdir() if p.name.startswith(TEMP_PREFIX + "dataset.json")]
+        return bool(temps) and temps[0].stat().st_size > 1024 * 1024
+
+    sigkill_when(child, rewriting, "the rewrite")
     assert b"finished" not in child.stdout.read()  # type: ignore[union-attr]
 
     assert path.read_bytes() == before  # untouched, and it loads
