@@ -20,7 +20,6 @@ import io
 import operator
 import logging
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,7 +30,7 @@ import msgspec
 import numpy as np
 
 from .document import NONE, SPLIT_VALUES, image_stats
-from .index_build import NO_CLASS_ID, RawColumns, read_columns, servable, strings
+from .index_build import NO_CLASS_ID, SHA256, RawColumns, read_columns, servable, strings
 from .naming import all_safe_names
 from . import index_cache
 
@@ -44,7 +43,6 @@ _LRU_SIZE = 32
 _Image = TypeVar("_Image")
 #: ``owners_of``'s bit table: 2**22 entries, so a thousand digests among a million images leave a few hundred candidates
 _HASH_BITS = (1 << 22) - 1
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 #: Per-image columns (first axis = image), filtered together when unservable images are dropped.
 _PER_IMAGE = ("sha", "width", "height", "size", "format", "subset", "split_len", "split_mat")
 _PER_ANNOTATION = ("ann_type", "ann_cid", "ann_cname", "ann_bbox", "ann_hasbox")
@@ -123,8 +121,12 @@ class DatasetIndex:
     def from_columns(cls, raw: RawColumns) -> DatasetIndex:
         """The index of freshly read columns: unservable images dropped, derived columns and orders computed."""
         file_images = len(raw.arrays["name_off"]) - 1
-        arrays, tables = _servable_only(raw.arrays), raw.tables
-        header = raw.header
+        return cls._derived(RawColumns(raw.header, _servable_only(raw.arrays), raw.tables), file_images)
+
+    @classmethod
+    def _derived(cls, raw: RawColumns, file_images: int) -> DatasetIndex:
+        """The index of servable columns that already hold ``order_filename``: metadata and derived columns added."""
+        arrays, tables, header = raw.arrays, raw.tables, raw.header
         count = len(arrays["name_off"]) - 1
         stored = header.image_stats
         stats = stored if stored.get("num_images") == count else _stats_of(arrays, tables["format"])
@@ -268,7 +270,7 @@ class DatasetIndex:
         A 4 MiB bit table keyed by a mix of all 32 bytes of each digest picks the few candidate rows (hand-made
         hashes such as ``f"{i:064x}"`` vary in a few bytes only); only those rows are compared whole.
         """
-        wanted = {bytes.fromhex(digest): digest for digest in hashes if _SHA256.fullmatch(digest)}
+        wanted = {bytes.fromhex(digest): digest for digest in hashes if SHA256.fullmatch(digest)}
         if not wanted or not self._count:
             return {}
         sha = self.arrays["sha"]
@@ -292,8 +294,7 @@ class DatasetIndex:
         if not self._count:
             return set()
         blob, offsets = self.arrays["name_blob"], self.arrays["name_off"]
-        folded = blob + ((blob >= ord("A")) & (blob <= ord("Z"))) * np.uint8(32)
-        names = np.insert(folded, offsets[1:-1], ord("\n")).tobytes().split(b"\n")
+        names = np.insert(_ascii_lowered(blob), offsets[1:-1], ord("\n")).tobytes().split(b"\n")
         wide = np.unique(np.searchsorted(offsets, np.flatnonzero(blob >= 0x80), side="right") - 1)
         for position in wide.tolist():
             names[position] = self.filename(position).casefold().encode("utf-8", "surrogatepass")
@@ -331,16 +332,7 @@ class DatasetIndex:
         if order is None:  # an unservable or repeated name: the index drops images, as a fresh build would
             return DatasetIndex.from_columns(raw)
         arrays["order_filename"] = order
-        count = len(arrays["name_off"]) - 1
-        stored = new.header.image_stats
-        meta = {"task": new.header.task, "source": new.header.source, "classes": list(new.header.classes),
-                "split_names": list(new.header.split_names),
-                "image_stats": stored if stored.get("num_images") == count else _stats_of(arrays, tables["format"]),
-                "tables": tables, "file_images": count}
-        arrays.update(_class_columns(arrays, tables, meta["classes"]))
-        arrays["split_codes"] = _split_codes(arrays, tables["split"], len(meta["split_names"]))
-        arrays.update(_orders(arrays))
-        return DatasetIndex(arrays, meta)
+        return DatasetIndex._derived(raw, len(arrays["name_off"]) - 1)
 
     def _merged_name_order(self, new: dict[str, np.ndarray]) -> np.ndarray | None:
         """``order_filename`` of the joined index, each new name inserted where a binary search puts it.
@@ -479,8 +471,7 @@ class DatasetIndex:
                 offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
                 blob = np.frombuffer(b"".join(folded), dtype=np.uint8)
             else:
-                upper = (blob >= ord("A")) & (blob <= ord("Z"))
-                blob = np.where(upper, blob + 32, blob).astype(np.uint8)
+                blob = _ascii_lowered(blob)
             self._folded = fixed_width(blob, offsets)
         return self._folded
 
@@ -530,6 +521,11 @@ class _Names(Mapping[str, int]):
 
     def __len__(self) -> int:
         return len(self._index)
+
+
+def _ascii_lowered(blob: np.ndarray) -> np.ndarray:
+    """UTF-8 bytes with A-Z made a-z (``str.casefold`` of ASCII text; other bytes unchanged)."""
+    return blob + ((blob >= ord("A")) & (blob <= ord("Z"))) * np.uint8(32)
 
 
 def _digest_keys(sha: np.ndarray) -> np.ndarray:

@@ -30,7 +30,8 @@ from .naming import MAX_NAME_CHARS, is_safe_name
 #: ``ann_class_id`` of an annotation without a ``class_id``.
 NO_CLASS_ID = np.iinfo(np.int64).min
 _CHUNK = 8 * 1024 * 1024
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: a SHA-256 as the index keeps it: 64 lower-case hex digits
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class _Header(msgspec.Struct):
@@ -214,7 +215,7 @@ def _hashes(hashes: list[str]) -> tuple[np.ndarray, np.ndarray]:
             raw = bytes.fromhex(joined)  # skips whitespace: then it is short, and checked hash by hash below
             if len(raw) == 32 * len(hashes):
                 return np.frombuffer(raw, dtype=np.uint8).reshape(len(hashes), 32), np.ones(len(hashes), bool)
-    ok = np.array([_SHA256.fullmatch(h) is not None for h in hashes], dtype=bool)
+    ok = np.array([SHA256.fullmatch(h) is not None for h in hashes], dtype=bool)
     fixed = "".join(h if good else "0" * 64 for h, good in zip(hashes, ok.tolist(), strict=True))
     return np.frombuffer(bytes.fromhex(fixed), dtype=np.uint8).reshape(len(hashes), 32), ok
 
