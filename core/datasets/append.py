@@ -35,20 +35,18 @@ whole-document path, killed while writing).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from ..jsonio import atomic_writer, encode_pretty
+from ..jsonio import encode_pretty
 from .commit import (DatasetPaths, StagedMoves, accept, adds_source_split, class_names, import_summary,
                      new_image)
 from .document import SOURCE_SPLIT, image_stats
 from .index import DatasetIndex
-from .layout import ARRAY_END, BOUNDARY, NotStreamable, image_pieces, read_head
+from .layout import ARRAY_END, BOUNDARY, NotStreamable, image_pieces, read_header, replaced
 from .staging import Staged
 
 log = logging.getLogger(__name__)
@@ -110,20 +108,15 @@ def append_images(path: Path, index: DatasetIndex, values: dict[str, Any], text:
     ``before_rename``: runs once the new file is written and fsynced, before it replaces ``path``.
     ``NotStreamable`` (raised before ``before_rename``): ``path`` is as it was, the temp file removed.
     """
-    source = open(path, "rb")
-    try:
-        with atomic_writer(path) as out:
-            _write_appended(source, out, index, values, text)
-            out.flush()
-            os.fsync(out.fileno())  # before the moves: a kill between them and the rename leaves the least behind
-            before_rename()
-    finally:
-        # the old file is unlinked by now: its last close frees its page cache, off the request (as ``rewrite.py``)
-        threading.Thread(target=source.close, name="close-old-dataset-json", daemon=True).start()
+    with replaced(path) as (source, out):
+        _write_appended(source, out, index, values, text)
+        out.flush()
+        os.fsync(out.fileno())  # before the moves: a kill between them and the rename leaves the least behind
+        before_rename()
 
 
 def _write_appended(source: IO[bytes], out: IO[bytes], index: DatasetIndex, values: dict[str, Any], text: bytes) -> None:
-    header, rest = _header(source)
+    header, rest = read_header(source, _CHUNK, SET_KEYS)
     if header["classes"] != index.classes or header["split_names"] != index.split_names:
         raise NotStreamable("the header is not the index's")
     header.update(values)  # keys keep their places
@@ -139,18 +132,6 @@ def _write_appended(source: IO[bytes], out: IO[bytes], index: DatasetIndex, valu
     if copied != len(index):
         raise NotStreamable(f"the file has {copied} images, the index {len(index)}")
     out.write(text + ARRAY_END + b"\n")
-
-
-def _header(source: IO[bytes]) -> tuple[dict[str, Any], bytes | None]:
-    """The keys before ``images``, parsed as ``read_json`` parses them, and what follows ``"images": [`` read so far."""
-    text, rest = read_head(source, _CHUNK)
-    try:
-        header = json.loads(text)
-    except ValueError as exc:
-        raise NotStreamable(f"the header does not parse alone ({exc})") from exc
-    if not isinstance(header, dict) or "images" in header or any(key not in header for key in SET_KEYS):
-        raise NotStreamable("the header lacks a key the import sets")
-    return header, rest
 
 
 def _joined_stats(existing: dict[str, Any], images: list[dict[str, Any]]) -> dict[str, Any]:

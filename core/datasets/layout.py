@@ -11,8 +11,14 @@ file is laid out some other way.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
 from collections.abc import Iterator
-from typing import IO
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from ..jsonio import atomic_writer
 
 IMAGES_KEY = b'\n  "images": ['
 BOUNDARY = b"\n    },\n    {"
@@ -43,6 +49,36 @@ def read_head(source: IO[bytes], chunk: int) -> tuple[bytes, bytes | None]:
             raise NotStreamable("something follows the empty images array")
         return header, None
     return header, rest
+
+
+def read_header(source: IO[bytes], chunk: int, required: tuple[str, ...]) -> tuple[dict[str, Any], bytes | None]:
+    """The keys before ``images`` parsed as ``read_json`` parses them, and what follows ``"images": [`` read so far.
+
+    ``required``: keys the whole-document path would add after ``images`` when missing; one absent is ``NotStreamable``.
+    """
+    text, rest = read_head(source, chunk)
+    try:
+        header = json.loads(text)
+    except ValueError as exc:
+        raise NotStreamable(f"the header does not parse alone ({exc})") from exc
+    if not isinstance(header, dict) or "images" in header or any(key not in header for key in required):
+        raise NotStreamable(f"the header lacks a key of {', '.join(required)}")
+    return header, rest
+
+
+@contextlib.contextmanager
+def replaced(path: Path) -> Iterator[tuple[IO[bytes], BinaryIO]]:
+    """``path`` open for reading and the temp file that replaces it when the block ends (``jsonio.atomic_writer``).
+
+    The old file is unlinked by then: its last close frees its page cache (~0.3 s for 455 MB), so it runs on a
+    thread, off the request.
+    """
+    source = open(path, "rb")
+    try:
+        with atomic_writer(path) as out:
+            yield source, out
+    finally:
+        threading.Thread(target=source.close, name="close-old-dataset-json", daemon=True).start()
 
 
 def image_pieces(rest: bytes, source: IO[bytes], chunk: int, before: bytes = b"", after: bytes = b"") -> Iterator[bytes]:

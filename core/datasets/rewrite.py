@@ -28,13 +28,12 @@ import threading
 from collections.abc import Callable
 from operator import getitem, itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
-import msgspec
 import numpy as np
 
-from ..jsonio import atomic_writer, encode_pretty
-from .layout import ARRAY_END, NotStreamable, image_pieces, read_head
+from ..jsonio import encode_pretty
+from .layout import ARRAY_END, NotStreamable, image_pieces, read_header, replaced
 
 #: small enough that a segment's pieces (and their copies) stay a few tens of MB
 _CHUNK = 4 * 1024 * 1024
@@ -108,48 +107,43 @@ def rewrite_split_lists(path: Path, update_header: Callable[[dict[str, Any]], No
     new_keys, new_texts = new
     old_lists = [text[len(_SPLIT_KEY):] for text in old_texts]
     cut_after = [slice(len(text), None) for text in old_lists]
-    source = open(path, "rb")
-    try:
-        _rewrite(source, path, update_header, old_keys, old_lists, cut_after, new_keys, new_texts)
-    finally:
-        # the old file is unlinked by now: its last close frees its page cache (~0.3 s for 455 MB), off the request
-        threading.Thread(target=source.close, name="close-old-dataset-json", daemon=True).start()
+    with replaced(path) as (source, out):
+        _rewrite(source, out, update_header, old_keys, old_lists, cut_after, new_keys, new_texts)
 
 
-def _rewrite(source: IO[bytes], path: Path, update_header: Callable[[dict[str, Any]], None], old_keys: np.ndarray,
+def _rewrite(source: IO[bytes], out: BinaryIO, update_header: Callable[[dict[str, Any]], None], old_keys: np.ndarray,
              old_lists: list[bytes], cut_after: list[slice], new_keys: np.ndarray, new_texts: list[bytes]) -> None:
-    with atomic_writer(path) as out:
-        header, rest = _header(source)
-        update_header(header)
-        head = encode_pretty(header)
-        if rest is None:  # no images
-            if len(old_keys):
-                raise NotStreamable("the file has no images, the index has some")
-            out.write(head[:-2] + b',\n  "images": []\n}\n')
-            return
-        out.write(head[:-2] + b",\n  \"images\": [")
-        out.flush()
-        done = 0
-        with _Writer(out.fileno()) as writer:
-            for segment in image_pieces(rest, source, _CHUNK):
-                # the text after each image's split key starts with its list (a newline is never inside a string)
-                pieces = segment.split(_SPLIT_KEY)
-                found = len(pieces) - 1
-                if done + found > len(old_keys):
-                    raise NotStreamable("more split lists than images")
-                keys = old_keys[done : done + found].tolist()
-                after = pieces[1:]
-                if not all(map(bytes.startswith, after, _pick(old_lists, keys))):
-                    raise NotStreamable("a split list differs from the index's")
-                parts: list[bytes] = [b""] * (2 * found + 1)
-                parts[0] = b"," + pieces[0] if done else pieces[0]  # the comma between two pieces belongs to neither
-                parts[1::2] = _pick(new_texts, new_keys[done : done + found].tolist())
-                parts[2::2] = map(getitem, after, _pick(cut_after, keys))
-                writer.write(parts)
-                done += found
-        if done != len(old_keys):
-            raise NotStreamable(f"the file has {done} split lists, the index {len(old_keys)} images")
-        out.write(ARRAY_END + b"\n")
+    header, rest = read_header(source, _CHUNK, HEADER_KEYS)
+    update_header(header)
+    head = encode_pretty(header)
+    if rest is None:  # no images
+        if len(old_keys):
+            raise NotStreamable("the file has no images, the index has some")
+        out.write(head[:-2] + b',\n  "images": []\n}\n')
+        return
+    out.write(head[:-2] + b",\n  \"images\": [")
+    out.flush()
+    done = 0
+    with _Writer(out.fileno()) as writer:
+        for segment in image_pieces(rest, source, _CHUNK):
+            # the text after each image's split key starts with its list (a newline is never inside a string)
+            pieces = segment.split(_SPLIT_KEY)
+            found = len(pieces) - 1
+            if done + found > len(old_keys):
+                raise NotStreamable("more split lists than images")
+            keys = old_keys[done : done + found].tolist()
+            after = pieces[1:]
+            if not all(map(bytes.startswith, after, _pick(old_lists, keys))):
+                raise NotStreamable("a split list differs from the index's")
+            parts: list[bytes] = [b""] * (2 * found + 1)
+            parts[0] = b"," + pieces[0] if done else pieces[0]  # the comma between two pieces belongs to neither
+            parts[1::2] = _pick(new_texts, new_keys[done : done + found].tolist())
+            parts[2::2] = map(getitem, after, _pick(cut_after, keys))
+            writer.write(parts)
+            done += found
+    if done != len(old_keys):
+        raise NotStreamable(f"the file has {done} split lists, the index {len(old_keys)} images")
+    out.write(ARRAY_END + b"\n")
 
 
 def _pick(values: list[Any], keys: list[int]) -> list[Any]:
@@ -208,15 +202,3 @@ def _write_all(fd: int, parts: list[bytes]) -> None:
             rest = b"".join(batch)[written:]
             while rest:
                 rest = rest[os.write(fd, rest):]
-
-
-def _header(source: IO[bytes]) -> tuple[dict[str, Any], bytes | None]:
-    """The parsed keys before ``images`` (they must include ``HEADER_KEYS``), and what follows ``"images": [`` read so far."""
-    text, rest = read_head(source, _CHUNK)
-    try:
-        header = msgspec.json.decode(text)
-    except msgspec.DecodeError as exc:
-        raise NotStreamable(f"the header does not parse alone ({exc})") from exc
-    if not isinstance(header, dict) or "images" in header or any(key not in header for key in HEADER_KEYS):
-        raise NotStreamable("the header lacks a key the writer would add")
-    return header, rest

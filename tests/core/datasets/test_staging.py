@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.core import ImageRecord, hookimpl
-from modelyard.core.datasets import append, commit
+from modelyard.core.datasets import commit, layout
 from modelyard.core.errors import ConflictError, ValidationError
 from modelyard.core.jsonio import read_json
 from modelyard.core.plugin_manager import PluginHost
@@ -275,7 +275,7 @@ def test_disk_full_while_writing_dataset_json_rolls_the_import_back(services: Se
     # the disk is the boundary we fake: for the whole-document writer and the streamed append (a new class sorting
     # last: the import is appended unless replacing; test_append.py fails that path after the moves too)
     monkeypatch.setattr(commit, "atomic_write_json", disk_full)
-    monkeypatch.setattr(append, "atomic_writer", full_writer)
+    monkeypatch.setattr(layout, "atomic_writer", full_writer)  # the streamed writers open their temp through layout.replaced
     shapes_folder(import_root / "two", per_class=2, shapes=("square",), seed=3)
     with pytest.raises(OSError, match="No space left"):
         services.datasets.import_local(project, str(import_root / "two"), replace=replace)
