@@ -100,6 +100,16 @@ class DatasetView(Mapping[str, Any]):
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(matrix[:, split_index] == table.index(subset))
 
+    def split_values(self, split_index: int, positions: np.ndarray | None = None) -> list[str]:
+        """Each image's ``split[split_index]`` as stored (``none`` past a short list), in ``positions`` order (all: file order)."""
+        matrix, table = self.index.split_lists()
+        count = len(matrix) if positions is None else len(positions)
+        if not 0 <= split_index < matrix.shape[1]:
+            return ["none"] * count
+        column = matrix[:, split_index] if positions is None else matrix[positions, split_index]
+        values = [*table, "none"]  # code -1 (past a short list) reads the trailing "none"
+        return [values[code] for code in column.tolist()]
+
     def filenames(self, positions: np.ndarray) -> list[str]:
         """The file names of the images at ``positions``, in that order."""
         arrays = self.index.arrays

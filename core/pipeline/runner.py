@@ -271,9 +271,7 @@ def ensure_split(services: Services, spec: SplitSpec, project_id: str, reporter:
     if name in names:
         index = names.index(name)
         expected, _ = services.splits.assignment(dataset, ratios, spec.seed, spec.stratified)
-        matrix, table = dataset.index.split_lists()
-        values = [*table, "none"]  # code -1 (past an image's list) reads the trailing "none"
-        stored = [values[code] for code in matrix[:, index].tolist()] if index < matrix.shape[1] else ["none"] * len(matrix)
+        stored = dataset.split_values(index)
         if stored != expected.subsets:
             raise ConflictError(
                 f"split '{name}' exists but is not what ratios {spec.ratios.train}/{spec.ratios.val}/{spec.ratios.test} "

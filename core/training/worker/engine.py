@@ -223,15 +223,8 @@ def split_hash(dataset: DatasetView, split_index: int) -> str:
 
     File names are unique in the index, so the pairs' order is its filename order.
     """
-    index = dataset.index
-    order = index.arrays["order_filename"]
-    matrix, table = index.split_lists()
-    if 0 <= split_index < matrix.shape[1]:
-        values = [*table, "none"]  # code -1 (past a short list) reads the trailing "none"
-        subsets = [values[code] for code in matrix[order, split_index].tolist()]
-    else:
-        subsets = ["none"] * len(order)
-    pairs = list(zip(dataset.filenames(order), subsets, strict=True))
+    order = dataset.index.arrays["order_filename"]
+    pairs = list(zip(dataset.filenames(order), dataset.split_values(split_index, order), strict=True))
     return hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 

@@ -108,6 +108,17 @@ def test_subset_positions_match_the_stored_string_exactly_in_file_order() -> Non
     assert view.filenames(np.array([3, 0])) == ["3.png", "0.png"]
 
 
+def test_split_values_are_each_images_stored_value_and_none_past_a_short_list() -> None:
+    doc = complete({"split_names": ["a", "b"], "images": [
+        {"filename": "0.png", "split": ["train", "holdout"]}, {"filename": "1.png", "split": ["train"]},
+        {"filename": "2.png", "split": []}, {"filename": "3.png", "split": ["val", "holdout"]}]})
+    view = DatasetView.from_document(doc)
+    assert view.split_values(0) == ["train", "train", "none", "val"]
+    assert view.split_values(1) == ["holdout", "none", "none", "holdout"]
+    assert view.split_values(1, np.array([3, 0])) == ["holdout", "holdout"]
+    assert view.split_values(2) == ["none"] * 4 and view.split_values(-1, np.array([1])) == ["none"]
+
+
 def test_annotation_columns_hold_each_images_annotations_of_one_type_in_order() -> None:
     doc = detection_document(seed=6)
     view = DatasetView.from_document(doc)
