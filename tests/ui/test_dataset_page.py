@@ -138,6 +138,9 @@ def test_image_detail_by_keyboard_shows_the_image_and_returns_focus(page, servic
                            " return d.dataset.state === 'ready' && d.querySelector('h2').textContent === name; }", arg=second_name)
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
+    # the dialog's close event (which focuses the shown image's thumbnail) is a task queued after the dialog hides,
+    # and until it runs the browser's own restore has put focus on the thumbnail that opened the dialog
+    page.wait_for_function("(name) => document.activeElement.dataset.filename === name", arg=second_name, timeout=5000)
     assert page.evaluate("() => document.activeElement.dataset.filename") == second_name
 
 
